@@ -1,0 +1,182 @@
+"""/api/v1/auth/...: parse the body, call the service, envelope the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from flask_jwt_extended import jwt_required
+from flask_smorest import Blueprint
+
+from authsvc import tokens
+from authsvc.api.schemas import (
+    AuthResultSchema,
+    EmptySchema,
+    ErrorSchema,
+    LoginSchema,
+    LogoutSchema,
+    ProfileUpdateSchema,
+    RefreshSchema,
+    SessionResultSchema,
+    SignupSchema,
+    UserResultSchema,
+    enveloped,
+)
+from authsvc.errors import envelope_ok
+from authsvc.services import sessions, signup
+
+blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and sessions")
+
+# Responses any endpoint may give (API.md, "Codes every endpoint may answer").
+COMMON_ERRORS = {
+    400: "BAD_REQUEST: malformed JSON, or JSON that is not an object",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_FAILED (details: field -> messages)",
+    500: "INTERNAL_ERROR",
+    503: "DATABASE_UNAVAILABLE",
+}
+
+
+def errors_doc(extra: dict[int, str]):
+    """Declare every error response of a view in the OpenAPI document."""
+    merged = {**COMMON_ERRORS}
+    for status, text in extra.items():
+        merged[status] = f"{text}; {merged[status]}" if status in merged else text
+
+    def decorate(view):
+        for status, text in sorted(merged.items()):
+            view = blp.alt_response(status, schema=ErrorSchema, description=text)(view)
+        return view
+
+    return decorate
+
+
+def _runtime():
+    return current_app.extensions["authsvc"]
+
+
+def _client() -> str:
+    return request.remote_addr or "unknown"
+
+
+@blp.route("/signup", methods=["POST"])
+@blp.arguments(SignupSchema)
+@blp.response(201, enveloped(AuthResultSchema))
+@blp.doc(
+    parameters=[
+        {
+            "in": "header",
+            "name": "Idempotency-Key",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 255},
+            "description": "Retrying with the same key and body replays the first answer.",
+        }
+    ]
+)
+@errors_doc(
+    {
+        409: "EMAIL_TAKEN or USERNAME_TAKEN",
+        422: "WEAK_PASSWORD (details.password) or IDEMPOTENCY_KEY_REUSED",
+        429: "RATE_LIMITED",
+        500: "SIGNUP_FAILED: details.step, details.reason, details.compensated",
+    }
+)
+def signup_view(body: dict[str, Any]):
+    """Create an account: the identity and its profile, or neither."""
+    rt = _runtime()
+    rt.rate_limits.hit("signup", _client())
+    data = signup.SignupData(**body)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        key = rt.check_idempotency_key(key)
+        profile, _replayed = signup.run_idempotent(rt.store, rt.hasher, data, key, rt.secret)
+    else:
+        profile = signup.run(rt.store, rt.hasher, data)
+    user = sessions.load_user(rt.store, profile.id)
+    if user is None:  # removed between our commit and this read
+        raise rt.lost_user()
+    session = sessions.start_session(
+        rt.store,
+        profile.id,
+        tokens.mint,
+        rt.settings.refresh_token_ttl,
+        request.headers.get("User-Agent"),
+    )
+    return envelope_ok({"user": user.as_dict(), "session": session.as_dict()})
+
+
+@blp.route("/login", methods=["POST"])
+@blp.arguments(LoginSchema)
+@blp.response(200, enveloped(AuthResultSchema))
+@errors_doc({401: "INVALID_CREDENTIALS", 403: "USER_BANNED", 429: "RATE_LIMITED"})
+def login_view(body: dict[str, Any]):
+    """Sign in with email and password."""
+    rt = _runtime()
+    rt.rate_limits.hit("login", _client(), "account:" + body["email"].lower())
+    user, session = sessions.login(
+        rt.store,
+        body["email"],
+        body["password"],
+        tokens.mint,
+        rt.settings.refresh_token_ttl,
+        request.headers.get("User-Agent"),
+    )
+    return envelope_ok({"user": user.as_dict(), "session": session.as_dict()})
+
+
+@blp.route("/refresh", methods=["POST"])
+@blp.arguments(RefreshSchema)
+@blp.response(200, enveloped(SessionResultSchema))
+@errors_doc(
+    {
+        401: "TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED or REFRESH_TOKEN_REUSED "
+        "(the whole session is revoked)"
+    }
+)
+def refresh_view(body: dict[str, Any]):
+    """Exchange a refresh token for a new session pair; the old refresh token is spent."""
+    rt = _runtime()
+    session = sessions.refresh(
+        rt.store, body["refresh_token"], tokens.mint, rt.settings.refresh_token_ttl
+    )
+    return envelope_ok({"session": session.as_dict()})
+
+
+@blp.route("/logout", methods=["POST"])
+@jwt_required()
+@blp.arguments(LogoutSchema)
+@blp.response(200, enveloped(EmptySchema))
+@blp.doc(security=[{"bearerAuth": []}])
+@errors_doc({401: "AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED"})
+def logout_view(body: dict[str, Any]):
+    """End this session, or with scope "global" every session of the user."""
+    user_id, session_id = tokens.current_ids()
+    sessions.logout(_runtime().store, user_id, session_id, body.get("scope", "local"))
+    return envelope_ok({})
+
+
+@blp.route("/me", methods=["GET"])
+@jwt_required()
+@blp.response(200, enveloped(UserResultSchema))
+@blp.doc(security=[{"bearerAuth": []}])
+@errors_doc({401: "AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED"})
+def me_view():
+    """The signed-in user."""
+    user_id, _ = tokens.current_ids()
+    return envelope_ok({"user": sessions.me(_runtime().store, user_id).as_dict()})
+
+
+@blp.route("/me", methods=["PATCH"])
+@jwt_required()
+@blp.arguments(ProfileUpdateSchema)
+@blp.response(200, enveloped(UserResultSchema))
+@blp.doc(security=[{"bearerAuth": []}])
+@errors_doc(
+    {401: "AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED", 409: "USERNAME_TAKEN"}
+)
+def update_me_view(body: dict[str, Any]):
+    """Change the username and/or display name."""
+    user_id, _ = tokens.current_ids()
+    user = sessions.update_me(_runtime().store, user_id, body)
+    return envelope_ok({"user": user.as_dict()})

@@ -1,0 +1,167 @@
+"""Request and response schemas: they validate the bodies and write the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import cache
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+USERNAME_PATTERN = r"^[a-z0-9_]{3,32}$"
+_EMAIL = re.compile(
+    r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+
+def normalize_email(value: str) -> str:
+    """Trimmed, with the domain lower-cased; the local part is kept as given."""
+    local, _, domain = value.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+class EmailField(fields.String):
+    """An email address: trimmed, domain lower-cased, at most 254 characters."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        text = text.strip()
+        if len(text) > 254 or not _EMAIL.match(text):
+            raise ValidationError("Not a valid email address.")
+        return normalize_email(text)
+
+
+def _no_control_characters(value: str) -> None:
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+        raise ValidationError("Must not contain control characters.")
+
+
+class DisplayNameField(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not 1 <= len(text) <= 100:
+            raise ValidationError("Must be between 1 and 100 characters.")
+        _no_control_characters(text)
+        return text
+
+
+_username = {
+    "validate": validate.Regexp(
+        USERNAME_PATTERN,
+        error="Use 3 to 32 characters: lower-case letters, digits and underscores.",
+    ),
+    "metadata": {"pattern": USERNAME_PATTERN, "example": "alice_01"},
+}
+
+
+class SignupSchema(Schema):
+    email = EmailField(required=True, metadata={"format": "email", "example": "alice@example.com"})
+    password = fields.String(
+        required=True,
+        metadata={
+            "format": "password",
+            "description": "8 to 128 characters, not a common password, not containing the email",
+        },
+    )
+    username = fields.String(**_username)
+    display_name = DisplayNameField(metadata={"maxLength": 100, "example": "Alice"})
+
+
+class LoginSchema(Schema):
+    email = EmailField(required=True, metadata={"format": "email"})
+    password = fields.String(required=True, metadata={"format": "password"})
+
+
+class RefreshSchema(Schema):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+
+
+class LogoutSchema(Schema):
+    scope = fields.String(validate=validate.OneOf(["local", "global"]), load_default="local")
+
+
+class ProfileUpdateSchema(Schema):
+    username = fields.String(**_username)
+    display_name = DisplayNameField(metadata={"maxLength": 100})
+
+
+class UserSchema(Schema):
+    id = fields.UUID(required=True)
+    email = fields.String(required=True)
+    username = fields.String(allow_none=True)
+    display_name = fields.String(allow_none=True)
+    email_confirmed = fields.Boolean(required=True)
+    is_anonymous = fields.Boolean(required=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class SessionSchema(Schema):
+    access_token = fields.String(required=True)
+    refresh_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"enum": ["bearer"]})
+    expires_in = fields.Integer(required=True)
+    expires_at = fields.Integer(required=True)
+
+
+class AuthResultSchema(Schema):
+    user = fields.Nested(UserSchema, required=True)
+    session = fields.Nested(SessionSchema, required=True)
+
+
+class SessionResultSchema(Schema):
+    session = fields.Nested(SessionSchema, required=True)
+
+
+class UserResultSchema(Schema):
+    user = fields.Nested(UserSchema, required=True)
+
+
+class EmptySchema(Schema):
+    pass
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class VersionSchema(Schema):
+    version = fields.String(required=True)
+    git_sha = fields.String(allow_none=True)
+    started_at = fields.String(required=True, metadata={"format": "date-time"})
+    schema_version = fields.String(allow_none=True)
+    backend = fields.String(required=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"example": "EMAIL_TAKEN"})
+    message = fields.String(required=True)
+    details = fields.Dict()
+    request_id = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    """Every error, in the one envelope."""
+
+    success = fields.Boolean(required=True, metadata={"enum": [False]})
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+@cache
+def enveloped(schema: type[Schema]) -> type[Schema]:
+    """`{"success": true, "data": <schema>}`, named for the OpenAPI document."""
+    name = schema.__name__.removesuffix("Schema") + "EnvelopeSchema"
+    return type(
+        name,
+        (Schema,),
+        {
+            "success": fields.Boolean(required=True, metadata={"enum": [True]}),
+            "data": fields.Nested(schema, required=True),
+        },
+    )

@@ -1,0 +1,281 @@
+"""authsvc serve | migrate | reconcile [--repair] [--json] | doctor"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from authsvc import observability
+from authsvc.config import ConfigError, Settings, load_settings, redact_url, secret_weakness
+from authsvc.errors import AuthError
+from authsvc.passwords import Hasher
+
+log = logging.getLogger("authsvc.cli")
+
+
+def _store(settings: Settings) -> Any:
+    from authsvc.stores import make_store
+
+    return make_store(
+        settings,
+        Hasher(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism),
+    )
+
+
+def _settings_with_database(started: list[Any] | None = None) -> Settings:
+    """Settings; with no database configured, the embedded one (started if need be)."""
+    settings = load_settings()
+    if settings.database_url:
+        return settings
+    from authsvc import embedded
+
+    cluster = embedded.ensure_running(settings.data_dir)
+    if started is not None and cluster.started_here:
+        started.append(cluster)
+    return settings.with_database(cluster.url)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    started: list[Any] = []
+    settings = _settings_with_database(started)
+    if started:
+        atexit.register(_stop_embedded, settings)
+    # Hand the resolved database to the app (and to the reloader's child process).
+    os.environ["DATABASE_URL"] = settings.database_url or ""
+    if settings.auth_database_url:
+        os.environ["AUTH_DATABASE_URL"] = settings.auth_database_url
+    store = _store(settings)
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    if applied:
+        log.info("migrations applied", extra={"migrations": applied})
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    print(
+        f"authsvc serving on http://{host}:{port} "
+        f"(database {redact_url(settings.database_url or '')})",
+        file=sys.stderr,
+    )
+    if args.reload:
+        from werkzeug.serving import run_simple
+
+        from authsvc import create_app
+
+        run_simple(host, port, create_app(), use_reloader=True, threaded=True)
+        return 0
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", int(os.environ.get("WEB_CONCURRENCY", "1")))
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 4)
+            self.cfg.set("timeout", 30)
+            self.cfg.set("accesslog", None)
+
+        def load(self):
+            from authsvc import create_app
+
+            return create_app()
+
+    Server().run()
+    return 0
+
+
+def _stop_embedded(settings: Settings) -> None:
+    from authsvc import embedded
+
+    try:
+        embedded.stop(settings.data_dir)
+    except Exception as exc:  # noqa: BLE001 - best effort at exit
+        print(f"could not stop the embedded database: {exc}", file=sys.stderr)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings_with_database()
+    store = _store(settings)
+    try:
+        applied = store.migrate()
+        status = store.migration_status()
+    finally:
+        store.close()
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        print("nothing to apply: the schema is up to date")
+    print(f"schema version: {status['schema_version']}")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from authsvc.services import reconcile
+
+    try:
+        settings = _settings_with_database()
+        store = _store(settings)
+        try:
+            result, remaining = reconcile.run(store, settings.reconcile_grace_seconds, args.repair)
+        finally:
+            store.close()
+    except (AuthError, ConfigError) as exc:
+        message = exc.message if isinstance(exc, AuthError) else str(exc)
+        if args.json:
+            print(json.dumps({"error": message}))
+        print(f"reconcile could not run: {message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for kind in (
+            "identities_without_profile",
+            "profiles_without_identity",
+            "unfinished_signups",
+        ):
+            print(f"{kind}: {result[kind]['count']}")
+            for i in result[kind]["ids"][:20]:
+                print(f"  {i}")
+        if result["repaired"]:
+            print("repaired: " + ", ".join(f"{k}={v}" for k, v in result["repaired"].items()))
+        print(
+            f"remaining drift: {result['remaining']} "
+            f"(grace {result['grace_seconds']}s, {result['elapsed_ms']} ms)"
+        )
+        if remaining and not args.repair:
+            print("run `authsvc reconcile --repair` to finish or remove these rows")
+    return 1 if remaining else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"FAIL configuration: {exc}")
+        return 1
+    weakness = secret_weakness(settings.jwt_secret_key)
+    checks.append(
+        (
+            "configuration",
+            True,
+            f"env={settings.env} backend={settings.backend} "
+            f"{'split databases' if settings.split else 'one database'}"
+            + (
+                f"; JWT_SECRET_KEY is weak ({weakness}): set a strong one before production"
+                if weakness and not settings.jwt_secret_generated
+                else ""
+            ),
+        )
+    )
+    if not settings.database_url:
+        try:
+            settings = _settings_with_database()
+        except Exception as exc:  # noqa: BLE001 - reported as a failed check
+            checks.append(("database", False, f"embedded database: {exc}"))
+            return _print_checks(checks)
+    store = _store(settings)
+    try:
+        states = store.check()
+        ok = all(v == "ok" for v in states.values())
+        checks.append(
+            (
+                "database",
+                ok,
+                ", ".join(f"{k}: {v}" for k, v in states.items())
+                + (
+                    ""
+                    if ok
+                    else " -> check DATABASE_URL / AUTH_DATABASE_URL and that the server is up"
+                ),
+            )
+        )
+        if ok:
+            checks.extend(_store_checks(store, settings))
+    finally:
+        store.close()
+    return _print_checks(checks)
+
+
+def _store_checks(store: Any, settings: Settings) -> list[tuple[str, bool, str]]:
+    from authsvc.services import reconcile
+
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        status = store.migration_status()
+        pending = status["pending"]
+        checks.append(
+            (
+                "migrations",
+                not pending,
+                f"schema version {status['schema_version']}"
+                if not pending
+                else f"pending: {', '.join(pending)} -> run `authsvc migrate`",
+            )
+        )
+    except AuthError as exc:
+        checks.append(("migrations", False, f"{exc.message} -> run `authsvc migrate`"))
+        return checks
+    for name, ok, detail in store.diagnose():
+        checks.append((name, ok, detail))
+    try:
+        drift = reconcile.find_drift(store, settings.reconcile_grace_seconds)
+        checks.append(
+            (
+                "drift",
+                drift.total == 0,
+                f"identities without profile: {drift.identities_without_profile_count}, "
+                f"profiles without identity: {drift.profiles_without_identity_count}, "
+                f"unfinished signups: {drift.unfinished_with_profile_count}"
+                + ("" if drift.total == 0 else " -> run `authsvc reconcile --repair`"),
+            )
+        )
+    except AuthError as exc:
+        checks.append(("drift", False, exc.message))
+    return checks
+
+
+def _print_checks(checks: list[tuple[str, bool, str]]) -> int:
+    for name, ok, detail in checks:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    observability.configure_logging()
+    parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service (embedded database by default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--reload", action="store_true", help="restart on code changes")
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply pending migrations (safe to rerun)").set_defaults(
+        func=cmd_migrate
+    )
+    rec = sub.add_parser("reconcile", help="find (and repair) identity/profile drift")
+    rec.add_argument("--repair", action="store_true")
+    rec.add_argument("--json", action="store_true")
+    rec.set_defaults(func=cmd_reconcile)
+    sub.add_parser("doctor", help="check configuration, database, migrations, drift").set_defaults(
+        func=cmd_doctor
+    )
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except AuthError as exc:
+        print(f"authsvc: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The zero-configuration local Postgres under AUTHSVC_DATA_DIR.
+
+Uses the machine's Postgres server binaries (Debian's postgresql package, or any `initdb` /
+`pg_ctl` on PATH or under AUTHSVC_PG_BIN). The cluster listens on 127.0.0.1 only, on a port
+picked once and kept, with a password of its own stored next to it (mode 0600). Postgres
+refuses to run as root, so when we are root the cluster runs as the `postgres` system user
+(created by Debian's package) or, failing that, a dedicated `authsvc` user.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("authsvc.embedded")
+
+DB_NAME = "authsvc"
+DB_USER = "authsvc"
+
+
+class EmbeddedError(RuntimeError):
+    """The embedded Postgres could not be started; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    data_dir: Path
+    port: int
+    password: str
+    started_here: bool
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{self.port}/{DB_NAME}"
+
+
+def find_bin_dir() -> Path:
+    candidates: list[str] = []
+    if os.environ.get("AUTHSVC_PG_BIN"):
+        candidates.append(os.environ["AUTHSVC_PG_BIN"])
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(str(Path(os.path.realpath(on_path)).parent))
+    candidates.extend(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True))
+    for candidate in candidates:
+        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
+            return Path(candidate)
+    raise EmbeddedError(
+        "No Postgres server binaries found for the embedded database. Install them "
+        "(apt-get install postgresql) or set DATABASE_URL to an existing database."
+    )
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "authsvc"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    subprocess.run(  # noqa: S603
+        ["useradd",  # noqa: S607 "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "authsvc"],
+        check=True,
+        capture_output=True,
+    )
+    return pwd.getpwnam("authsvc")
+
+
+def _run(args: list[str], user: pwd.struct_passwd | None, timeout: float = 60) -> str:
+    kwargs: dict = {"capture_output": True, "text": True, "timeout": timeout, "cwd": "/"}
+    if user is not None:
+        kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        kwargs["env"] = {**os.environ, "HOME": user.pw_dir or "/", "USER": user.pw_name}
+    proc = subprocess.run(args, **kwargs)  # noqa: S603
+    if proc.returncode != 0:
+        raise EmbeddedError(
+            f"{Path(args[0]).name} failed ({proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
+        )
+    return proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "embedded.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _running_port(pgdata: Path) -> int | None:
+    """The port of the server running on `pgdata`, from its postmaster.pid, if it is alive."""
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        lines = pidfile.read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return port
+
+
+def ensure_running(data_dir: Path) -> Cluster:
+    """Initialise (first time) and start the cluster under `data_dir`; reuse a running one."""
+    data_dir = data_dir.absolute()
+    with _locked(data_dir):
+        state_file = data_dir / "embedded.json"
+        pgdata = data_dir / "pgdata"
+        user = _run_as()
+        bin_dir = find_bin_dir()
+        if not (pgdata / "PG_VERSION").exists():
+            state = _initdb(bin_dir, pgdata, user)
+            state_file.write_text(json.dumps(state))
+            state_file.chmod(0o600)
+        state = json.loads(state_file.read_text())
+        port = _running_port(pgdata)
+        if port is not None:
+            return Cluster(data_dir, port, state["password"], started_here=False)
+        port = state.get("port") or _free_port()
+        if not _port_free(port):
+            port = _free_port()
+        state["port"] = port
+        state_file.write_text(json.dumps(state))
+        _run(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-w",
+                "-t",
+                "30",
+                "-l",
+                str(pgdata / "server.log"),
+                "-o",
+                f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+                "start",
+            ],
+            user,
+        )
+        log.info("embedded postgres started", extra={"data_dir": str(data_dir), "port": port})
+        return Cluster(data_dir, port, state["password"], started_here=True)
+
+
+def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None) -> dict:
+    pgdata.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    pwfile = pgdata.parent / ".pwfile"
+    pwfile.write_text(password + "\n")
+    pwfile.chmod(0o600)
+    if user is not None:
+        os.chown(pgdata, user.pw_uid, user.pw_gid)
+        os.chown(pwfile, user.pw_uid, user.pw_gid)
+        _ensure_traversable(pgdata.parent, user)
+    pgdata.chmod(0o700)
+    try:
+        _run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                DB_USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
+                "--locale=C",
+            ],
+            user,
+            timeout=120,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    # Start once on a throwaway port to create the database, then stop.
+    port = _free_port()
+    opts = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+    _run(
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-w",
+            "-o",
+            opts,
+            "-l",
+            str(pgdata / "server.log"),
+            "start",
+        ],
+        user,
+    )
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user=DB_USER,
+            password=password,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
+            conn.execute(f"CREATE DATABASE {DB_NAME}")
+    finally:
+        _run([str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"], user)
+    return {"password": password, "port": None}
+
+
+def _ensure_traversable(path: Path, user: pwd.struct_passwd) -> None:
+    """Postgres runs as `user`, who must be able to reach the data directory."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if parent.stat().st_uid != user.pw_uid and not mode & 0o001:
+            raise EmbeddedError(
+                f"The embedded Postgres runs as the system user {user.pw_name!r}, who cannot "
+                f"reach {path} ({parent} is not searchable by others). Point AUTHSVC_DATA_DIR "
+                "elsewhere, or set DATABASE_URL."
+            )
+
+
+def stop(data_dir: Path) -> None:
+    pgdata = data_dir.absolute() / "pgdata"
+    if _running_port(pgdata) is None:
+        return
+    _run([str(find_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"], _run_as())
+    log.info("embedded postgres stopped", extra={"data_dir": str(data_dir)})
+
+
+def wait_until_stopped(data_dir: Path, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while _running_port(data_dir.absolute() / "pgdata") is not None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.1)

@@ -1,0 +1,270 @@
+"""The AuthError hierarchy, the response envelope, and the one place errors become responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("authsvc.errors")
+
+
+class AuthError(Exception):
+    """Base of every error the service answers with; one subclass per code in API.md."""
+
+    status = 500
+    code = "INTERNAL_ERROR"
+    message = "Something went wrong on our side. Try again; if it persists, quote the request id."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or type(self).message
+        self.details = details or {}
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, details={self.details!r})"
+
+
+class BadRequest(AuthError):
+    status, code = 400, "BAD_REQUEST"
+    message = "The request body is not valid JSON, or not a JSON object."
+
+
+class NotFound(AuthError):
+    status, code = 404, "NOT_FOUND"
+    message = "There is no such endpoint."
+
+
+class MethodNotAllowed(AuthError):
+    status, code = 405, "METHOD_NOT_ALLOWED"
+    message = "This endpoint does not accept that method."
+
+
+class PayloadTooLarge(AuthError):
+    status, code = 413, "PAYLOAD_TOO_LARGE"
+    message = "The request body is larger than this service accepts."
+
+
+class UnsupportedMediaType(AuthError):
+    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+    message = "Send the body as JSON with Content-Type: application/json."
+
+
+class ValidationFailed(AuthError):
+    status, code = 422, "VALIDATION_FAILED"
+    message = "Some fields are missing or invalid; see details for each field."
+
+
+class WeakPassword(AuthError):
+    status, code = 422, "WEAK_PASSWORD"
+    message = "The password does not meet the password policy; see details.password."
+
+
+class IdempotencyKeyReused(AuthError):
+    status, code = 422, "IDEMPOTENCY_KEY_REUSED"
+    message = "This Idempotency-Key was already used with a different request body."
+
+
+class IdempotencyKeyInFlight(AuthError):
+    status, code = 409, "IDEMPOTENCY_KEY_IN_USE"
+    message = "A request with this Idempotency-Key is still being processed; retry shortly."
+
+
+class EmailTaken(AuthError):
+    status, code = 409, "EMAIL_TAKEN"
+    message = "An account with this email already exists."
+
+
+class UsernameTaken(AuthError):
+    status, code = 409, "USERNAME_TAKEN"
+    message = "This username is taken."
+
+
+class AuthRequired(AuthError):
+    status, code = 401, "AUTH_REQUIRED"
+    message = "Send an access token in the Authorization: Bearer header."
+
+
+class InvalidCredentials(AuthError):
+    status, code = 401, "INVALID_CREDENTIALS"
+    message = "Invalid email or password."
+
+
+class TokenInvalid(AuthError):
+    status, code = 401, "TOKEN_INVALID"
+    message = "The token is malformed, has a bad signature, or is unknown."
+
+
+class TokenExpired(AuthError):
+    status, code = 401, "TOKEN_EXPIRED"
+    message = "The token has expired; refresh the session or log in again."
+
+
+class TokenRevoked(AuthError):
+    status, code = 401, "TOKEN_REVOKED"
+    message = "The session this token belongs to has ended; log in again."
+
+
+class RefreshTokenReused(AuthError):
+    status, code = 401, "REFRESH_TOKEN_REUSED"
+    message = (
+        "This refresh token was already used. The whole session has been revoked as a "
+        "precaution; log in again."
+    )
+
+
+class UserBanned(AuthError):
+    status, code = 403, "USER_BANNED"
+    message = "This account is suspended."
+
+
+class RateLimited(AuthError):
+    status, code = 429, "RATE_LIMITED"
+    message = "Too many requests; wait before retrying."
+
+
+class SignupFailed(AuthError):
+    """A signup failed after it started writing; details name the step, reason and compensation."""
+
+    status, code = 500, "SIGNUP_FAILED"
+    message = "The account could not be created."
+
+    def __init__(self, step: str, reason: str, compensated: bool, hint: str | None = None) -> None:
+        outcome = (
+            "Nothing was created; it is safe to retry."
+            if compensated
+            else "A partial account may remain; it will be cleaned up automatically."
+        )
+        message = f"The account could not be created: step {step} failed ({reason}). {outcome}"
+        details: dict[str, Any] = {"step": step, "reason": reason, "compensated": compensated}
+        if hint:
+            details["hint"] = hint
+        super().__init__(message, details)
+
+    @property
+    def step(self) -> str:
+        return self.details["step"]
+
+    @property
+    def reason(self) -> str:
+        return self.details["reason"]
+
+
+class InternalError(AuthError):
+    status, code = 500, "INTERNAL_ERROR"
+
+
+class DatabaseUnavailable(AuthError):
+    status, code = 503, "DATABASE_UNAVAILABLE"
+    message = "The database cannot be reached right now; retry in a few seconds."
+
+    def __init__(
+        self, message: str | None = None, database: str | None = None, sent: bool = True
+    ) -> None:
+        super().__init__(message, {"database": database} if database else None)
+        self.headers["Retry-After"] = "5"
+        # False when no connection could be had, so no statement can have reached the server.
+        self.sent = sent
+
+
+class NotReady(AuthError):
+    status, code = 503, "NOT_READY"
+    message = "The service is not ready to serve requests."
+
+
+class StorageError(AuthError):
+    """A storage step failed for a reason that is not the client's (raised by stores).
+
+    `reason` is a stable word ("foreign_key_violation", "permission_denied", ...). The saga turns it
+    into SignupFailed naming the step; anywhere else it answers 500 INTERNAL_ERROR.
+    """
+
+    status, code = 500, "INTERNAL_ERROR"
+
+    def __init__(self, reason: str, hint: str | None = None) -> None:
+        super().__init__(f"A storage operation failed ({reason}).")
+        self.reason = reason
+        self.hint = hint
+
+
+def envelope_ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
+
+
+def envelope_error(err: AuthError, request_id: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": err.code, "message": err.message, "request_id": request_id}
+    if err.details:
+        body["details"] = err.details
+    return {"success": False, "error": body}
+
+
+_HTTP_TO_ERROR: dict[int, type[AuthError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: ValidationFailed,
+    429: RateLimited,
+}
+
+
+def from_http_exception(exc: Any) -> AuthError:
+    """Map a werkzeug HTTPException (or flask-smorest's abort) onto our hierarchy."""
+    status = getattr(exc, "code", 500) or 500
+    cls = _HTTP_TO_ERROR.get(status)
+    if cls is None:
+        err = InternalError() if status >= 500 else AuthError(getattr(exc, "description", None))
+        if status < 500:
+            err.status, err.code = status, "HTTP_" + str(status)
+        return err
+    if cls is ValidationFailed:
+        messages = getattr(exc, "data", {}).get("messages", {}) if hasattr(exc, "data") else {}
+        # webargs nests messages by location ({"json": {...}}); the client wants field -> messages.
+        if isinstance(messages, dict) and len(messages) == 1 and "json" in messages:
+            messages = messages["json"]
+        return ValidationFailed(details=messages if isinstance(messages, dict) else None)
+    return cls()
+
+
+def init_app(app: Any) -> None:
+    """Register the handlers that render every error as the envelope."""
+    from flask import g, jsonify
+    from werkzeug.exceptions import HTTPException
+
+    def render(err: AuthError):
+        response = jsonify(envelope_error(err, g.get("request_id")))
+        response.status_code = err.status
+        for key, value in err.headers.items():
+            response.headers[key] = value
+        return response
+
+    app.extensions["authsvc.render_error"] = render
+
+    @app.errorhandler(AuthError)
+    def handle_auth_error(err: AuthError):
+        if err.status >= 500:
+            log.error(
+                "request failed: %s",
+                err.code,
+                exc_info=err.__cause__ or err,
+                extra={"error_code": err.code, "details": err.details},
+            )
+        return render(err)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        err = from_http_exception(exc)
+        if exc.code == 405 and exc.get_response().headers.get("Allow"):
+            err.headers["Allow"] = exc.get_response().headers["Allow"]
+        return render(err)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        log.error("unhandled exception", exc_info=exc, extra={"error_code": InternalError.code})
+        return render(InternalError())

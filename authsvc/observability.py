@@ -1,0 +1,108 @@
+"""X-Request-ID in and out, JSON log lines, one access-log line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Never written to a log line, whatever a caller passes in `extra`.
+_SECRET_KEYS = re.compile(r"pass|secret|token|authorization|cookie|key|hash", re.I)
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+access_log = logging.getLogger("authsvc.access")
+
+
+def request_id_from(header_value: str | None) -> str:
+    """The client's id when it is sane; otherwise a fresh one."""
+    if header_value and _SANE_REQUEST_ID.match(header_value):
+        return header_value
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    try:
+        from flask import g, has_request_context
+
+        if has_request_context():
+            return g.get("request_id")
+    except ImportError:  # pragma: no cover
+        pass
+    return None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key in _STANDARD_ATTRS or key.startswith("_") or key == "request_id":
+                continue
+            entry[key] = "<redacted>" if _SECRET_KEYS.search(key) else value
+        if record.exc_info:
+            exc = record.exc_info[1]
+            entry["exc_type"] = type(exc).__name__ if exc else None
+            entry["traceback"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send the service's logs to stderr as JSON lines (idempotent)."""
+    root = logging.getLogger("authsvc")
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def init_app(app: Any) -> None:
+    """Give every request an id, echo it back, and write one access-log line."""
+    from flask import g, request
+
+    @app.before_request
+    def start_request() -> None:
+        g.request_id = request_id_from(request.headers.get("X-Request-ID"))
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish_request(response):
+        request_id = g.get("request_id") or request_id_from(None)
+        response.headers["X-Request-ID"] = request_id
+        started = g.get("started")
+        latency_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        rule = request.url_rule.rule if request.url_rule else None
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            rule or request.path,
+            response.status_code,
+            extra={
+                "request_id": request_id,
+                "method": request.method,
+                "route": rule,
+                "path": request.path,
+                "status": response.status_code,
+                "latency_ms": latency_ms,
+                "remote_addr": request.remote_addr,
+            },
+        )
+        return response

@@ -1,0 +1,1 @@
+"""The rules: signup saga, sessions and tokens, reconcile. No Flask, no SQL."""

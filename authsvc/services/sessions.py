@@ -1,0 +1,213 @@
+"""Login, refresh rotation with reuse detection, logout (local and global), and the profile."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from authsvc.errors import (
+    InvalidCredentials,
+    RefreshTokenReused,
+    TokenExpired,
+    TokenInvalid,
+    TokenRevoked,
+    UserBanned,
+)
+from authsvc.stores import COMPLETE, PENDING, Identity, NewProfile, Profile, RotateOutcome, Store
+
+log = logging.getLogger("authsvc.sessions")
+
+# Longer than any signup can take with the configured statement time-outs.
+SIGNUP_IN_FLIGHT = 60
+
+# mint(user_id, session_id) -> (access_token, expires_in_seconds); provided by the web layer.
+Minter = Callable[[UUID, UUID], tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class User:
+    """What the API calls a user: the identity and its profile, together."""
+
+    identity: Identity
+    profile: Profile
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.identity.id),
+            "email": self.identity.email,
+            "username": self.profile.username,
+            "display_name": self.profile.display_name,
+            "email_confirmed": self.identity.email_confirmed_at is not None,
+            "is_anonymous": self.identity.is_anonymous,
+            "created_at": _rfc3339(self.identity.created_at or self.profile.created_at),
+        }
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    expires_at: int
+    session_id: UUID
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+            "expires_at": self.expires_at,
+        }
+
+
+def _rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _new_refresh_token() -> tuple[str, bytes]:
+    token = secrets.token_urlsafe(32)
+    return token, hash_refresh_token(token)
+
+
+def start_session(
+    store: Store, user_id: UUID, mint: Minter, refresh_ttl: int, user_agent: str | None = None
+) -> Session:
+    refresh, refresh_hash = _new_refresh_token()
+    expires = datetime.now(UTC) + timedelta(seconds=refresh_ttl)
+    session_id = store.create_session(user_id, refresh_hash, expires, user_agent)
+    access, expires_in = mint(user_id, session_id)
+    return Session(access, refresh, expires_in, _epoch() + expires_in, session_id)
+
+
+def _epoch() -> int:
+    return int(datetime.now(UTC).timestamp())
+
+
+def load_user(store: Store, user_id: UUID) -> User | None:
+    """The complete user, or None when either half is missing."""
+    identity = store.get_identity(user_id)
+    if identity is None or identity.signup_state != COMPLETE:
+        return None
+    profile = store.get_profile(user_id)
+    return User(identity, profile) if profile is not None else None
+
+
+def login(
+    store: Store,
+    email: str,
+    password: str,
+    mint: Minter,
+    refresh_ttl: int,
+    user_agent: str | None = None,
+) -> tuple[User, Session]:
+    """Check the password and open a session, for complete users only.
+
+    An unknown email and a wrong password take the same path and time (a dummy verify), and
+    answer the same InvalidCredentials.
+    """
+    identity = store.find_identity_by_email(email)
+    if not store.verify_password(identity, password) or identity is None:
+        raise InvalidCredentials()
+    if identity.banned_until is not None and identity.banned_until > datetime.now(UTC):
+        raise UserBanned(details={"banned_until": _rfc3339(identity.banned_until)})
+    user = _whole_user(store, identity)
+    if user is None:
+        # Half a user never gets a session. To the client the account does not exist (yet):
+        # its signup was never answered with success.
+        raise InvalidCredentials()
+    store.record_sign_in(identity.id)
+    session = start_session(store, identity.id, mint, refresh_ttl, user_agent)
+    log.info("login", extra={"user_id": str(identity.id), "session_id": str(session.session_id)})
+    return user, session
+
+
+def _whole_user(store: Store, identity: Identity) -> User | None:
+    """The user with both halves, finishing what a crashed signup left, or None."""
+    profile = store.get_profile(identity.id)
+    if identity.signup_state == PENDING:
+        if profile is None or _may_be_in_flight(identity):
+            return None
+        # The process died between verifying the profile and marking the identity complete;
+        # the password just proved it is this person's account: finish the signup.
+        store.mark_complete(identity.id)
+        log.warning("login completed an unfinished signup", extra={"user_id": str(identity.id)})
+        identity = store.get_identity(identity.id) or identity
+    elif profile is None:
+        # A complete identity was answered 201 once; its profile went missing since (deleted
+        # by hand, or lost in a split deployment). Give it back rather than lock the user out.
+        profile = store.insert_profile(NewProfile(identity.id, identity.email))
+        if profile is None:
+            return None
+        log.warning("login recreated a missing profile", extra={"user_id": str(identity.id)})
+    return User(identity, profile)
+
+
+def _may_be_in_flight(identity: Identity) -> bool:
+    """A pending identity younger than this may still belong to a signup that is running (and
+    that may yet compensate); leave it to that signup."""
+    created = identity.created_at
+    return created is None or datetime.now(UTC) - created < timedelta(seconds=SIGNUP_IN_FLIGHT)
+
+
+def refresh(store: Store, refresh_token: str, mint: Minter, refresh_ttl: int) -> Session:
+    """Rotate: the presented token is spent, a new one is issued. A spent token presented
+    again is theft: the whole session is revoked."""
+    new_token, new_hash = _new_refresh_token()
+    expires = datetime.now(UTC) + timedelta(seconds=refresh_ttl)
+    rotation = store.rotate_refresh_token(hash_refresh_token(refresh_token), new_hash, expires)
+    if rotation.outcome is RotateOutcome.UNKNOWN:
+        raise TokenInvalid()
+    if rotation.outcome is RotateOutcome.REUSED:
+        log.warning(
+            "refresh token reused; session revoked",
+            extra={"session_id": str(rotation.session_id), "user_id": str(rotation.user_id)},
+        )
+        raise RefreshTokenReused()
+    if rotation.outcome is RotateOutcome.EXPIRED:
+        raise TokenExpired()
+    if rotation.outcome is RotateOutcome.SESSION_ENDED:
+        raise TokenRevoked()
+    assert rotation.user_id is not None and rotation.session_id is not None
+    if load_user(store, rotation.user_id) is None:
+        store.revoke_session(rotation.session_id, "user_gone")
+        raise TokenRevoked()
+    access, expires_in = mint(rotation.user_id, rotation.session_id)
+    return Session(access, new_token, expires_in, _epoch() + expires_in, rotation.session_id)
+
+
+def logout(store: Store, user_id: UUID, session_id: UUID, scope: str = "local") -> None:
+    if scope == "global":
+        store.revoke_user_sessions(user_id, "logout_global")
+    else:
+        store.revoke_session(session_id, "logout")
+    log.info("logout", extra={"user_id": str(user_id), "scope": scope})
+
+
+def me(store: Store, user_id: UUID) -> User:
+    user = load_user(store, user_id)
+    if user is None:
+        raise TokenRevoked("The account this token belongs to no longer exists.")
+    return user
+
+
+def update_me(store: Store, user_id: UUID, changes: dict[str, Any]) -> User:
+    user = me(store, user_id)
+    if not changes:
+        return user
+    profile = store.update_profile(user_id, changes)
+    if profile is None:
+        raise TokenRevoked("The account this token belongs to no longer exists.")
+    return User(user.identity, profile)

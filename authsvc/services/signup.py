@@ -1,0 +1,213 @@
+"""The signup saga: identity -> profile RETURNING -> verify -> complete, or compensate.
+
+The guarantee: a signup either ends with both rows (an identity in auth.users marked
+`complete`, and its profile in public.users with the same id) and a 201, or with an error that
+names the failed step and no trace of the account. No session is ever handed to half a user.
+
+A signup passes through these states:
+
+1. nothing: the body is validated and the password hashed before any connection is taken.
+2. identity pending: auth.users holds the identity with signup_state = 'pending'. A pending
+   identity cannot sign in (sessions.login refuses it), so a crash from here on leaves nothing
+   usable behind.
+3. profile written: public.users holds a row with the identity's id, inserted with an explicit
+   UUID and read back through RETURNING.
+4. verified: the row that came back has our id and our email. No row (an RLS policy, a BEFORE
+   trigger returning NULL) or another row is a failure, never a silent success.
+5. complete: the identity is marked complete; only now is the client told 201.
+
+Any failure in 2-5 runs compensation: with both tables in one database the whole signup is one
+transaction and compensation is its rollback; across two databases (or Supabase), each step has
+committed and compensation deletes the profile and then the pending identity. If compensation
+itself fails (the database went away), the identity simply stays pending: that row is the
+durable record of the half-user, and `authsvc reconcile --repair` removes it once it is older
+than the grace period (or completes it, if its profile turns out to be there). A process killed
+at any point leaves the same pending row, found and finished the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from authsvc import passwords
+from authsvc.errors import (
+    AuthError,
+    DatabaseUnavailable,
+    IdempotencyKeyReused,
+    SignupFailed,
+    StorageError,
+    WeakPassword,
+)
+from authsvc.stores import NewProfile, Profile, Store
+
+log = logging.getLogger("authsvc.signup")
+
+
+@dataclass(frozen=True)
+class SignupData:
+    email: str
+    password: str
+    username: str | None = None
+    display_name: str | None = None
+
+    def profile(self, user_id: UUID) -> NewProfile:
+        return NewProfile(user_id, self.email, self.username, self.display_name)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (("username", self.username), ("display_name", self.display_name))
+            if v is not None
+        }
+
+
+class ProfileMismatch(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def verify_returned(row: Profile | None, user_id: UUID, email: str) -> Profile:
+    """The row the insert returned is the one we sent; anything else is a failure."""
+    if row is None:
+        raise ProfileMismatch("no_row_returned")
+    if row.id != user_id:
+        raise ProfileMismatch("id_mismatch")
+    if row.email.lower() != email.lower():
+        raise ProfileMismatch("email_mismatch")
+    return row
+
+
+_HINTS = {
+    "no_row_returned": "the insert returned no row: a row-level security policy or a BEFORE "
+    "INSERT trigger returning NULL dropped it",
+    "id_mismatch": "the row returned carries another id: a trigger rewrote it",
+    "email_mismatch": "the row returned carries another email: a trigger rewrote it",
+}
+
+
+def run(store: Store, hasher: passwords.Hasher, data: SignupData) -> Profile:
+    """Create the identity and its profile, or neither. See the module docstring."""
+    reasons = passwords.policy_violations(data.password, data.email)
+    if reasons:
+        raise WeakPassword(details={"password": reasons})
+    user_id = uuid4()
+    hashed = hasher.hash(data.password)  # before any connection is taken
+    step = "identity_create"
+    with store.signup(user_id) as unit:
+        try:
+            unit.create_identity(data.email, hashed, data.metadata())
+            step = "profile_insert"
+            row = unit.insert_profile(data.profile(user_id))
+            step = "profile_verify"
+            profile = verify_returned(row, user_id, data.email)
+            step = "complete"
+            unit.complete()
+        except Exception as exc:
+            compensated = unit.compensate()
+            raise _failure(exc, step, compensated, user_id) from exc
+    log.info("signup complete", extra={"user_id": str(user_id)})
+    return profile
+
+
+def _failure(exc: Exception, step: str, compensated: bool, user_id: UUID) -> AuthError:
+    """409/422/503 pass through (after compensating); anything else names its step."""
+    if isinstance(exc, ProfileMismatch):
+        err: AuthError = SignupFailed(step, exc.reason, compensated, _HINTS.get(exc.reason))
+    elif isinstance(exc, StorageError):
+        err = SignupFailed(step, exc.reason, compensated, exc.hint)
+    elif isinstance(exc, DatabaseUnavailable):
+        err = exc if compensated else SignupFailed(step, "connection_lost", compensated)
+    elif isinstance(exc, AuthError) and exc.status < 500:
+        err = exc
+    else:
+        err = SignupFailed(step, "unexpected_error", compensated)
+    log.log(
+        logging.ERROR if err.status >= 500 else logging.INFO,
+        "signup failed",
+        exc_info=exc if err.status >= 500 else None,
+        extra={
+            "step": step,
+            "error_code": err.code,
+            "compensated": compensated,
+            "user_id": str(user_id),
+            "reason": getattr(err, "details", {}).get("reason"),
+        },
+    )
+    return err
+
+
+# -- idempotent signup ------------------------------------------------------------------------
+
+
+def fingerprint(data: SignupData, key: bytes) -> str:
+    """A keyed hash of the request body: equal bodies match, and the stored value reveals
+    nothing about the password."""
+    canonical = json.dumps(asdict(data), sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def run_idempotent(
+    store: Store,
+    hasher: passwords.Hasher,
+    data: SignupData,
+    idempotency_key: str,
+    secret: bytes,
+) -> tuple[Profile, bool]:
+    """`run` once per key: (profile, replayed). A retry with the same key and body gets the
+    first answer (the same user, or the same client error); another body is refused."""
+    print_ = fingerprint(data, secret)
+    record = store.idempotency_claim(idempotency_key, print_)
+    if record is not None:
+        if record.fingerprint != print_:
+            raise IdempotencyKeyReused()
+        if record.status == 201 and record.user_id is not None:
+            profile = store.get_profile(record.user_id)
+            if profile is not None:
+                return profile, True
+        replay_error(record.response)
+    try:
+        profile = run(store, hasher, data)
+    except AuthError as exc:
+        if exc.status < 500:
+            store.idempotency_finish(
+                idempotency_key,
+                exc.status,
+                None,
+                {"code": exc.code, "message": exc.message, "details": exc.details},
+            )
+        else:
+            # A server-side failure is not an answer worth replaying: let a retry run again.
+            store.idempotency_release(idempotency_key)
+        raise
+    except BaseException:
+        store.idempotency_release(idempotency_key)
+        raise
+    store.idempotency_finish(idempotency_key, 201, profile.id, None)
+    return profile, False
+
+
+def replay_error(response: dict[str, Any] | None) -> None:
+    from authsvc import errors
+
+    response = response or {}
+    for cls in _all_subclasses(errors.AuthError):
+        if cls.code == response.get("code") and cls.status < 500:
+            err = cls.__new__(cls)
+            AuthError.__init__(err, response.get("message"), response.get("details"))
+            raise err
+    raise errors.InternalError()
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out

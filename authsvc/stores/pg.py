@@ -1,0 +1,308 @@
+"""Postgres plumbing shared by the stores: pools, the one error translation point, migrations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerr
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from authsvc.errors import AuthError, DatabaseUnavailable, EmailTaken, StorageError, UsernameTaken
+
+log = logging.getLogger("authsvc.stores")
+
+# Unique indexes whose violation is the client's doing, by name.
+_UNIQUE_TO_ERROR: dict[str, type[AuthError]] = {
+    "users_email_lower_key": EmailTaken,
+    "users_username_key": UsernameTaken,
+}
+
+# SQLSTATE class/condition -> the stable reason word in SIGNUP_FAILED details.
+_REASONS: list[tuple[type[Exception], str, str | None]] = [
+    (
+        pgerr.ForeignKeyViolation,
+        "foreign_key_violation",
+        "the profile's id must be an existing identity",
+    ),
+    (
+        pgerr.UniqueViolation,
+        "unique_violation",
+        "a row with this key already exists (a trigger that creates profiles?)",
+    ),
+    (pgerr.CheckViolation, "check_violation", "a CHECK constraint on the table refused the row"),
+    (pgerr.NotNullViolation, "not_null_violation", "a NOT NULL column received no value"),
+    (
+        pgerr.InsufficientPrivilege,
+        "permission_denied",
+        "the database role lacks a privilege or a row-level security policy refused the row",
+    ),
+    (pgerr.UndefinedTable, "undefined_table", "a table is missing: run `authsvc migrate`"),
+    (pgerr.UndefinedColumn, "undefined_column", "a column is missing: run `authsvc migrate`"),
+    (pgerr.QueryCanceled, "statement_timeout", "the database took too long to answer"),
+    (
+        pgerr.LockNotAvailable,
+        "lock_timeout",
+        "a row was locked by another transaction for too long",
+    ),
+    (
+        pgerr.SerializationFailure,
+        "serialization_failure",
+        "a concurrent transaction conflicted; retry",
+    ),
+    (pgerr.DeadlockDetected, "deadlock_detected", "a concurrent transaction conflicted; retry"),
+    (pgerr.RaiseException, "trigger_raised", "a trigger on the table raised an error"),
+    (pgerr.ReadOnlySqlTransaction, "read_only", "the database is read-only (a replica?)"),
+    (pgerr.DataError, "invalid_data", "the database refused a value"),
+]
+
+
+def translate(exc: BaseException, database: str = "database") -> AuthError:
+    """The AuthError for a driver exception; the one place psycopg errors are interpreted."""
+    if isinstance(exc, AuthError):
+        return exc
+    if isinstance(exc, pgerr.UniqueViolation):
+        name = exc.diag.constraint_name or ""
+        if name in _UNIQUE_TO_ERROR:
+            return _UNIQUE_TO_ERROR[name]()
+    if isinstance(exc, PoolTimeout | PoolClosed):
+        return DatabaseUnavailable(database=database)
+    if isinstance(exc, pgerr.AdminShutdown | pgerr.CrashShutdown | pgerr.CannotConnectNow):
+        return StorageError("connection_lost", "the database connection was closed mid-request")
+    if isinstance(exc, psycopg.OperationalError) and not isinstance(
+        exc, psycopg.errors.QueryCanceled
+    ):
+        # Connection refused, reset, or lost mid-query.
+        if isinstance(exc, psycopg.errors.ConnectionException) or exc.sqlstate is None:
+            return StorageError("connection_lost", "the database connection was lost mid-request")
+    for cls, reason, hint in _REASONS:
+        if isinstance(exc, cls):
+            return StorageError(reason, hint)
+    if isinstance(exc, psycopg.Error):
+        sqlstate = getattr(exc, "sqlstate", None)
+        return StorageError(f"database_error_{sqlstate}" if sqlstate else "database_error")
+    return StorageError("unexpected_error")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    err = (
+        exc
+        if isinstance(exc, StorageError)
+        else translate(exc)
+        if isinstance(exc, Exception)
+        else None
+    )
+    return isinstance(err, StorageError) and err.reason == "connection_lost"
+
+
+class Database:
+    """One Postgres database behind a lazily opened pool (opened after a fork, never before)."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        connect_timeout: int = 3,
+        pool_timeout: float = 5.0,
+        max_size: int = 10,
+        statement_timeout_ms: int = 15000,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self._kwargs: dict[str, Any] = {
+            "connect_timeout": connect_timeout,
+            "application_name": "authsvc",
+            "autocommit": True,
+            "row_factory": dict_row,
+        }
+        if statement_timeout_ms:
+            self._kwargs["options"] = f"-c statement_timeout={statement_timeout_ms}"
+        self._pool_timeout = pool_timeout
+        self._max_size = max_size
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self._max_size,
+                    kwargs=self._kwargs,
+                    timeout=self._pool_timeout,
+                    # A connection the server dropped (restart, pg_terminate_backend) is found
+                    # before it is handed out, so recovery needs no restart of ours.
+                    check=ConnectionPool.check_connection,
+                    reconnect_timeout=0,
+                    max_idle=300,
+                    name=f"authsvc-{self.name}",
+                    open=False,
+                )
+                self._pool.open(wait=False)
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close(timeout=2)
+                self._pool = None
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection in autocommit mode; driver errors leave as AuthErrors."""
+        pool = self._pool or self.open()
+        try:
+            conn = pool.getconn()
+        except (PoolTimeout, PoolClosed) as exc:
+            raise DatabaseUnavailable(database=self.name, sent=False) from exc
+        try:
+            yield conn
+        except AuthError:
+            raise
+        except psycopg.Error as exc:
+            err = translate(exc, self.name)
+            if isinstance(err, StorageError) and err.reason == "connection_lost":
+                raise DatabaseUnavailable(database=self.name) from exc
+            raise err from exc
+        finally:
+            pool.putconn(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        with self.connection() as conn, conn.transaction():
+            yield conn
+
+    def fetchone(self, sql: str, params: Any = None) -> dict[str, Any] | None:
+        with self.connection() as conn:
+            return conn.execute(sql, params).fetchone()
+
+    def fetchall(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        with self.connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: Any = None) -> int:
+        with self.connection() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def ping(self) -> str:
+        """'ok', or a short sentence on why this database cannot be used."""
+        try:
+            self.fetchone("SELECT 1")
+            return "ok"
+        except DatabaseUnavailable:
+            return "unreachable"
+        except AuthError as exc:
+            return f"error: {exc.message}"
+
+    def connect_direct(self, **extra: Any) -> psycopg.Connection:
+        """A connection outside the pool (migrations, CLI), with the same time-outs."""
+        kwargs = {**self._kwargs, **extra}
+        try:
+            return psycopg.connect(self.url, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(database=self.name) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Migrations, run by yoyo-migrations. Each database gets the sets it holds: the identity
+# database "auth" then "sessions", the profile database "app". In one database, all three in
+# that order, so the profile's foreign key finds auth.users.
+
+# yoyo's bookkeeping tables live in our own schema, whatever the role's search_path says.
+META_SCHEMA = "authsvc"
+MIGRATION_TABLE = "_yoyo_migration"
+_ADVISORY_LOCK_KEY = 0x61757468737663  # "authsvc"
+
+
+def migrations_dir(name: str) -> str:
+    return str(resources.files("authsvc").joinpath("stores", "migrations", name))
+
+
+def _yoyo_backend(db: Database) -> Any:
+    from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
+    from yoyo.connections import parse_uri
+
+    url = db.url
+    timeout = db._kwargs["connect_timeout"]
+
+    class Backend(PostgresqlPsycopgBackend):
+        # yoyo parses URLs its own way; connect with the libpq URL we were given instead.
+        def connect(self, dburi: Any) -> psycopg.Connection:
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout)
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}")
+            conn.execute(f"SET search_path TO {META_SCHEMA}")
+            return conn
+
+    backend = Backend(parse_uri("postgresql+psycopg://authsvc/authsvc"), MIGRATION_TABLE)
+    backend.init_database()
+    return backend
+
+
+@contextmanager
+def _migration_lock(db: Database) -> Iterator[None]:
+    """Serialise migrations across instances; the lock dies with the connection if we do."""
+    conn = db.connect_direct()
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
+        yield
+    finally:
+        conn.close()
+
+
+def apply_migrations(db: Database, sets: list[str]) -> list[str]:
+    """Apply the pending migrations of `sets` to `db`; returns the ids applied (safe to rerun)."""
+    from yoyo import read_migrations
+
+    applied: list[str] = []
+    try:
+        with _migration_lock(db):
+            backend = _yoyo_backend(db)
+            try:
+                # We hold the advisory lock, so a leftover yoyo lock row is from a dead process.
+                backend.break_lock()
+                for name in sets:
+                    migrations = read_migrations(migrations_dir(name))
+                    with backend.lock(timeout=30):
+                        pending = backend.to_apply(migrations)
+                        backend.apply_migrations(pending)
+                        applied.extend(m.id for m in pending)
+            finally:
+                backend.connection.close()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(database=db.name) from exc
+    return applied
+
+
+def migration_status(db: Database, sets: list[str]) -> dict[str, Any]:
+    """Applied and pending migration ids of `sets` in `db` (read-only)."""
+    from yoyo import read_migrations
+
+    known: list[str] = []
+    for name in sets:
+        known.extend(m.id for m in read_migrations(migrations_dir(name)))
+    try:
+        rows = db.fetchall(
+            f"SELECT migration_id FROM {META_SCHEMA}.{MIGRATION_TABLE}"  # noqa: S608
+        )
+        done = {r["migration_id"] for r in rows}
+    except StorageError as exc:
+        if exc.reason == "undefined_table":
+            done = set()
+        else:
+            raise
+    applied = [m for m in known if m in done]
+    return {
+        "applied": applied,
+        "pending": [m for m in known if m not in done],
+        # Migration ids are numbered across all sets ("0003_profiles"): the number is the
+        # schema version.
+        "latest": max(m.split("_", 1)[0] for m in applied) if applied else None,
+    }

@@ -1,0 +1,81 @@
+"""Access tokens with flask-jwt-extended: minting, revocation checked on every call, errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from flask import Flask, current_app
+from flask_jwt_extended import JWTManager, create_access_token, get_jwt
+
+from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid, TokenRevoked
+
+
+def mint(user_id: UUID, session_id: UUID) -> tuple[str, int]:
+    """An access token for `user_id` within `session_id`, and its lifetime in seconds."""
+    ttl = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    token = create_access_token(identity=str(user_id), additional_claims={"sid": str(session_id)})
+    return token, int(ttl.total_seconds())
+
+
+def current_ids() -> tuple[UUID, UUID]:
+    """(user id, session id) of the verified access token of this request."""
+    claims = get_jwt()
+    return UUID(claims["sub"]), UUID(claims["sid"])
+
+
+def init_app(app: Flask, secret: str, access_ttl: int) -> None:
+    app.config.update(
+        JWT_SECRET_KEY=secret,
+        JWT_ALGORITHM="HS256",
+        JWT_DECODE_ALGORITHMS=["HS256"],
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=access_ttl),
+        JWT_ERROR_MESSAGE_KEY="message",
+    )
+    jwt = JWTManager(app)
+
+    def render(err: Any):
+        return current_app.extensions["authsvc.render_error"](err)
+
+    @jwt.token_in_blocklist_loader
+    def session_ended(_header: dict, payload: dict) -> bool:
+        # Revocation is checked on every call: the token's session must still be open.
+        sid = payload.get("sid")
+        if not sid:
+            return True
+        try:
+            session_id = UUID(sid)
+        except (TypeError, ValueError):
+            return True
+        store = current_app.extensions["authsvc"].store
+        return not store.session_active(session_id)
+
+    @jwt.unauthorized_loader
+    def missing(_reason: str):
+        return render(AuthRequired())
+
+    @jwt.invalid_token_loader
+    def invalid(_reason: str):
+        return render(TokenInvalid())
+
+    @jwt.expired_token_loader
+    def expired(_header: dict, _payload: dict):
+        return render(TokenExpired())
+
+    @jwt.revoked_token_loader
+    def revoked(_header: dict, _payload: dict):
+        return render(TokenRevoked())
+
+    @jwt.token_verification_failed_loader
+    def failed(_header: dict, _payload: dict):
+        return render(TokenInvalid())
+
+    @jwt.user_lookup_error_loader
+    def lookup_failed(_header: dict, _payload: dict):
+        return render(TokenInvalid())
+
+    @jwt.needs_fresh_token_loader
+    def not_fresh(_header: dict, _payload: dict):
+        return render(TokenInvalid())

@@ -1,0 +1,27 @@
+"""gunicorn reads this from the working directory, so a bare `gunicorn wsgi:app` gets it too."""
+
+import os
+
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Our JSON access log line carries the request id; gunicorn's own would repeat it.
+accesslog = None
+errorlog = "-"
+
+
+def post_worker_init(worker):
+    # The app was loaded in this worker (no --preload); open the pools here, after the fork,
+    # so no connection or pool thread is ever shared between processes.
+    runtime = worker.wsgi.extensions.get("authsvc") if hasattr(worker.wsgi, "extensions") else None
+    if runtime is not None:
+        runtime.store.open()
+
+
+def worker_exit(server, worker):
+    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("authsvc")
+    if runtime is not None:
+        runtime.store.close()

@@ -1,0 +1,5 @@
+"""The WSGI entry point: `gunicorn wsgi:app`."""
+
+from authsvc import create_app
+
+app = create_app()
