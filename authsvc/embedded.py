@@ -72,8 +72,9 @@ def _run_as() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     subprocess.run(  # noqa: S603
-        ["useradd",  # noqa: S607 "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "authsvc"],
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "authsvc"],
         check=True,
         capture_output=True,
     )

@@ -287,7 +287,8 @@ class PostgresStore(PgSessions):
                 "no triggers on auth.users"
                 if not names
                 else f"triggers on auth.users ({', '.join(names)}) may create profiles "
-                "themselves and collide with the signup saga's insert -> drop them; authsvc writes the profile",
+                "themselves and collide with the signup saga's insert -> drop them; "
+                "authsvc writes the profile",
             )
         )
         return checks
