@@ -118,8 +118,8 @@ def login(
     An unknown email and a wrong password take the same path and time (a dummy verify), and
     answer the same InvalidCredentials.
     """
-    identity = store.find_identity_by_email(email)
-    if not store.verify_password(identity, password) or identity is None:
+    identity = store.authenticate(email, password)
+    if identity is None:
         raise InvalidCredentials()
     if identity.banned_until is not None and identity.banned_until > datetime.now(UTC):
         raise UserBanned(details={"banned_until": _rfc3339(identity.banned_until)})

@@ -315,10 +315,11 @@ class PostgresStore(PgSessions):
             )
         )
 
-    def verify_password(self, identity: Identity | None, password: str) -> bool:
+    def authenticate(self, email: str, password: str) -> Identity | None:
+        identity = self.find_identity_by_email(email)
         stored = identity.password_hash if identity else None
-        if not self.hasher.verify(stored, password):
-            return False
+        if not self.hasher.verify(stored, password):  # a dummy hash when there is no user
+            return None
         assert identity is not None and stored is not None
         if self.hasher.needs_rehash(stored):
             # The cost parameters changed since this hash was made: upgrade it now that we
@@ -328,7 +329,7 @@ class PostgresStore(PgSessions):
                 "WHERE id = %s AND password_hash = %s",
                 (self.hasher.hash(password), identity.id, stored),
             )
-        return True
+        return identity
 
     def mark_complete(self, user_id: UUID) -> None:
         self.auth_db.execute(

@@ -1,0 +1,195 @@
+"""Fixtures: a real Postgres, apps built by create_app(), raw-SQL helpers, an auth client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from authsvc import create_app
+from authsvc.config import load_settings
+from authsvc.passwords import Hasher
+from authsvc.stores import make_store
+from tests.pgcluster import PgServer
+
+TABLES = (
+    "auth.users",
+    "public.users",
+    "authsvc.sessions",
+    "authsvc.refresh_tokens",
+    "authsvc.idempotency_keys",
+)
+TEST_SECRET = "test-signing-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0-long-enough"
+PASSWORD = "correct horse battery staple"
+
+# Cheap hashing for tests (one test checks the production parameters meet OWASP's minimum).
+CHEAP_ARGON2 = {
+    "AUTHSVC_ARGON2_TIME_COST": "1",
+    "AUTHSVC_ARGON2_MEMORY_KIB": "8",
+    "AUTHSVC_ARGON2_PARALLELISM": "1",
+}
+
+
+def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "AUTH_DATABASE_URL": "",
+        "POSTGRES_URL": "",
+        "AUTHSVC_ENV": "development",
+        "AUTHSVC_BACKEND": "postgres",
+        "JWT_SECRET_KEY": TEST_SECRET,
+        "AUTHSVC_DATA_DIR": str(tmp_path),
+        "AUTHSVC_RATE_LIMITS": "off",
+        "AUTHSVC_DB_POOL_TIMEOUT": "3",
+        "AUTHSVC_DB_CONNECT_TIMEOUT": "2",
+        **CHEAP_ARGON2,
+        **extra,
+    }
+
+
+def migrate(database_url: str, auth_database_url: str | None = None) -> None:
+    """Run the real migrations, through the code `authsvc migrate` uses."""
+    settings = load_settings(
+        {"DATABASE_URL": database_url, "AUTH_DATABASE_URL": auth_database_url or database_url,
+         "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_ENV": "development"}
+    )
+    store = make_store(settings, Hasher(1, 8, 1))
+    try:
+        store.migrate()
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    server = PgServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg: PgServer) -> str:
+    url = pg.create_database()
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def split_urls(pg: PgServer) -> tuple[str, str]:
+    """(profile database, identity database) for the split deployment."""
+    app_url = pg.create_database("authsvc_test_app")
+    auth_url = pg.create_database("authsvc_test_auth")
+    migrate(app_url, auth_url)
+    return app_url, auth_url
+
+
+def truncate(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        present = [
+            t for t in TABLES
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]
+        ]
+        if present:
+            conn.execute(f"TRUNCATE {', '.join(present)} CASCADE")
+
+
+@pytest.fixture(autouse=True)
+def _clean(request: pytest.FixtureRequest) -> None:
+    """Every test that touches a database starts from empty tables (no rollback wrapper)."""
+    if "database_url" in request.fixturenames:
+        truncate(request.getfixturevalue("database_url"))
+    if "split_urls" in request.fixturenames:
+        for url in request.getfixturevalue("split_urls"):
+            truncate(url)
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Any):
+    app = create_app(app_overrides(database_url, tmp_path))
+    yield app
+    app.extensions["authsvc"].store.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def store(app):
+    return app.extensions["authsvc"].store
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    """A raw connection for assertions: never the code under test."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+# -- raw-SQL assertions ---------------------------------------------------------------------
+
+
+def identity_row(db: psycopg.Connection, email: str) -> dict[str, Any] | None:
+    return db.execute(
+        "SELECT * FROM auth.users WHERE lower(email) = lower(%s)", (email,)
+    ).fetchone()
+
+
+def profile_row(db: psycopg.Connection, user_id: Any) -> dict[str, Any] | None:
+    return db.execute("SELECT * FROM public.users WHERE id = %s", (str(user_id),)).fetchone()
+
+
+def count(db: psycopg.Connection, table: str) -> int:
+    return db.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
+
+
+def assert_no_trace(db: psycopg.Connection, email: str) -> None:
+    """Neither table holds anything of `email`."""
+    assert identity_row(db, email) is None, f"auth.users still holds {email}"
+    row = db.execute(
+        "SELECT id FROM public.users WHERE lower(email) = lower(%s)", (email,)
+    ).fetchone()
+    assert row is None, f"public.users still holds {email}"
+
+
+# -- an API client that speaks the envelope -------------------------------------------------
+
+
+class AuthActions:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def signup(self, email: str = "alice@example.com", password: str = PASSWORD,
+               expect: int | None = 201, headers: dict | None = None, **fields: Any):
+        body = {"email": email, "password": password, **fields}
+        response = self.client.post("/api/v1/auth/signup", json=body, headers=headers or {})
+        if expect is not None:
+            assert response.status_code == expect, response.get_json()
+        return response.get_json()
+
+    def login(self, email: str = "alice@example.com", password: str = PASSWORD,
+              expect: int | None = 200):
+        response = self.client.post("/api/v1/auth/login",
+                                    json={"email": email, "password": password})
+        if expect is not None:
+            assert response.status_code == expect, response.get_json()
+        return response.get_json()
+
+    def me(self, token: str):
+        return self.client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture
+def auth(client) -> AuthActions:
+    return AuthActions(client)
+
+
+def pytest_report_header(config: Any) -> str:
+    where = os.environ.get("TEST_DATABASE_URL") and "TEST_DATABASE_URL" or "throwaway cluster"
+    return f"authsvc tests: real Postgres from {where}"

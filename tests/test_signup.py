@@ -1,0 +1,210 @@
+"""The signup saga through the API, with faults injected through real database objects."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from authsvc.errors import EmailTaken, SignupFailed, UsernameTaken, ValidationFailed, WeakPassword
+from tests import faults
+from tests.conftest import PASSWORD, assert_no_trace, count, identity_row, profile_row
+
+
+def test_signup_creates_the_identity_and_its_profile_with_one_id(auth, db):
+    body = auth.signup("Alice@Example.COM", username="alice", display_name="Alice")
+    user = body["data"]["user"]
+    assert body["success"] is True
+    assert user["email"] == "Alice@example.com"  # domain lower-cased, local part kept
+    identity = identity_row(db, "alice@example.com")
+    profile = profile_row(db, user["id"])
+    assert str(identity["id"]) == user["id"] == str(profile["id"])
+    assert identity["signup_state"] == "complete"
+    assert identity["password_hash"].startswith("$argon2id$")
+    assert PASSWORD not in identity["password_hash"]
+    assert profile["username"] == "alice" and profile["display_name"] == "Alice"
+    assert identity["raw_user_meta_data"] == {"username": "alice", "display_name": "Alice"}
+    session = body["data"]["session"]
+    assert session["token_type"] == "bearer" and session["expires_in"] == 900
+    assert session["access_token"] and session["refresh_token"]
+
+
+def test_signup_answers_the_user_object_of_the_contract(auth):
+    user = auth.signup(username="alice")["data"]["user"]
+    assert set(user) == {"id", "email", "username", "display_name", "email_confirmed",
+                         "is_anonymous", "created_at"}
+    assert user["email_confirmed"] is False and user["is_anonymous"] is False
+    assert user["created_at"].endswith("Z")
+
+
+def test_duplicate_email_is_409_whatever_its_case_and_leaves_one_account(auth, db):
+    auth.signup("alice@example.com")
+    body = auth.signup("  ALICE@EXAMPLE.com ", expect=409)
+    assert body["error"]["code"] == EmailTaken.code
+    assert count(db, "auth.users") == 1 and count(db, "public.users") == 1
+
+
+def test_duplicate_username_is_409_and_compensates_the_identity(auth, db):
+    auth.signup("alice@example.com", username="alice")
+    body = auth.signup("bob@example.com", username="alice", expect=409)
+    assert body["error"]["code"] == UsernameTaken.code
+    assert_no_trace(db, "bob@example.com")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"password": PASSWORD}, "email"),
+        ({"email": "a@example.com"}, "password"),
+        ({"email": None, "password": PASSWORD}, "email"),
+        ({"email": "not-an-email", "password": PASSWORD}, "email"),
+        ({"email": "a@example.com", "password": 12345678}, "password"),
+        ({"email": "a@example.com", "password": None}, "password"),
+        ({"email": "a@example.com", "password": PASSWORD, "username": "Al"}, "username"),
+        ({"email": "a@example.com", "password": PASSWORD, "username": "has space"}, "username"),
+        ({"email": "a@example.com", "password": PASSWORD, "username": None}, "username"),
+        ({"email": "a@example.com", "password": PASSWORD, "display_name": ""}, "display_name"),
+        ({"email": "a@example.com", "password": PASSWORD, "display_name": "x" * 101},
+         "display_name"),
+        ({"email": "a@example.com", "password": PASSWORD, "display_name": "a\u0000b"},
+         "display_name"),
+        ({"email": "a@example.com", "password": PASSWORD, "is_admin": True}, "is_admin"),
+        ({"email": ["a@example.com"], "password": PASSWORD}, "email"),
+        ({"email": "a" * 250 + "@example.com", "password": PASSWORD}, "email"),
+    ],
+)
+def test_invalid_signup_bodies_are_422_naming_the_field_and_write_nothing(client, db, body, field):
+    response = client.post("/api/v1/auth/signup", json=body)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == ValidationFailed.code
+    assert field in error["details"]
+    assert count(db, "auth.users") == 0 and count(db, "public.users") == 0
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short1!", "at least 8"),
+        ("x" * 129, "at most 128"),
+        ("password123", "too common"),
+        ("aaaaaaaaaaaa", "too common"),
+        ("alice-in-chains-1", "email"),
+    ],
+)
+def test_weak_passwords_are_refused_with_reasons(auth, db, password, reason):
+    body = auth.signup("alice@example.com", password=password, expect=422)
+    assert body["error"]["code"] == WeakPassword.code
+    assert any(reason in r for r in body["error"]["details"]["password"])
+    assert_no_trace(db, "alice@example.com")
+
+
+# -- compensation, with faults injected through real database objects ------------------------
+
+
+def _signup_failed(auth, email="victim@example.com", **fields):
+    body = auth.signup(email, expect=500, **fields)
+    error = body["error"]
+    assert error["code"] == SignupFailed.code
+    assert error["request_id"]
+    return error
+
+
+def test_signup_compensates_when_a_trigger_raises_on_the_profile_insert(auth, db, database_url):
+    with faults.profile_insert_raises(database_url):
+        error = _signup_failed(auth)
+    assert error["details"]["step"] == "profile_insert"
+    assert error["details"]["reason"] == "trigger_raised"
+    assert error["details"]["compensated"] is True
+    assert "profile_insert" in error["message"]
+    assert "profile insert refused" not in str(error)  # no SQL or driver text leaks
+    assert_no_trace(db, "victim@example.com")
+
+
+def test_signup_compensates_when_the_profile_insert_returns_no_row(auth, db, database_url):
+    with faults.profile_insert_returns_null(database_url):
+        error = _signup_failed(auth)
+    assert error["details"] == {
+        "step": "profile_verify", "reason": "no_row_returned", "compensated": True,
+        "hint": error["details"]["hint"],
+    }
+    assert "no row" in error["details"]["hint"]
+    assert_no_trace(db, "victim@example.com")
+
+
+def test_signup_compensates_when_a_trigger_rewrites_the_returned_row(auth, db, database_url):
+    with faults.profile_email_rewritten(database_url):
+        error = _signup_failed(auth)
+    assert error["details"]["step"] == "profile_verify"
+    assert error["details"]["reason"] == "email_mismatch"
+    assert_no_trace(db, "victim@example.com")
+    assert count(db, "public.users") == 0
+
+
+def test_signup_compensates_when_a_not_valid_check_constraint_refuses_the_row(
+    auth, db, database_url
+):
+    with faults.not_valid_check(database_url):
+        error = _signup_failed(auth)
+    assert error["details"]["step"] == "profile_insert"
+    assert error["details"]["reason"] == "check_violation"
+    assert error["details"]["compensated"] is True
+    assert_no_trace(db, "victim@example.com")
+
+
+def test_signup_compensates_when_the_identity_insert_is_refused(auth, db, database_url):
+    with faults.not_valid_check(database_url, table="auth.users"):
+        error = _signup_failed(auth)
+    assert error["details"]["step"] == "identity_create"
+    assert error["details"]["reason"] == "check_violation"
+    assert_no_trace(db, "victim@example.com")
+
+
+def test_signup_reports_a_connection_killed_mid_insert_and_leaves_nothing(
+    auth, db, database_url
+):
+    with faults.profile_insert_sleeps(database_url, 2), faults.terminate_when_sleeping(
+        database_url, 0.5
+    ):
+        error = _signup_failed(auth)
+    assert error["details"]["step"] == "profile_insert"
+    assert error["details"]["reason"] == "connection_lost"
+    assert error["details"]["compensated"] is True
+    assert_no_trace(db, "victim@example.com")
+    # The pool recovers without a restart.
+    auth.signup("after@example.com")
+
+
+def test_a_failed_signup_can_be_retried_with_the_same_email(auth, db, database_url):
+    with faults.profile_insert_raises(database_url):
+        _signup_failed(auth, "retry@example.com")
+    auth.signup("retry@example.com")
+    assert identity_row(db, "retry@example.com")["signup_state"] == "complete"
+
+
+def test_parallel_signups_with_one_email_give_exactly_one_account(app, db):
+    def attempt(i: int):
+        with app.test_client() as c:
+            return c.post("/api/v1/auth/signup",
+                          json={"email": "race@example.com", "password": PASSWORD,
+                                "username": f"racer_{i}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(attempt, range(8)))
+    assert statuses.count(201) == 1
+    assert statuses.count(409) == 7
+    assert count(db, "auth.users") == 1 and count(db, "public.users") == 1
+
+
+def test_parallel_signups_with_one_username_give_exactly_one_account(app, db):
+    def attempt(i: int):
+        with app.test_client() as c:
+            return c.post("/api/v1/auth/signup",
+                          json={"email": f"u{i}@example.com", "password": PASSWORD,
+                                "username": "same_name"}).get_json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bodies = list(pool.map(attempt, range(8)))
+    assert sum(b["success"] for b in bodies) == 1
+    assert {b["error"]["code"] for b in bodies if not b["success"]} == {UsernameTaken.code}
+    assert count(db, "auth.users") == 1 and count(db, "public.users") == 1
