@@ -260,9 +260,12 @@ def init_app(app: Any) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):
         err = from_http_exception(exc)
-        if exc.code == 405 and exc.get_response().headers.get("Allow"):
-            err.headers["Allow"] = exc.get_response().headers["Allow"]
+        allow = exc.get_response().headers.get("Allow") if exc.code == 405 else None
+        if allow:
+            err.headers["Allow"] = allow
         return render(err)
+
+    app.extensions["authsvc.handle_http_exception"] = handle_http_exception
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

@@ -16,8 +16,7 @@ class Api(SmorestApi):
     """flask-smorest, with its HTTP errors rendered in our envelope instead of its own."""
 
     def handle_http_exception(self, error: Any):
-        err = errors.from_http_exception(error)
-        return current_app.extensions["authsvc.render_error"](err)
+        return current_app.extensions["authsvc.handle_http_exception"](error)
 
     def _register_responses(self) -> None:  # flask-smorest's default error schemas: ours instead
         pass

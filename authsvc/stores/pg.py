@@ -44,6 +44,7 @@ _REASONS: list[tuple[type[Exception], str, str | None]] = [
         "the database role lacks a privilege or a row-level security policy refused the row",
     ),
     (pgerr.UndefinedTable, "undefined_table", "a table is missing: run `authsvc migrate`"),
+    (pgerr.InvalidSchemaName, "undefined_schema", "a schema is missing: run `authsvc migrate`"),
     (pgerr.UndefinedColumn, "undefined_column", "a column is missing: run `authsvc migrate`"),
     (pgerr.QueryCanceled, "statement_timeout", "the database took too long to answer"),
     (
@@ -294,7 +295,7 @@ def migration_status(db: Database, sets: list[str]) -> dict[str, Any]:
         )
         done = {r["migration_id"] for r in rows}
     except StorageError as exc:
-        if exc.reason == "undefined_table":
+        if exc.reason in ("undefined_table", "undefined_schema"):
             done = set()
         else:
             raise

@@ -60,15 +60,16 @@ class PgSessions:
             if row is None:
                 return Rotation(RotateOutcome.UNKNOWN)
             session_id, user_id = row["session_id"], row["user_id"]
-            if row["revoked_at"] is not None:
-                return Rotation(RotateOutcome.SESSION_ENDED, session_id, user_id)
             if row["used_at"] is not None:
+                # A spent token presented again: theft, whatever state the session is in.
                 conn.execute(
                     "UPDATE authsvc.sessions SET revoked_at = now(), "
-                    "revoked_reason = 'refresh_token_reused' WHERE id = %s",
+                    "revoked_reason = 'refresh_token_reused' WHERE id = %s AND revoked_at IS NULL",
                     (session_id,),
                 )
                 return Rotation(RotateOutcome.REUSED, session_id, user_id)
+            if row["revoked_at"] is not None:
+                return Rotation(RotateOutcome.SESSION_ENDED, session_id, user_id)
             if row["expired"]:
                 return Rotation(RotateOutcome.EXPIRED, session_id, user_id)
             conn.execute(

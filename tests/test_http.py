@@ -1,0 +1,167 @@
+"""The envelope on every answer, request ids, logs, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from authsvc import errors
+from tests.conftest import PASSWORD
+
+
+def test_every_error_has_the_envelope_and_the_request_id_header(client):
+    response = client.get("/no/such/route")
+    body = response.get_json()
+    assert response.status_code == 404
+    assert body["success"] is False
+    assert body["error"]["code"] == errors.NotFound.code
+    assert body["error"]["message"]
+    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_a_sane_client_request_id_is_echoed(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "client-id.42"})
+    assert response.headers["X-Request-ID"] == "client-id.42"
+
+
+@pytest.mark.parametrize("bad", ["x" * 200, "has space", "<script>", "a\u00e9"])
+def test_an_insane_client_request_id_is_replaced(client, bad):
+    response = client.get("/nope", headers={"X-Request-ID": bad})
+    assert response.headers["X-Request-ID"] != bad
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    assert response.get_json()["error"]["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_wrong_method_is_405_in_the_envelope(client):
+    response = client.get("/api/v1/auth/login")
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == errors.MethodNotAllowed.code
+    assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"text"', "42", "null"])
+def test_malformed_or_non_object_json_is_400(client, raw):
+    response = client.post("/api/v1/auth/signup", data=raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == errors.BadRequest.code
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_a_body_that_is_not_json_is_415(client, db, content_type):
+    response = client.post("/api/v1/auth/signup", data="email=a@example.com",
+                           content_type=content_type)
+    assert response.status_code == 415
+    assert response.get_json()["error"]["code"] == errors.UnsupportedMediaType.code
+    assert db.execute("SELECT count(*) AS n FROM auth.users").fetchone()["n"] == 0
+
+
+def test_a_body_over_the_limit_is_413(client, db):
+    body = json.dumps({"email": "a@example.com", "password": "x" * 70000})
+    response = client.post("/api/v1/auth/signup", data=body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == errors.PayloadTooLarge.code
+    assert db.execute("SELECT count(*) AS n FROM auth.users").fetchone()["n"] == 0
+
+
+def test_the_body_limit_is_configurable(database_url, tmp_path):
+    from authsvc import create_app
+    from tests.conftest import app_overrides
+
+    app = create_app(app_overrides(database_url, tmp_path, AUTHSVC_MAX_BODY_BYTES="300"))
+    body = {"email": "a@example.com", "password": PASSWORD, "display_name": "x" * 400}
+    response = app.test_client().post("/api/v1/auth/signup", json=body)
+    assert response.status_code == 413
+    app.extensions["authsvc"].store.close()
+
+
+def test_an_empty_body_is_a_validation_error_not_a_crash(client):
+    response = client.post("/api/v1/auth/signup")
+    assert response.status_code == 422
+    details = response.get_json()["error"]["details"]
+    assert "email" in details and "password" in details
+
+
+def test_an_unexpected_failure_is_a_generic_500_with_the_traceback_in_the_log(
+    auth, db, capfd
+):
+    auth.signup()
+    # A table the login needs has gone missing (a botched manual change on the database).
+    db.execute("ALTER TABLE authsvc.sessions RENAME TO sessions_moved")
+    try:
+        response = auth.client.post("/api/v1/auth/login",
+                                    json={"email": "alice@example.com", "password": PASSWORD})
+    finally:
+        db.execute("ALTER TABLE authsvc.sessions_moved RENAME TO sessions")
+    body = response.get_json()
+    assert response.status_code == 500
+    assert body["error"]["code"] == errors.InternalError.code
+    assert "sessions" not in json.dumps(body)  # no SQL, no table names, no traceback
+    err = capfd.readouterr().err
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    failures = [e for e in logged if e.get("level") == "error"]
+    assert failures and failures[0]["request_id"] == body["error"]["request_id"]
+    assert "Traceback" in failures[0]["traceback"]
+
+
+def test_an_exception_outside_our_hierarchy_is_a_generic_500(app, capfd):
+    def explode():
+        raise RuntimeError("secret detail")
+
+    app.add_url_rule("/explode", view_func=explode)
+    response = app.test_client().get("/explode")
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["error"]["code"] == errors.InternalError.code
+    assert "secret detail" not in json.dumps(body)
+    assert "secret detail" in capfd.readouterr().err
+
+
+def test_logs_are_json_lines_with_route_status_latency_and_never_secrets(auth, capfd):
+    body = auth.signup(password="Very-Secret-Passw0rd!")
+    token = body["data"]["session"]["access_token"]
+    refresh = body["data"]["session"]["refresh_token"]
+    auth.login(password="Very-Secret-Passw0rd!")
+    auth.me(token)
+    err = capfd.readouterr().err
+    entries = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    access = [e for e in entries if e["logger"] == "authsvc.access"]
+    assert {e["route"] for e in access} >= {"/api/v1/auth/signup", "/api/v1/auth/login",
+                                           "/api/v1/auth/me"}
+    for entry in access:
+        assert entry["request_id"] and isinstance(entry["latency_ms"], float)
+        assert entry["status"] in (200, 201)
+    for secret in ("Very-Secret-Passw0rd!", token, refresh, "$argon2id$"):
+        assert secret not in err
+
+
+def test_settings_repr_redacts_secrets(app):
+    shown = repr(app.extensions["authsvc"].settings)
+    assert app.config["JWT_SECRET_KEY"] not in shown
+    assert "<redacted>" in shown
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+
+
+def test_the_openapi_document_lists_every_endpoint_and_error(client):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    spec = response.get_json()
+    assert spec["openapi"].startswith("3.1")
+    paths = spec["paths"]
+    assert set(paths) >= {"/api/v1/auth/signup", "/api/v1/auth/login", "/api/v1/auth/refresh",
+                          "/api/v1/auth/logout", "/api/v1/auth/me", "/healthz", "/readyz",
+                          "/version"}
+    signup = paths["/api/v1/auth/signup"]["post"]
+    assert {"201", "400", "409", "413", "415", "422", "429", "500", "503"} <= set(
+        signup["responses"])
+    assert signup["requestBody"]["content"]["application/json"]["schema"]
+    assert set(paths["/api/v1/auth/me"]) >= {"get", "patch"}
+    assert "401" in paths["/api/v1/auth/me"]["get"]["responses"]
+    assert "Error" in spec["components"]["schemas"]
+    # The success body is the envelope, with the real data schema inside.
+    ok = signup["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok.endswith("AuthResultEnvelope")
