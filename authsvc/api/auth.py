@@ -8,7 +8,7 @@ from flask import current_app, request
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from authsvc import tokens
+from authsvc import errors, tokens
 from authsvc.api.schemas import (
     AuthResultSchema,
     EmptySchema,
@@ -28,24 +28,26 @@ from authsvc.services import sessions, signup
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and sessions")
 
 # Responses any endpoint may give (API.md, "Codes every endpoint may answer").
-COMMON_ERRORS = {
-    400: "BAD_REQUEST: malformed JSON, or JSON that is not an object",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "VALIDATION_FAILED (details: field -> messages)",
-    500: "INTERNAL_ERROR",
-    503: "DATABASE_UNAVAILABLE",
+COMMON_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
+    400: (errors.BadRequest,),
+    413: (errors.PayloadTooLarge,),
+    415: (errors.UnsupportedMediaType,),
+    422: (errors.ValidationFailed,),
+    500: (errors.InternalError,),
+    503: (errors.DatabaseUnavailable,),
 }
+TOKEN_ERRORS = (errors.AuthRequired, errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked)
 
 
-def errors_doc(extra: dict[int, str]):
-    """Declare every error response of a view in the OpenAPI document."""
-    merged = {**COMMON_ERRORS}
-    for status, text in extra.items():
-        merged[status] = f"{text}; {merged[status]}" if status in merged else text
+def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]]):
+    """Declare every error response of a view in the OpenAPI document, code by code."""
+    merged = {status: list(classes) for status, classes in COMMON_ERRORS.items()}
+    for status, classes in extra.items():
+        merged.setdefault(status, [])[:0] = classes
 
     def decorate(view):
-        for status, text in sorted(merged.items()):
+        for status, classes in sorted(merged.items()):
+            text = "; ".join(f"{cls.code}: {cls.message}" for cls in classes)
             view = blp.alt_response(status, schema=ErrorSchema, description=text)(view)
         return view
 
@@ -76,10 +78,10 @@ def _client() -> str:
 )
 @errors_doc(
     {
-        409: "EMAIL_TAKEN or USERNAME_TAKEN",
-        422: "WEAK_PASSWORD (details.password) or IDEMPOTENCY_KEY_REUSED",
-        429: "RATE_LIMITED",
-        500: "SIGNUP_FAILED: details.step, details.reason, details.compensated",
+        409: (errors.EmailTaken, errors.UsernameTaken, errors.IdempotencyKeyInFlight),
+        422: (errors.WeakPassword, errors.IdempotencyKeyReused),
+        429: (errors.RateLimited,),
+        500: (errors.SignupFailed,),
     }
 )
 def signup_view(body: dict[str, Any]):
@@ -109,7 +111,8 @@ def signup_view(body: dict[str, Any]):
 @blp.route("/login", methods=["POST"])
 @blp.arguments(LoginSchema)
 @blp.response(200, enveloped(AuthResultSchema))
-@errors_doc({401: "INVALID_CREDENTIALS", 403: "USER_BANNED", 429: "RATE_LIMITED"})
+@errors_doc({401: (errors.InvalidCredentials,), 403: (errors.UserBanned,),
+             429: (errors.RateLimited,)})
 def login_view(body: dict[str, Any]):
     """Sign in with email and password."""
     rt = _runtime()
@@ -130,8 +133,8 @@ def login_view(body: dict[str, Any]):
 @blp.response(200, enveloped(SessionResultSchema))
 @errors_doc(
     {
-        401: "TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED or REFRESH_TOKEN_REUSED "
-        "(the whole session is revoked)"
+        401: (errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked,
+              errors.RefreshTokenReused)
     }
 )
 def refresh_view(body: dict[str, Any]):
@@ -148,7 +151,7 @@ def refresh_view(body: dict[str, Any]):
 @blp.arguments(LogoutSchema)
 @blp.response(200, enveloped(EmptySchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@errors_doc({401: "AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED"})
+@errors_doc({401: TOKEN_ERRORS})
 def logout_view(body: dict[str, Any]):
     """End this session, or with scope "global" every session of the user."""
     user_id, session_id = tokens.current_ids()
@@ -160,7 +163,7 @@ def logout_view(body: dict[str, Any]):
 @jwt_required()
 @blp.response(200, enveloped(UserResultSchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@errors_doc({401: "AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED"})
+@errors_doc({401: TOKEN_ERRORS})
 def me_view():
     """The signed-in user."""
     user_id, _ = tokens.current_ids()
@@ -172,9 +175,7 @@ def me_view():
 @blp.arguments(ProfileUpdateSchema)
 @blp.response(200, enveloped(UserResultSchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@errors_doc(
-    {401: "AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED", 409: "USERNAME_TAKEN"}
-)
+@errors_doc({401: TOKEN_ERRORS, 409: (errors.UsernameTaken,)})
 def update_me_view(body: dict[str, Any]):
     """Change the username and/or display name."""
     user_id, _ = tokens.current_ids()

@@ -140,7 +140,7 @@ class VersionSchema(Schema):
 
 
 class ErrorBodySchema(Schema):
-    code = fields.String(required=True, metadata={"example": "EMAIL_TAKEN"})
+    code = fields.String(required=True, metadata={"example": "UPPER_SNAKE_CODE"})
     message = fields.String(required=True)
     details = fields.Dict()
     request_id = fields.String(required=True)
