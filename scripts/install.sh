@@ -21,3 +21,5 @@ fi
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 python3 -m pip install -q --disable-pip-version-check -e ".${extras}"
+# pyenv installs console scripts behind shims; make `authsvc` callable right away.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -50,18 +51,26 @@ class Gunicorn:
     def __init__(self, env: dict[str, str], workers: int = 2) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # Logs go to a file: a pipe nobody reads would fill up and block the workers.
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            mode="w+", prefix="authsvc-gunicorn-", suffix=".log"
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "--bind",
              f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=REPO, env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
+            cwd=REPO, env=clean_env(**env), stdout=self.log, stderr=subprocess.STDOUT,
         )
+
+    def logs(self) -> str:
+        self.log.flush()
+        with open(self.log.name) as fh:
+            return fh.read()
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.proc.stdout.read()}")
+                raise RuntimeError(f"gunicorn exited: {self.logs()}")
             try:
                 status, _, _ = request(self.base, "GET", "/readyz", timeout=2)
                 if status == 200:
@@ -84,4 +93,4 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        return self.logs()

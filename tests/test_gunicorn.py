@@ -22,7 +22,7 @@ def server(database_url, tmp_path):
                         "AUTHSVC_ARGON2_TIME_COST": "2", "AUTHSVC_ARGON2_MEMORY_KIB": "19456"})
     service.wait_ready()
     yield service
-    service.logs = service.stop()
+    service.stop()
 
 
 def test_two_workers_serve_signup_login_and_me(server, db):
