@@ -49,7 +49,7 @@ class Settings:
     max_body_bytes: int = 65536
     reconcile_grace_seconds: int = 300
     connect_timeout: int = 3
-    pool_timeout: float = 5.0
+    pool_timeout: float = 3.0
     pool_max_size: int = 10
     statement_timeout_ms: int = 15000
     host: str = "127.0.0.1"
@@ -247,7 +247,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         max_body_bytes=_int(env, "AUTHSVC_MAX_BODY_BYTES", 65536, 256),
         reconcile_grace_seconds=_int(env, "AUTHSVC_RECONCILE_GRACE_SECONDS", 300, 0),
         connect_timeout=_int(env, "AUTHSVC_DB_CONNECT_TIMEOUT", 3, 1),
-        pool_timeout=float(_int(env, "AUTHSVC_DB_POOL_TIMEOUT", 5, 1)),
+        pool_timeout=float(_int(env, "AUTHSVC_DB_POOL_TIMEOUT", 3, 1)),
         pool_max_size=_int(env, "AUTHSVC_DB_POOL_SIZE", 10, 1),
         statement_timeout_ms=_int(env, "AUTHSVC_DB_STATEMENT_TIMEOUT_MS", 15000, 0),
         host=str(env.get("HOST") or "127.0.0.1"),

@@ -84,6 +84,11 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+    # The pool reports failed reconnections: same format, same stream.
+    driver = logging.getLogger("psycopg")
+    driver.addHandler(handler)
+    driver.setLevel(logging.WARNING)
+    driver.propagate = False
 
 
 def init_app(app: Any) -> None:

@@ -193,15 +193,17 @@ class Database:
         with self.connection() as conn:
             return conn.execute(sql, params).rowcount
 
-    def ping(self) -> str:
-        """'ok', or a short sentence on why this database cannot be used."""
+    def ping(self, timeout: float = 2.0) -> str:
+        """'ok', or a short sentence on why this database cannot be used (answers quickly)."""
+        pool = self._pool or self.open()
         try:
-            self.fetchone("SELECT 1")
+            with pool.connection(timeout=min(timeout, self._pool_timeout)) as conn:
+                conn.execute("SELECT 1")
             return "ok"
-        except DatabaseUnavailable:
+        except (PoolTimeout, PoolClosed, psycopg.OperationalError):
             return "unreachable"
-        except AuthError as exc:
-            return f"error: {exc.message}"
+        except psycopg.Error as exc:
+            return f"error: {translate(exc).message}"
 
     def connect_direct(self, **extra: Any) -> psycopg.Connection:
         """A connection outside the pool (migrations, CLI), with the same time-outs."""
