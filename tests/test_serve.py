@@ -77,3 +77,21 @@ def test_serve_with_no_configuration_starts_and_keeps_its_own_database(data_dir)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert os.stat(data_dir / "embedded.json").st_mode & 0o777 == 0o600
+
+
+def test_serve_reload_serves_the_development_server(data_dir):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    exe = shutil.which("authsvc")
+    cmd = [exe] if exe else [sys.executable, "-m", "authsvc.cli"]
+    proc = subprocess.Popen([*cmd, "serve", "--reload", "--port", str(port)],
+                            env=clean_env(AUTHSVC_DATA_DIR=str(data_dir)), cwd=data_dir.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_ready(proc, base)
+        status, body, _ = request(base, "GET", "/version")
+        assert status == 200 and body["data"]["backend"] == "postgres"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
