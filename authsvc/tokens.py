@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt
 
 from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid, TokenRevoked
@@ -35,6 +35,13 @@ def init_app(app: Flask, secret: str, access_ttl: int) -> None:
         JWT_ERROR_MESSAGE_KEY="message",
     )
     jwt = JWTManager(app)
+
+    @app.before_request
+    def reject_non_ascii_authorization() -> None:
+        # A JWT is ASCII; anything else cannot be one (and would trip the decoder).
+        header = request.headers.get("Authorization")
+        if header is not None and not header.isascii():
+            raise TokenInvalid()
 
     def render(err: Any):
         return current_app.extensions["authsvc.render_error"](err)

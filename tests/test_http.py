@@ -165,3 +165,53 @@ def test_the_openapi_document_lists_every_endpoint_and_error(client):
     # The success body is the envelope, with the real data schema inside.
     ok = signup["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
     assert ok.endswith("AuthResultEnvelope")
+
+
+# -- bad input is a clear 4xx, never a 500, and writes nothing ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/api/v1/auth/signup", '{"email": "a@example.com", "password": "\\ud800\\ud800abcdefgh"}'),
+        ("/api/v1/auth/signup", '{"email": "a\\ud800@example.com", "password": "abcdefghijk"}'),
+        ("/api/v1/auth/signup", '{"email": "a@example.com", "password": "p\\u0000ssword-long"}'),
+        ("/api/v1/auth/signup",
+         '{"email": "a@example.com", "password": "abcdefghijk", "username": "alice\\n"}'),
+        ("/api/v1/auth/login", '{"email": "a@example.com", "password": "\\udfff"}'),
+        ("/api/v1/auth/refresh", '{"refresh_token": "\\ud800"}'),
+        ("/api/v1/auth/signup", "[" * 5000 + "]" * 5000),
+        ("/api/v1/auth/signup", '{"email": {"$gt": ""}, "password": []}'),
+        ("/api/v1/auth/signup", '{"email": 1e999, "password": NaN}'),
+    ],
+)
+def test_hostile_bodies_are_4xx_and_write_nothing(client, db, path, raw):
+    response = client.post(path, data=raw, content_type="application/json")
+    assert 400 <= response.status_code < 500, response.get_json()
+    assert response.get_json()["success"] is False
+    assert db.execute("SELECT count(*) AS n FROM auth.users").fetchone()["n"] == 0
+
+
+def test_a_bounded_random_fuzz_of_every_endpoint_never_answers_500(client, db):
+    import random
+
+    rng = random.Random(20261123)
+    atoms = [None, True, 0, -1, 2**70, 1.5, "", " ", "a@b.co", "x" * 300, "\u0000", "\ud800",
+             "é@ü.de", "<script>", "' OR 1=1 --", [], {}, ["a"], {"a": 1}, "alice", "Alice"]
+    fields = ["email", "password", "username", "display_name", "refresh_token", "scope", "x"]
+    paths = [("POST", "/api/v1/auth/signup"), ("POST", "/api/v1/auth/login"),
+             ("POST", "/api/v1/auth/refresh"), ("POST", "/api/v1/auth/logout"),
+             ("PATCH", "/api/v1/auth/me"), ("GET", "/api/v1/auth/me")]
+    for _ in range(300):
+        method, path = rng.choice(paths)
+        body = {rng.choice(fields): rng.choice(atoms) for _ in range(rng.randint(0, 4))}
+        raw = json.dumps(body) if rng.random() < 0.9 else json.dumps(body)[: rng.randint(0, 20)]
+        headers = {"Authorization": f"Bearer {rng.choice(atoms)}"} if rng.random() < 0.3 else {}
+        response = client.open(path, method=method, data=raw, headers=headers,
+                               content_type=rng.choice(["application/json"] * 4 + ["text/plain"]))
+        assert response.status_code < 500, (method, path, raw, response.get_json())
+        assert response.get_json()["success"] is (response.status_code < 300)
+    # Whatever got through created whole users only.
+    halves = db.execute("SELECT count(*) AS n FROM auth.users u WHERE NOT EXISTS "
+                        "(SELECT 1 FROM public.users p WHERE p.id = u.id)").fetchone()["n"]
+    assert halves == 0

@@ -31,7 +31,10 @@ def _guard_json_body() -> None:
         return  # no body: the schema reports any required field as missing
     if not request.is_json:
         raise errors.UnsupportedMediaType()
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nesting deep enough to exhaust the parser
+        body = None
     if body is None or not isinstance(body, dict):
         raise errors.BadRequest()
 

@@ -22,7 +22,21 @@ def normalize_email(value: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
-class EmailField(fields.String):
+class TextField(fields.String):
+    """A string that is valid Unicode text (no lone surrogates, no NUL)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("Must be valid Unicode text.") from None
+        if "\x00" in text:
+            raise ValidationError("Must not contain NUL characters.")
+        return text
+
+
+class EmailField(TextField):
     """An email address: trimmed, domain lower-cased, at most 254 characters."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -38,7 +52,7 @@ def _no_control_characters(value: str) -> None:
         raise ValidationError("Must not contain control characters.")
 
 
-class DisplayNameField(fields.String):
+class DisplayNameField(TextField):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).strip()
         if not 1 <= len(text) <= 100:
@@ -47,9 +61,10 @@ class DisplayNameField(fields.String):
         return text
 
 
-_username = {
+_username: dict[str, Any] = {
+    # \Z, not $: "$" would also accept a trailing newline.
     "validate": validate.Regexp(
-        USERNAME_PATTERN,
+        USERNAME_PATTERN.removesuffix("$") + r"\Z",
         error="Use 3 to 32 characters: lower-case letters, digits and underscores.",
     ),
     "metadata": {"pattern": USERNAME_PATTERN, "example": "alice_01"},
@@ -58,7 +73,7 @@ _username = {
 
 class SignupSchema(Schema):
     email = EmailField(required=True, metadata={"format": "email", "example": "alice@example.com"})
-    password = fields.String(
+    password = TextField(
         required=True,
         metadata={
             "format": "password",
@@ -71,11 +86,11 @@ class SignupSchema(Schema):
 
 class LoginSchema(Schema):
     email = EmailField(required=True, metadata={"format": "email"})
-    password = fields.String(required=True, metadata={"format": "password"})
+    password = TextField(required=True, metadata={"format": "password"})
 
 
 class RefreshSchema(Schema):
-    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    refresh_token = TextField(required=True, validate=validate.Length(min=1, max=512))
 
 
 class LogoutSchema(Schema):
