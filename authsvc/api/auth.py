@@ -47,7 +47,7 @@ def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]]):
 
     def decorate(view):
         for status, classes in sorted(merged.items()):
-            text = "; ".join(f"{cls.code}: {cls.message}" for cls in classes)
+            text = " | ".join(f"{cls.code}: {cls.message}" for cls in classes)
             view = blp.alt_response(status, schema=ErrorSchema, description=text)(view)
         return view
 
@@ -148,7 +148,7 @@ def refresh_view(body: dict[str, Any]):
 
 @blp.route("/logout", methods=["POST"])
 @jwt_required()
-@blp.arguments(LogoutSchema)
+@blp.arguments(LogoutSchema, required=False)
 @blp.response(200, enveloped(EmptySchema))
 @blp.doc(security=[{"bearerAuth": []}])
 @errors_doc({401: TOKEN_ERRORS})
