@@ -81,18 +81,15 @@ def test_a_pending_identity_never_gets_a_session(auth, db):
     assert db.execute("SELECT count(*) AS n FROM authsvc.sessions").fetchone()["n"] == 1
 
 
-def test_a_recent_pending_identity_with_its_profile_is_left_to_its_signup(auth, db):
-    auth.signup()
-    db.execute("UPDATE auth.users SET signup_state = 'pending'")
-    assert auth.login(expect=401)["error"]["code"] == InvalidCredentials.code
-
-
-def test_login_finishes_an_old_pending_identity_whose_profile_exists(auth, db):
+def test_a_pending_identity_with_its_profile_still_gets_no_session(auth, db):
+    # The process died between the profile and `complete`: the client never got its 201.
     auth.signup()
     db.execute("UPDATE auth.users SET signup_state = 'pending', "
-               "created_at = now() - interval '10 minutes'")
-    auth.login()
-    assert identity_row(db, "alice@example.com")["signup_state"] == "complete"
+               "created_at = now() - interval '1 day'")
+    assert auth.login(expect=401)["error"]["code"] == InvalidCredentials.code
+    assert db.execute("SELECT signup_state FROM auth.users").fetchone()["signup_state"] == (
+        "pending"
+    )
 
 
 def test_login_gives_a_complete_identity_its_missing_profile_back(auth, db):

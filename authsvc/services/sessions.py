@@ -19,12 +19,9 @@ from authsvc.errors import (
     TokenRevoked,
     UserBanned,
 )
-from authsvc.stores import COMPLETE, PENDING, Identity, NewProfile, Profile, RotateOutcome, Store
+from authsvc.stores import COMPLETE, Identity, NewProfile, Profile, RotateOutcome, Store
 
 log = logging.getLogger("authsvc.sessions")
-
-# Longer than any signup can take with the configured statement time-outs.
-SIGNUP_IN_FLIGHT = 60
 
 # mint(user_id, session_id) -> (access_token, expires_in_seconds); provided by the web layer.
 Minter = Callable[[UUID, UUID], tuple[str, int]]
@@ -135,31 +132,22 @@ def login(
 
 
 def _whole_user(store: Store, identity: Identity) -> User | None:
-    """The user with both halves, finishing what a crashed signup left, or None."""
+    """The user with both halves, or None for half a user.
+
+    A pending identity never gets a session: its signup was never answered 201 (it failed, or
+    its process died), so nobody was promised this account; `authsvc reconcile --repair`
+    removes it. A complete identity whose profile went missing since (deleted by hand, lost in
+    a split deployment) was promised: it gets its profile back rather than being locked out.
+    """
+    if identity.signup_state != COMPLETE:
+        return None
     profile = store.get_profile(identity.id)
-    if identity.signup_state == PENDING:
-        if profile is None or _may_be_in_flight(identity):
-            return None
-        # The process died between verifying the profile and marking the identity complete;
-        # the password just proved it is this person's account: finish the signup.
-        store.mark_complete(identity.id)
-        log.warning("login completed an unfinished signup", extra={"user_id": str(identity.id)})
-        identity = store.get_identity(identity.id) or identity
-    elif profile is None:
-        # A complete identity was answered 201 once; its profile went missing since (deleted
-        # by hand, or lost in a split deployment). Give it back rather than lock the user out.
+    if profile is None:
         profile = store.insert_profile(NewProfile(identity.id, identity.email))
         if profile is None:
             return None
         log.warning("login recreated a missing profile", extra={"user_id": str(identity.id)})
     return User(identity, profile)
-
-
-def _may_be_in_flight(identity: Identity) -> bool:
-    """A pending identity younger than this may still belong to a signup that is running (and
-    that may yet compensate); leave it to that signup."""
-    created = identity.created_at
-    return created is None or datetime.now(UTC) - created < timedelta(seconds=SIGNUP_IN_FLIGHT)
 
 
 def refresh(store: Store, refresh_token: str, mint: Minter, refresh_ttl: int) -> Session:
