@@ -4,13 +4,15 @@ Uses the machine's Postgres server binaries (Debian's postgresql package, or any
 `pg_ctl` on PATH or under AUTHSVC_PG_BIN). The cluster listens on 127.0.0.1 only, on a port
 picked once and kept, with a password of its own stored next to it (mode 0600). Postgres
 refuses to run as root, so when we are root the cluster runs as the `postgres` system user
-(created by Debian's package) or, failing that, a dedicated `authsvc` user.
+(created by Debian's package) or, failing that, a dedicated `authsvc` user; when that user cannot
+reach the data dir, the cluster's files go under /var/lib/authsvc instead (see pgdata_dir).
 """
 
 from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -121,6 +123,33 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def pgdata_dir(data_dir: Path, user: pwd.struct_passwd | None = None) -> Path:
+    """Where the cluster's files live: `<data_dir>/pgdata`, unless the system user the server
+    runs as cannot reach the data dir (say it is under /root); then a directory of its own
+    under /var/lib/authsvc, named after the data dir, which keeps only a pointer."""
+    data_dir = data_dir.absolute()
+    pointer = data_dir / "pgdata.path"
+    if pointer.exists():
+        return Path(pointer.read_text().strip())
+    if user is None or _traversable(data_dir, user):
+        return data_dir / "pgdata"
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    elsewhere = Path("/var/lib/authsvc") / digest / "pgdata"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(str(elsewhere) + "\n")
+    return elsewhere
+
+
+def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
+    for parent in [path, *path.parents]:
+        if not parent.exists():
+            continue
+        st = parent.stat()
+        if st.st_uid != user.pw_uid and not st.st_mode & 0o001:
+            return False
+    return True
+
+
 def _running_port(pgdata: Path) -> int | None:
     """The port of the server running on `pgdata`, from its postmaster.pid, if it is alive."""
     pidfile = pgdata / "postmaster.pid"
@@ -143,8 +172,8 @@ def ensure_running(data_dir: Path) -> Cluster:
     data_dir = data_dir.absolute()
     with _locked(data_dir):
         state_file = data_dir / "embedded.json"
-        pgdata = data_dir / "pgdata"
         user = _run_as()
+        pgdata = pgdata_dir(data_dir, user)
         bin_dir = find_bin_dir()
         if not (pgdata / "PG_VERSION").exists():
             state = _initdb(bin_dir, pgdata, user)
@@ -186,9 +215,13 @@ def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None) -> dict
     pwfile.write_text(password + "\n")
     pwfile.chmod(0o600)
     if user is not None:
-        os.chown(pgdata, user.pw_uid, user.pw_gid)
-        os.chown(pwfile, user.pw_uid, user.pw_gid)
-        _ensure_traversable(pgdata.parent, user)
+        for path in (pgdata, pwfile):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        if not _traversable(pgdata, user):
+            raise EmbeddedError(
+                f"The embedded Postgres runs as the system user {user.pw_name!r}, who cannot "
+                f"reach {pgdata}. Point AUTHSVC_DATA_DIR elsewhere, or set DATABASE_URL."
+            )
     pgdata.chmod(0o700)
     try:
         _run(
@@ -243,20 +276,8 @@ def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None) -> dict
     return {"password": password, "port": None}
 
 
-def _ensure_traversable(path: Path, user: pwd.struct_passwd) -> None:
-    """Postgres runs as `user`, who must be able to reach the data directory."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if parent.stat().st_uid != user.pw_uid and not mode & 0o001:
-            raise EmbeddedError(
-                f"The embedded Postgres runs as the system user {user.pw_name!r}, who cannot "
-                f"reach {path} ({parent} is not searchable by others). Point AUTHSVC_DATA_DIR "
-                "elsewhere, or set DATABASE_URL."
-            )
-
-
 def stop(data_dir: Path) -> None:
-    pgdata = data_dir.absolute() / "pgdata"
+    pgdata = pgdata_dir(data_dir)
     if _running_port(pgdata) is None:
         return
     _run([str(find_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"], _run_as())
@@ -265,7 +286,7 @@ def stop(data_dir: Path) -> None:
 
 def wait_until_stopped(data_dir: Path, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while _running_port(data_dir.absolute() / "pgdata") is not None:
+    while _running_port(pgdata_dir(data_dir)) is not None:
         if time.monotonic() > deadline:
             return
         time.sleep(0.1)
