@@ -11,6 +11,9 @@ keepalive = 5
 # Our JSON access log line carries the request id; gunicorn's own would repeat it.
 accesslog = None
 errorlog = "-"
+# gunicorn >= 25.1 opens a control socket at one fixed path per user; two instances on one
+# machine would fight over it. Older versions ignore this setting.
+control_socket_disable = True
 
 
 def post_worker_init(worker):

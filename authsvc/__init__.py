@@ -125,6 +125,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the service. `overrides` take the names of the environment variables."""
     from authsvc import errors, observability, tokens
     from authsvc.api import init_app as init_api
+    from authsvc.pages import init_app as init_pages
 
     observability.configure_logging()
     settings = load_settings(overrides)
@@ -162,4 +163,5 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     tokens.init_app(app, settings.jwt_secret_key, settings.access_token_ttl)
     init_api(app)
+    init_pages(app)
     return app

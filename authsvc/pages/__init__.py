@@ -1,0 +1,19 @@
+"""The hosted pages: /signup, /login, /account and logout, rendered on the server.
+
+They call the same services as the JSON API. The browser holds its session in one signed,
+HttpOnly, SameSite cookie (Secure in production), and every form carries a per-session CSRF
+token that each POST must echo.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the pages' blueprint and the cookie they keep the session in."""
+    from authsvc.pages.browser import SessionCookie
+    from authsvc.pages.views import bp
+
+    app.extensions["authsvc.pages"] = SessionCookie(app.extensions["authsvc"].settings)
+    app.register_blueprint(bp)

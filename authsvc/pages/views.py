@@ -1,0 +1,424 @@
+"""/signup, /login, /account and /logout: read the form, call the services, render the page.
+
+The pages call the same services as the JSON API and apply the same rate limits. An AuthError
+re-renders the form with the message next to the field it names (or above the form); any other
+error on these routes renders an HTML error page rather than the API's JSON envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask_jwt_extended import decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt import ExpiredSignatureError, PyJWTError
+from marshmallow import Schema, ValidationError
+
+from authsvc import passwords, tokens
+from authsvc.api.schemas import LoginSchema, ProfileUpdateSchema, SignupSchema
+from authsvc.errors import (
+    AuthError,
+    BadRequest,
+    InternalError,
+    TokenRevoked,
+    ValidationFailed,
+    from_http_exception,
+)
+from authsvc.pages.browser import BrowserSession, SessionCookie
+from authsvc.pages.messages import Alert, alert_for, field_errors
+from authsvc.services import sessions, signup
+
+log = logging.getLogger("authsvc.pages")
+
+bp = Blueprint(
+    "pages",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/assets",
+)
+
+SIGNUP_FIELDS = ("email", "password", "username", "display_name")
+LOGIN_FIELDS = ("email", "password")
+PROFILE_FIELDS = ("username", "display_name")
+_SECRET_FIELDS = frozenset({"password"})
+LABELS = {
+    "email": "Email address",
+    "password": "Password",
+    "username": "Username",
+    "display_name": "Display name",
+}
+
+# No scripts at all; styles and images from this origin only; forms post back here only.
+_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+# Fixed notices selected by a query flag after a redirect (post/redirect/get).
+_NOTICES = {
+    "login": {
+        "signed_out": "You have signed out.",
+        "signed_out_everywhere": "You have signed out on every device.",
+        "created": "Your account was created. Log in to continue.",
+    },
+    "account": {
+        "welcome": "Welcome! Your account is ready.",
+        "saved": "Your profile was saved.",
+    },
+}
+
+
+@dataclass
+class Form:
+    """A form's values as typed (passwords are never sent back), its errors and its alert."""
+
+    fields: tuple[str, ...]
+    values: dict[str, str]
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    alert: Alert | None = None
+
+    @classmethod
+    def empty(cls, fields: tuple[str, ...], **values: str | None) -> Form:
+        return cls(fields, {name: values.get(name) or "" for name in fields})
+
+    @classmethod
+    def posted(cls, fields: tuple[str, ...]) -> Form:
+        return cls(fields, {name: request.form.get(name, "") for name in fields})
+
+    def body(self) -> dict[str, str]:
+        """The fields that were filled in, trimmed (passwords exactly as typed)."""
+        out = {}
+        for name, value in self.values.items():
+            value = value if name in _SECRET_FIELDS else value.strip()
+            if value:
+                out[name] = value
+        return out
+
+    def fail(self, err: AuthError, email: str | None = None) -> None:
+        errors = field_errors(err)
+        self.errors = {name: errors[name] for name in self.fields if name in errors}
+        # A message about a field this form does not have goes above the form.
+        stray = [m for name, msgs in errors.items() if name not in self.fields for m in msgs]
+        alert = alert_for(err, g.get("request_id"), email)
+        if stray:
+            alert = Alert(alert.title, alert.lines + stray, alert.code, alert.request_id)
+        self.alert = alert
+
+    def shown(self, name: str) -> str:
+        return "" if name in _SECRET_FIELDS else self.values.get(name, "")
+
+    def summary(self) -> list[tuple[str, str, str]]:
+        """(field, label, first message) in the order of the form, for the error summary."""
+        return [
+            (name, LABELS[name], self.errors[name][0])
+            for name in self.fields
+            if self.errors.get(name)
+        ]
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: sessions.User
+    user_id: UUID
+    session_id: UUID
+
+
+def _runtime():
+    return current_app.extensions["authsvc"]
+
+
+def _cookie() -> SessionCookie:
+    return current_app.extensions["authsvc.pages"]
+
+
+def _browser() -> BrowserSession:
+    return g.browser
+
+
+def _client() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
+    """Validate with the API's schema; its messages become VALIDATION_FAILED's details."""
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        raise ValidationFailed(details=messages if isinstance(messages, dict) else None) from exc
+
+
+def _log_failure(err: AuthError) -> None:
+    if err.status >= 500:
+        log.error(
+            "page request failed: %s",
+            err.code,
+            exc_info=err.__cause__ or err,
+            extra={"error_code": err.code, "details": err.details},
+        )
+
+
+def _render(template: str, status: int = 200, headers: dict[str, str] | None = None, **context):
+    return render_template(template, **context), status, headers or {}
+
+
+def _failed(template: str, form: Form, err: AuthError, email: str | None = None, **context):
+    """Re-render the form with `err` beside the field it concerns, with the error's status."""
+    _log_failure(err)
+    form.fail(err, email)
+    return _render(template, err.status, err.headers, form=form, **context)
+
+
+def _error_page(status: int, alert: Alert, headers: dict[str, str] | None = None):
+    # After a failed POST, offer the form again (never /logout: it has no page of its own).
+    forms = (url_for(".signup_page"), url_for(".login_page"), url_for(".account"))
+    back = request.path if request.method == "POST" and request.path in forms else None
+    return _render("error.html", status, headers, alert=alert, back=back)
+
+
+def _notice(page: str) -> str | None:
+    for flag, text in _NOTICES[page].items():
+        if flag in request.args:
+            return text
+    return None
+
+
+# -- the session in the cookie ------------------------------------------------------------------
+
+
+def _signed_in() -> SignedIn | None:
+    """The signed-in user of this request (refreshing an expired access token), or None."""
+    if "signed_in" not in g:
+        g.signed_in = _resolve_session(_browser())
+    return g.signed_in
+
+
+def _resolve_session(browser: BrowserSession) -> SignedIn | None:
+    if not browser.signed_in:
+        return None
+    rt = _runtime()
+    try:
+        claims = decode_token(browser.access_token)
+    except ExpiredSignatureError:
+        try:
+            session = sessions.refresh(
+                rt.store, browser.refresh_token, tokens.mint, rt.settings.refresh_token_ttl
+            )
+        except AuthError as err:
+            if err.status != 401:
+                raise
+            browser.sign_out()
+            return None
+        browser.rotate(session.access_token, session.refresh_token)
+        claims = decode_token(session.access_token)
+    except (PyJWTError, JWTExtendedException):
+        browser.sign_out()
+        return None
+    try:
+        user_id, session_id = UUID(claims["sub"]), UUID(claims["sid"])
+    except (KeyError, TypeError, ValueError):
+        browser.sign_out()
+        return None
+    if not rt.store.session_active(session_id):
+        browser.sign_out()
+        return None
+    try:
+        user = sessions.me(rt.store, user_id)
+    except TokenRevoked:
+        browser.sign_out()
+        return None
+    return SignedIn(user, user_id, session_id)
+
+
+def _token_ids(access_token: str) -> tuple[UUID, UUID] | None:
+    """(user id, session id) of a token we signed, expired or not."""
+    try:
+        claims = decode_token(access_token, allow_expired=True)
+        return UUID(claims["sub"]), UUID(claims["sid"])
+    except (PyJWTError, JWTExtendedException, KeyError, TypeError, ValueError):
+        return None
+
+
+@bp.before_request
+def _open_session():
+    if request.endpoint == "pages.static":
+        return None
+    g.browser = _cookie().read(request.cookies)
+    if request.method == "POST" and not g.browser.csrf_matches(request.form.get("csrf_token")):
+        log.info("form rejected: CSRF token missing or wrong", extra={"path": request.path})
+        return _error_page(
+            400,
+            Alert(
+                "This form has expired",
+                [
+                    "For your security, forms only work for a while and only from this site. "
+                    "Nothing was changed. Go back, reload the page and try again."
+                ],
+                BadRequest.code,
+                g.get("request_id"),
+            ),
+        )
+    return None
+
+
+@bp.after_request
+def _close_session(response):
+    browser = g.get("browser")
+    if browser is not None and browser.changed:
+        _cookie().write(response, browser)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.endpoint != "pages.static":
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.vary.add("Cookie")
+    return response
+
+
+@bp.context_processor
+def _template_globals() -> dict[str, Any]:
+    browser = g.get("browser")
+    return {"csrf_token": browser.csrf_token if browser else "", "labels": LABELS}
+
+
+@bp.errorhandler(AuthError)
+def _auth_error_page(err: AuthError):
+    _log_failure(err)
+    return _error_page(err.status, alert_for(err, g.get("request_id")), err.headers)
+
+
+@bp.errorhandler(Exception)
+def _unexpected_error_page(exc: Exception):
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(exc, HTTPException):
+        err = from_http_exception(exc)
+    else:
+        log.error("unhandled exception", exc_info=exc, extra={"error_code": InternalError.code})
+        err = InternalError()
+    return _error_page(err.status, alert_for(err, g.get("request_id")), err.headers)
+
+
+# -- the pages ----------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def home():
+    return redirect(url_for(".account" if _signed_in() else ".login_page"))
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup_page():
+    """Create an account: the identity and its profile, or neither; then sign in."""
+    if request.method == "GET":
+        if _signed_in():
+            return redirect(url_for(".account"))
+        return _render("signup.html", form=Form.empty(SIGNUP_FIELDS))
+    rt = _runtime()
+    form = Form.posted(SIGNUP_FIELDS)
+    email = None
+    try:
+        body = _load(SignupSchema(), form.body())
+        email = body["email"]
+        rt.rate_limits.hit("signup", _client())
+        profile = signup.run(rt.store, rt.hasher, signup.SignupData(**body))
+    except ValidationFailed as err:
+        # Say everything at once: the password policy too, not only after the rest is fixed.
+        password = form.values["password"]
+        if password and "password" not in err.details:
+            reasons = passwords.policy_violations(password, form.values["email"].strip())
+            if reasons:
+                err.details["password"] = reasons
+        return _failed("signup.html", form, err, email)
+    except AuthError as err:
+        return _failed("signup.html", form, err, email)
+    try:
+        session = sessions.start_session(
+            rt.store,
+            profile.id,
+            tokens.mint,
+            rt.settings.refresh_token_ttl,
+            request.headers.get("User-Agent"),
+        )
+    except AuthError as err:
+        # The account exists; only signing in failed. Say so rather than "nothing was created".
+        _log_failure(err)
+        return redirect(url_for(".login_page", created=1), 303)
+    _browser().sign_in(session.access_token, session.refresh_token)
+    return redirect(url_for(".account", welcome=1), 303)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login_page():
+    """Sign in with email and password."""
+    if request.method == "GET":
+        if _signed_in():
+            return redirect(url_for(".account"))
+        return _render("login.html", form=Form.empty(LOGIN_FIELDS), notice=_notice("login"))
+    rt = _runtime()
+    form = Form.posted(LOGIN_FIELDS)
+    try:
+        body = _load(LoginSchema(), form.body())
+        rt.rate_limits.hit("login", _client(), "account:" + body["email"].lower())
+        _user, session = sessions.login(
+            rt.store,
+            body["email"],
+            body["password"],
+            tokens.mint,
+            rt.settings.refresh_token_ttl,
+            request.headers.get("User-Agent"),
+        )
+    except AuthError as err:
+        return _failed("login.html", form, err)
+    _browser().sign_in(session.access_token, session.refresh_token)
+    return redirect(url_for(".account"), 303)
+
+
+@bp.route("/account", methods=["GET", "POST"])
+def account():
+    """The profile, and the form that changes the username and display name."""
+    me = _signed_in()
+    if me is None:
+        return redirect(url_for(".login_page"), 303 if request.method == "POST" else 302)
+    current = {
+        "username": me.user.profile.username or "",
+        "display_name": me.user.profile.display_name or "",
+    }
+    if request.method == "GET":
+        form = Form.empty(PROFILE_FIELDS, **current)
+        return _render("account.html", form=form, user=me.user, notice=_notice("account"))
+    form = Form.posted(PROFILE_FIELDS)
+    # Send only what changed; a cleared field is sent empty so the schema explains the rule.
+    changes = {
+        name: value.strip()
+        for name, value in form.values.items()
+        if value.strip() != current[name]
+    }
+    try:
+        body = _load(ProfileUpdateSchema(), changes)
+        sessions.update_me(_runtime().store, me.user_id, body)
+    except TokenRevoked:
+        _browser().sign_out()
+        return redirect(url_for(".login_page"), 303)
+    except AuthError as err:
+        return _failed("account.html", form, err, user=me.user)
+    return redirect(url_for(".account", saved=1), 303)
+
+
+@bp.post("/logout")
+def logout():
+    """End this session (scope=global: every session of the user) and forget the cookie."""
+    browser = _browser()
+    scope = "global" if request.form.get("scope") == "global" else "local"
+    ids = _token_ids(browser.access_token) if browser.signed_in else None
+    browser.sign_out()  # the browser forgets the session whatever happens next
+    if ids is not None:
+        sessions.logout(_runtime().store, ids[0], ids[1], scope)
+    flag = "signed_out_everywhere" if scope == "global" and ids else "signed_out"
+    return redirect(url_for(".login_page", **{flag: 1}), 303)

@@ -1,0 +1,1 @@
+"""End-to-end tests: the service under gunicorn, driven by Chromium and by HTTP."""

@@ -1,0 +1,120 @@
+"""The service under gunicorn on a fresh database, and Debian's Chromium to drive it.
+
+One gunicorn (two workers, gunicorn.conf.py read from the repository root) serves every test of
+the session on a free loopback port; each test starts from empty tables. Chromium is the
+machine's own (/usr/bin/chromium, or $AUTHSVC_E2E_CHROMIUM): Playwright's browser download is
+not used. A failing test keeps a screenshot and a Playwright trace under test-results/ (open a
+trace with `playwright show-trace <file>`); the service's log is test-results/gunicorn.log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import APIRequestContext, Playwright
+
+from e2e import server
+from e2e.server import Service
+from tests.conftest import migrate, truncate
+from tests.pgcluster import PgServer
+
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+CHROMIUM = os.environ.get("AUTHSVC_E2E_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep a screenshot and a trace of every failing test unless told otherwise.
+    if getattr(config.option, "tracing", None) == "off":
+        config.option.tracing = "retain-on-failure"
+    if getattr(config.option, "screenshot", None) == "off":
+        config.option.screenshot = "only-on-failure"
+
+
+@pytest.fixture(scope="session")
+def e2e_postgres() -> Iterator[PgServer]:
+    pg = PgServer.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def service(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
+            pytestconfig: pytest.Config) -> Iterator[Service]:
+    """gunicorn serving wsgi:app, the way the Procfile runs it, on a fresh database."""
+    database_url = e2e_postgres.create_database("authsvc_e2e")
+    migrate(database_url)
+    output = Path(pytestconfig.getoption("--output", "test-results")).absolute()
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        running = server.start(
+            database_url, tmp_path_factory.mktemp("authsvc-data"), output / "gunicorn.log"
+        )
+    except server.ServiceFailed as exc:
+        pytest.fail(str(exc))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(service: Service) -> None:
+    """Every journey starts from empty tables (the running service keeps its pools)."""
+    truncate(service.database_url)
+
+
+# -- Playwright ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def base_url(service: Service) -> str:
+    """pytest-playwright's base URL: pages and request contexts resolve "/signup" against it."""
+    return service.base_url
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """Debian's Chromium instead of Playwright's download (which does not work here)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: run `scripts/install.sh --test` "
+            "(or apt-get install chromium), or set AUTHSVC_E2E_CHROMIUM"
+        )
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    return {**browser_context_args, "viewport": {"width": 1280, "height": 860},
+            "locale": "en-GB", "timezone_id": "UTC"}
+
+
+@pytest.fixture
+def api(playwright: Playwright, service: Service) -> Iterator[APIRequestContext]:
+    """Playwright's HTTP client against the running service (traced like the pages)."""
+    context = playwright.request.new_context(base_url=service.base_url)
+    yield context
+    context.dispose()
+
+
+@pytest.fixture
+def shoot():
+    """Save a full-page screenshot to e2e/screenshots/<name>.png (kept in the repository)."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")
+        return path
+
+    return take
