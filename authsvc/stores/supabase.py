@@ -32,9 +32,6 @@ log line, an error, a `repr` or a response.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import re
 import threading
@@ -42,14 +39,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
 from supabase import Client, ClientOptions, create_client
-from supabase_auth.errors import AuthApiError, AuthRetryableError, AuthWeakPasswordError
+from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 from supabase_auth.errors import AuthError as GoTrueError
 from supabase_auth.types import User
 
@@ -57,24 +53,32 @@ from authsvc.config import Settings
 from authsvc.errors import (
     AuthError,
     DatabaseUnavailable,
-    EmailTaken,
     RateLimited,
     StorageError,
     UsernameTaken,
-    ValidationFailed,
-    WeakPassword,
 )
 from authsvc.passwords import Hasher
 from authsvc.stores import COMPLETE, PENDING, Drift, Identity, NewProfile, Profile
 from authsvc.stores.pg import Database, apply_migrations, migration_status
 from authsvc.stores.pg_sessions import PgSessions
+from authsvc.stores.supabase_shapes import (
+    REST_SERVICE,
+    SIGNUP_MARK,
+    auth_error,
+    key_problems,
+    key_role,
+    rest_error,
+    signup_state,
+    timestamp,
+    was_sent,
+)
+from authsvc.stores.supabase_shapes import identity as to_identity
+from authsvc.stores.supabase_shapes import profile as to_profile
 
 log = logging.getLogger("authsvc.stores.supabase")
 
 T = TypeVar("T")
 
-# app_metadata key that records where a signup stands (PENDING or COMPLETE).
-SIGNUP_MARK = "authsvc_signup"
 PROFILE_TABLE = "users"
 PROFILE_COLUMNS = "id,email,username,display_name,created_at,updated_at"
 PROFILE_FIELDS = ("username", "display_name")
@@ -82,220 +86,9 @@ MIGRATION_SETS = ["sessions"]
 USERS_PER_PAGE = 1000  # auth.admin.list_users page size
 PROFILES_PER_PAGE = 1000  # Supabase's default PostgREST max-rows
 REQUEST_TIMEOUT = 10.0
-AUTH_SERVICE = "supabase_auth"
-REST_SERVICE = "supabase_rest"
-
-# Supabase Auth's weak-password reasons (GoTrue WeakPasswordError.Reasons), in our words.
-_WEAK_REASONS = {
-    "length": "The password is too short for this Supabase project's policy.",
-    "characters": "The password needs more kinds of characters for this Supabase project.",
-    "pwned": "This password appears in a known data breach; choose another.",
-}
-
-# PostgREST forwards Postgres's SQLSTATE in APIError.code; PGRST* codes are its own.
-_REST_REASONS: dict[str, tuple[str, str]] = {
-    "23503": ("foreign_key_violation", "the profile's id must be an existing Supabase Auth user"),
-    "23505": (
-        "unique_violation",
-        "a profile with this id already exists (a trigger on auth.users that creates "
-        "profiles? run `authsvc doctor`)",
-    ),
-    "23514": ("check_violation", "a CHECK constraint on public.users refused the row"),
-    "23502": ("not_null_violation", "a NOT NULL column of public.users received no value"),
-    "42501": (
-        "permission_denied",
-        "the service role lacks a privilege on public.users: apply the GRANTs in "
-        "supabase/migrations",
-    ),
-    "42P01": ("undefined_table", "public.users is missing: apply the SQL in supabase/migrations"),
-    "PGRST205": (
-        "undefined_table",
-        "PostgREST does not know public.users: apply the SQL in supabase/migrations, then "
-        "reload the schema cache",
-    ),
-    "42703": ("undefined_column", "a column of public.users is missing: apply supabase/migrations"),
-    "PGRST204": (
-        "undefined_column",
-        "PostgREST does not know a column of public.users: apply supabase/migrations",
-    ),
-    "PGRST116": ("not_single_row", "a single row was expected and none or several came back"),
-    "57014": ("statement_timeout", "the database took too long to answer"),
-    "40001": ("serialization_failure", "a concurrent transaction conflicted; retry"),
-    "40P01": ("deadlock_detected", "a concurrent transaction conflicted; retry"),
-    "P0001": ("trigger_raised", "a trigger on public.users raised an error"),
-    "25006": ("read_only", "the database is read-only"),
-    "PGRST301": ("api_key_rejected", "PostgREST refused the service role key"),
-    "PGRST302": ("api_key_rejected", "PostgREST refused the service role key"),
-    "PGRST303": ("api_key_rejected", "PostgREST refused the service role key"),
-}
-# Codes meaning PostgREST could not reach its database, or a proxy could not reach PostgREST
-# (postgrest.exceptions.generate_default_error_message puts the HTTP status in `code` when the
-# body is not PostgREST's JSON).
-_REST_UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504"}
 
 # A trigger function that writes the profile itself collides with the saga's insert.
 _INSERTS_PROFILE = re.compile(r"insert\s+into\s+(public\s*\.\s*)?\"?users\"?[\s(]", re.I)
-
-
-# -- translation: the one place supabase-py's errors become ours --------------------------------
-
-
-def _was_sent(exc: BaseException) -> bool:
-    """False when the request provably never reached the server (no connection was made)."""
-    cause = exc.__cause__ or exc
-    return not isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout)
-
-
-def _auth_error(exc: Exception) -> AuthError:
-    """The AuthError for a supabase_auth error (Supabase Auth, the GoTrue server)."""
-    if isinstance(exc, AuthWeakPasswordError):  # not an AuthApiError subclass
-        reasons = [_WEAK_REASONS.get(r, r) for r in exc.reasons or []]
-        return WeakPassword(details={"password": reasons or [exc.message]})
-    if isinstance(exc, AuthRetryableError):  # network failure, 502/503/504 or Cloudflare 52x
-        return DatabaseUnavailable(database=AUTH_SERVICE, sent=_was_sent(exc))
-    if isinstance(exc, AuthApiError):
-        code, status = exc.code, exc.status
-        if code in ("email_exists", "user_already_exists"):
-            return EmailTaken()
-        if status == 429 or code in ("over_request_rate_limit", "over_email_send_rate_limit"):
-            return RateLimited(
-                "Supabase Auth is rate limiting these requests; retry in a minute.",
-                details={"retry_after": 60},
-                headers={"Retry-After": "60"},
-            )
-        if code in ("email_address_invalid", "email_address_not_authorized") or (
-            code == "validation_failed" and "email" in exc.message.lower()
-        ):
-            return ValidationFailed(details={"email": [exc.message]})
-        if code in ("not_admin", "bad_jwt", "no_authorization") or status in (401, 403):
-            return StorageError(
-                "auth_key_rejected",
-                "Supabase Auth refused an API key: check SUPABASE_SERVICE_ROLE_KEY and "
-                "SUPABASE_ANON_KEY with `authsvc doctor`",
-            )
-        if status >= 500:
-            return StorageError(
-                "auth_server_error",
-                f"Supabase Auth answered {status} ({code or 'no code'}); see the project's Auth "
-                "logs",
-            )
-        return StorageError(f"auth_{code}" if code else f"auth_http_{status}")
-    return StorageError("auth_unexpected_response", "Supabase Auth answered something unexpected")
-
-
-def _rest_error(exc: APIError) -> AuthError:
-    """The AuthError for a PostgREST error; map on `.code` (APIError has no HTTP status)."""
-    code = exc.code or ""
-    if code == "23505":
-        said = f"{exc.message or ''} {exc.details or ''}"
-        if "users_username_key" in said or "(username)" in said:
-            return UsernameTaken()
-    if code in _REST_UNAVAILABLE or code.startswith("08"):
-        return DatabaseUnavailable(database=REST_SERVICE)
-    if code in _REST_REASONS:
-        return StorageError(*_REST_REASONS[code])
-    if code.startswith("22"):
-        return StorageError("invalid_data", "the database refused a value")
-    if len(code) == 5 and code[:2].isalnum() and not code.startswith("PGRST"):
-        return StorageError(f"database_error_{code}")
-    return StorageError(f"rest_error_{code}" if code else "rest_error")
-
-
-# -- shapes ---------------------------------------------------------------------------------------
-
-
-def _ts(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
-
-
-def signup_state(user: User) -> str:
-    """Where this user's signup stands; users created outside authsvc count as complete."""
-    mark = (user.app_metadata or {}).get(SIGNUP_MARK)
-    return PENDING if mark == PENDING else COMPLETE
-
-
-def _identity(user: User) -> Identity:
-    return Identity(
-        id=UUID(user.id),
-        email=user.email or "",
-        password_hash=None,  # held by Supabase Auth, never returned
-        is_anonymous=user.is_anonymous,
-        email_confirmed_at=user.email_confirmed_at,
-        banned_until=_ts(user.banned_until),
-        signup_state=signup_state(user),
-        created_at=user.created_at,
-    )
-
-
-def _profile(row: dict[str, Any] | None) -> Profile | None:
-    if not row:
-        return None
-    return Profile(
-        id=UUID(str(row["id"])),
-        email=row["email"],
-        username=row.get("username"),
-        display_name=row.get("display_name"),
-        created_at=_ts(row.get("created_at")),
-        updated_at=_ts(row.get("updated_at")),
-    )
-
-
-def key_role(key: str | None) -> tuple[str | None, str | None]:
-    """(role, project ref) an API key claims, read without verifying it.
-
-    Legacy keys are JWTs whose payload says `role: anon | service_role` and `ref`; the newer
-    keys say what they are in their prefix (`sb_publishable_...`, `sb_secret_...`).
-    """
-    if not key:
-        return None, None
-    if key.startswith("sb_secret_"):
-        return "service_role", None
-    if key.startswith("sb_publishable_"):
-        return "anon", None
-    parts = key.split(".")
-    if len(parts) != 3:
-        return None, None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
-        return None, None
-    if not isinstance(payload, dict):
-        return None, None
-    return payload.get("role"), payload.get("ref")
-
-
-def key_problems(url: str | None, service_key: str | None, anon_key: str | None) -> list[str]:
-    """What is wrong with the two keys, in sentences that never include a key."""
-    service_role, service_ref = key_role(service_key)
-    anon_role, anon_ref = key_role(anon_key)
-    if service_role == "anon" and anon_role == "service_role":
-        return [
-            "SUPABASE_SERVICE_ROLE_KEY and SUPABASE_ANON_KEY are swapped -> exchange their values"
-        ]
-    problems = []
-    if service_role != "service_role":
-        problems.append(
-            "SUPABASE_SERVICE_ROLE_KEY is "
-            + (f"a {service_role!r} key" if service_role else "not a Supabase API key")
-            + " -> set the service_role (secret) key from Project Settings -> API keys"
-        )
-    if anon_role != "anon":
-        problems.append(
-            "SUPABASE_ANON_KEY is "
-            + (f"a {anon_role!r} key" if anon_role else "not a Supabase API key")
-            + " -> set the anon (publishable) key; a secret key there would bypass row-level "
-            "security for every sign-in"
-        )
-    host = urlsplit(url or "").hostname or ""
-    project = host.split(".")[0] if host.endswith(".supabase.co") else None
-    for name, ref in (("SUPABASE_SERVICE_ROLE_KEY", service_ref), ("SUPABASE_ANON_KEY", anon_ref)):
-        if project and ref and ref != project:
-            problems.append(
-                f"{name} belongs to project {ref!r}, but SUPABASE_URL points at {project!r}"
-            )
-    return problems
 
 
 def _escape_like(value: str) -> str | None:
@@ -474,7 +267,7 @@ class SupabaseStore(PgSessions):
         try:
             return call(self.service().auth.admin)
         except GoTrueError as exc:
-            raise _auth_error(exc) from exc
+            raise auth_error(exc) from exc
         except ValueError as exc:  # a response pydantic could not read
             raise StorageError(
                 "auth_unexpected_response", "Supabase Auth answered something unexpected"
@@ -485,9 +278,9 @@ class SupabaseStore(PgSessions):
         try:
             return build(self.service().table(PROFILE_TABLE)).execute()
         except APIError as exc:
-            raise _rest_error(exc) from exc
+            raise rest_error(exc) from exc
         except httpx.TransportError as exc:
-            raise DatabaseUnavailable(database=REST_SERVICE, sent=_was_sent(exc)) from exc
+            raise DatabaseUnavailable(database=REST_SERVICE, sent=was_sent(exc)) from exc
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -536,7 +329,7 @@ class SupabaseStore(PgSessions):
 
     def get_identity(self, user_id: UUID) -> Identity | None:
         user = self._get_user(user_id)
-        return _identity(user) if user is not None else None
+        return to_identity(user) if user is not None else None
 
     def find_identity_by_email(self, email: str) -> Identity | None:
         """Through the profile first (one indexed read, maybe-single), then by paging the
@@ -555,7 +348,7 @@ class SupabaseStore(PgSessions):
                     return identity
         for user in self._iter_users():
             if (user.email or "").lower() == email.lower():
-                return _identity(user)
+                return to_identity(user)
         return None
 
     def authenticate(self, email: str, password: str) -> Identity | None:
@@ -565,7 +358,7 @@ class SupabaseStore(PgSessions):
         try:
             response = client.auth.sign_in_with_password({"email": email, "password": password})
         except GoTrueError as exc:
-            err = _auth_error(exc)
+            err = auth_error(exc)
             if isinstance(err, RateLimited | DatabaseUnavailable):
                 raise err from exc
             if isinstance(err, StorageError) and err.reason in (
@@ -586,7 +379,7 @@ class SupabaseStore(PgSessions):
             log.info(
                 "could not revoke the Supabase session of a sign-in", extra={"error": repr(exc)}
             )
-        return _identity(response.user)
+        return to_identity(response.user)
 
     def set_signup_state(self, user_id: UUID, state: str) -> None:
         self.admin_call(
@@ -637,7 +430,7 @@ class SupabaseStore(PgSessions):
         found = self.rest_call(
             lambda t: t.select(PROFILE_COLUMNS).eq("id", str(user_id)).maybe_single()
         )
-        return _profile(found.data) if found is not None else None
+        return to_profile(found.data) if found is not None else None
 
     def insert_profile(self, profile: NewProfile) -> Profile | None:
         """INSERT with the explicit UUID, asking for the row back; None when no row came back
@@ -649,7 +442,7 @@ class SupabaseStore(PgSessions):
             "display_name": profile.display_name,
         }
         response = self.rest_call(lambda t: t.insert(row, returning=ReturnMethod.representation))
-        return _profile(response.data[0]) if response.data else None
+        return to_profile(response.data[0]) if response.data else None
 
     def update_profile(self, user_id: UUID, changes: dict[str, Any]) -> Profile | None:
         columns = {c: changes[c] for c in PROFILE_FIELDS if c in changes}
@@ -657,7 +450,7 @@ class SupabaseStore(PgSessions):
             return self.get_profile(user_id)
         columns["updated_at"] = datetime.now(UTC).isoformat()
         response = self.rest_call(lambda t: t.update(columns).eq("id", str(user_id)))
-        return _profile(response.data[0]) if response.data else None
+        return to_profile(response.data[0]) if response.data else None
 
     def delete_profile(self, user_id: UUID) -> int:
         response = self.rest_call(lambda t: t.delete().eq("id", str(user_id)))
@@ -680,7 +473,9 @@ class SupabaseStore(PgSessions):
         """The same drift as PostgresStore's, from a walk over both sides."""
         cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
         identities = {UUID(u.id): (u.created_at, signup_state(u)) for u in self._iter_users()}
-        profiles = {UUID(str(r["id"])): _ts(r.get("created_at")) for r in self._iter_profiles()}
+        profiles = {
+            UUID(str(r["id"])): timestamp(r.get("created_at")) for r in self._iter_profiles()
+        }
         drift = Drift()
 
         def add(kind: str, user_id: UUID) -> None:
