@@ -80,6 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             self.cfg.set("threads", 4)
             self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", None)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
+                self.cfg.set("control_socket_disable", True)
 
         def load(self):
             from authsvc import create_app
@@ -125,8 +127,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             result, remaining = reconcile.run(store, settings.reconcile_grace_seconds, args.repair)
         finally:
             store.close()
-    except (AuthError, ConfigError) as exc:
-        message = exc.message if isinstance(exc, AuthError) else str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever stopped it, the answer is exit 2
+        # Exit 1 means "drift remains": a crash must not be mistaken for that by a scheduler.
+        if isinstance(exc, AuthError):
+            message = exc.message
+        elif isinstance(exc, ConfigError):
+            message = str(exc)
+        else:
+            log.exception("reconcile failed")
+            message = f"unexpected {type(exc).__name__} (traceback in the log)"
         if args.json:
             print(json.dumps({"error": message}))
         print(f"reconcile could not run: {message}", file=sys.stderr)

@@ -20,9 +20,13 @@ Any failure in 2-5 runs compensation: with both tables in one database the whole
 transaction and compensation is its rollback; across two databases (or Supabase), each step has
 committed and compensation deletes the profile and then the pending identity. If compensation
 itself fails (the database went away), the identity simply stays pending: that row is the
-durable record of the half-user, and `authsvc reconcile --repair` removes it once it is older
-than the grace period (or completes it, if its profile turns out to be there). A process killed
-at any point leaves the same pending row, found and finished the same way.
+durable record of the half-user, and `authsvc reconcile --repair` removes it, with any profile
+it has, once it is older than the grace period. It never completes it: a pending identity's
+client was never told 201 (it was told the signup failed, or got no answer), so nobody was
+promised that account. A process killed at any point leaves the same pending row (or, in one
+database, nothing: the server rolls the open transaction back), found and removed the same way.
+Conversely, `complete` only succeeds if it finds the pending identity still there, so a signup
+whose identity was removed under it fails instead of answering 201 for half a user.
 """
 
 from __future__ import annotations
@@ -176,7 +180,8 @@ def run_idempotent(
         profile = run(store, hasher, data)
     except AuthError as exc:
         if exc.status < 500:
-            store.idempotency_finish(
+            _bookkeeping(
+                store.idempotency_finish,
                 idempotency_key,
                 exc.status,
                 None,
@@ -184,13 +189,23 @@ def run_idempotent(
             )
         else:
             # A server-side failure is not an answer worth replaying: let a retry run again.
-            store.idempotency_release(idempotency_key)
+            _bookkeeping(store.idempotency_release, idempotency_key)
         raise
     except BaseException:
-        store.idempotency_release(idempotency_key)
+        _bookkeeping(store.idempotency_release, idempotency_key)
         raise
     store.idempotency_finish(idempotency_key, 201, profile.id, None)
     return profile, False
+
+
+def _bookkeeping(step: Any, *args: Any) -> None:
+    """Record the outcome of a failed signup on its key, without letting a failure to record
+    it (the database went away) replace the error the client must see. An unrecorded key stays
+    claimed; a retry may take it over once it counts as abandoned."""
+    try:
+        step(*args)
+    except AuthError as exc:
+        log.warning("idempotency key not updated", extra={"error": repr(exc)})
 
 
 def replay_error(response: dict[str, Any] | None) -> None:

@@ -91,8 +91,8 @@ class Drift:
     identities_without_profile_count: int = 0
     profiles_without_identity: list[UUID] = field(default_factory=list)
     profiles_without_identity_count: int = 0
-    # Pending identities that already have their profile: a signup that stopped just before
-    # completing; reconcile completes them.
+    # Pending identities that already have their profile: a signup that stopped before
+    # completing. Its client was never told 201, so reconcile removes both rows.
     unfinished_with_profile: list[UUID] = field(default_factory=list)
     unfinished_with_profile_count: int = 0
 
@@ -142,7 +142,6 @@ class Store(Protocol):
         same time as a wrong password (Postgres: a dummy argon2 verify; the hash is upgraded
         when its parameters are outdated)."""
 
-    def mark_complete(self, user_id: UUID) -> None: ...
     def record_sign_in(self, user_id: UUID) -> None: ...
     def get_profile(self, user_id: UUID) -> Profile | None: ...
     def insert_profile(self, profile: NewProfile) -> Profile | None: ...

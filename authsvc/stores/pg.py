@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -139,9 +140,8 @@ class Database:
                     max_size=self._max_size,
                     kwargs=self._kwargs,
                     timeout=self._pool_timeout,
-                    # A connection the server dropped (restart, pg_terminate_backend) is found
-                    # before it is handed out, so recovery needs no restart of ours.
-                    check=ConnectionPool.check_connection,
+                    # No `check=`: getconn() below checks each connection before handing it
+                    # out, without the pool's back-off sleeps.
                     reconnect_timeout=0,
                     max_idle=300,
                     name=f"authsvc-{self.name}",
@@ -156,14 +156,43 @@ class Database:
                 self._pool.close(timeout=2)
                 self._pool = None
 
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection:
+        """A live pooled connection, or DatabaseUnavailable (sent=False) after `timeout`
+        (default: the pool time-out). Give it back with putconn().
+
+        A connection the server dropped while it sat in the pool (a restart,
+        pg_terminate_backend) is thrown away at once and the next one tried, so recovery needs
+        no restart of ours. psycopg_pool's own `check=` would sleep a growing back-off (1 s,
+        2 s, ...) after each dead connection: with two of them a request times out although
+        the server is back.
+        """
+        pool = self._pool or self.open()
+        deadline = time.monotonic() + (self._pool_timeout if timeout is None else timeout)
+        while True:
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PoolTimeout(f"no connection after {self._pool_timeout} s")
+                conn = pool.getconn(timeout=remaining)
+            except (PoolTimeout, PoolClosed) as exc:
+                raise DatabaseUnavailable(database=self.name, sent=False) from exc
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error:
+                pool.putconn(conn)  # closed: the pool discards it and opens a replacement
+                continue
+            return conn
+
+    def putconn(self, conn: psycopg.Connection) -> None:
+        if self._pool is not None:
+            self._pool.putconn(conn)
+        else:
+            conn.close()
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection in autocommit mode; driver errors leave as AuthErrors."""
-        pool = self._pool or self.open()
-        try:
-            conn = pool.getconn()
-        except (PoolTimeout, PoolClosed) as exc:
-            raise DatabaseUnavailable(database=self.name, sent=False) from exc
+        conn = self.getconn()
         try:
             yield conn
         except AuthError:
@@ -174,7 +203,7 @@ class Database:
                 raise DatabaseUnavailable(database=self.name) from exc
             raise err from exc
         finally:
-            pool.putconn(conn)
+            self.putconn(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
@@ -185,9 +214,11 @@ class Database:
         with self.connection() as conn:
             return conn.execute(sql, params).fetchone()
 
-    def fetchall(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    def fetchall(self, sql: str, params: Any = None, row_factory: Any = None) -> list[Any]:
+        """Rows as dicts, or as `row_factory` makes them (tuples are cheaper for big scans)."""
         with self.connection() as conn:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.cursor(row_factory=row_factory) if row_factory else conn.cursor()
+            return cursor.execute(sql, params).fetchall()
 
     def execute(self, sql: str, params: Any = None) -> int:
         with self.connection() as conn:
@@ -195,15 +226,19 @@ class Database:
 
     def ping(self, timeout: float = 2.0) -> str:
         """'ok', or a short sentence on why this database cannot be used (answers quickly)."""
-        pool = self._pool or self.open()
         try:
-            with pool.connection(timeout=min(timeout, self._pool_timeout)) as conn:
-                conn.execute("SELECT 1")
+            conn = self.getconn(timeout=min(timeout, self._pool_timeout))
+        except DatabaseUnavailable:
+            return "unreachable"
+        try:
+            conn.execute("SELECT 1")
             return "ok"
-        except (PoolTimeout, PoolClosed, psycopg.OperationalError):
+        except psycopg.OperationalError:
             return "unreachable"
         except psycopg.Error as exc:
             return f"error: {translate(exc).message}"
+        finally:
+            self.putconn(conn)
 
     def connect_direct(self, **extra: Any) -> psycopg.Connection:
         """A connection outside the pool (migrations, CLI), with the same time-outs."""

@@ -15,8 +15,8 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import scalar_row, tuple_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import PoolClosed, PoolTimeout
 
 from authsvc.config import Settings
 from authsvc.errors import AuthError, DatabaseUnavailable, StorageError, UsernameTaken
@@ -61,17 +61,14 @@ class _SignupUnit:
         self._conn: psycopg.Connection | None = None
         self._identity_written = False
         self._profile_attempted = False
+        self._commit_sent = False
         self._finished = False
 
     # -- context ------------------------------------------------------------------------------
 
     def __enter__(self) -> _SignupUnit:
         if not self.split:
-            pool = self.store.auth_db._pool or self.store.auth_db.open()
-            try:
-                self._conn = pool.getconn()
-            except (PoolTimeout, PoolClosed) as exc:
-                raise DatabaseUnavailable(database=self.store.auth_db.name) from exc
+            self._conn = self.store.auth_db.getconn()
             try:
                 self._conn.execute("BEGIN")
             except psycopg.Error as exc:
@@ -86,10 +83,8 @@ class _SignupUnit:
 
     def _release(self) -> None:
         if self._conn is not None:
-            pool = self.store.auth_db._pool
             conn, self._conn = self._conn, None
-            if pool is not None:
-                pool.putconn(conn)
+            self.store.auth_db.putconn(conn)
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -102,13 +97,21 @@ class _SignupUnit:
         if self.split:
             self._identity_written = True  # a commit whose answer is lost may still have landed
             try:
-                self.store.auth_db.execute(query, params)
+                written = self.store.auth_db.execute(query, params)
             except DatabaseUnavailable as exc:
                 self._identity_written = exc.sent
                 raise
         else:
-            self._run(query, params)
+            written = self._run(query, params).rowcount
             self._identity_written = True
+        if written != 1:
+            # Without this, the saga would go on to write a profile for an identity that does
+            # not exist (and in two databases nothing else would stop it).
+            raise StorageError(
+                "no_row_written",
+                "the identity insert wrote no row: a BEFORE INSERT trigger on auth.users "
+                "returning NULL (or a rule) dropped it",
+            )
 
     def insert_profile(self, profile: NewProfile) -> Profile | None:
         params = (profile.id, profile.email, profile.username, profile.display_name)
@@ -127,14 +130,24 @@ class _SignupUnit:
             "WHERE id = %s AND signup_state = 'pending'"
         )
         if self.split:
-            self.store.auth_db.execute(mark, (self.user_id,))
+            marked = self.store.auth_db.execute(mark, (self.user_id,))
         else:
-            self._run(mark, (self.user_id,))
+            marked = self._run(mark, (self.user_id,)).rowcount
+        if marked != 1:
+            # Only a pending identity that is still there may answer 201. Across two databases
+            # nothing locks it: `authsvc reconcile --repair` with a grace period shorter than
+            # this signup may have removed it meanwhile.
+            raise StorageError(
+                "identity_missing",
+                "the pending identity was gone when the signup came to complete it (removed "
+                "by `authsvc reconcile --repair` or by hand, or a trigger skipped the update)",
+            )
+        if not self.split:
+            self._commit_sent = True
             try:
                 self._conn.execute("COMMIT")  # type: ignore[union-attr]
             except psycopg.Error as exc:
                 # Whether the commit landed is unknown; compensation deletes by id either way.
-                self._identity_written = True
                 raise translate(exc) from exc
         self._finished = True
 
@@ -148,7 +161,7 @@ class _SignupUnit:
             except psycopg.Error:
                 # The connection died: the server rolls an open transaction back by itself,
                 # unless it died during COMMIT. Deleting by id settles that case too.
-                if not self._identity_written:
+                if not self._commit_sent:
                     return True
                 return self._delete_everywhere()
         return self._delete_everywhere()
@@ -331,13 +344,6 @@ class PostgresStore(PgSessions):
             )
         return identity
 
-    def mark_complete(self, user_id: UUID) -> None:
-        self.auth_db.execute(
-            "UPDATE auth.users SET signup_state = 'complete', updated_at = now() "
-            "WHERE id = %s AND signup_state = 'pending'",
-            (user_id,),
-        )
-
     def record_sign_in(self, user_id: UUID) -> None:
         self.auth_db.execute(
             "UPDATE auth.users SET last_sign_in_at = now() WHERE id = %s", (user_id,)
@@ -406,39 +412,69 @@ class PostgresStore(PgSessions):
             for row in rows:
                 yield row["kind"], row["id"]
             return
-        # Two databases: walk each side's ids in key order in batches and ask the other side
-        # which of them it holds (one indexed ANY() lookup per batch).
-        for batch in self._scan(self.auth_db, "auth.users", grace_seconds, with_state=True):
-            ids = [r["id"] for r in batch]
-            present = self._present(self.app_db, "public.users", ids)
-            for r in batch:
-                if r["id"] not in present:
-                    yield "identities_without_profile", r["id"]
-                elif r["signup_state"] == PENDING:
-                    yield "unfinished_with_profile", r["id"]
-        for batch in self._scan(self.app_db, "public.users", grace_seconds, with_state=False):
-            ids = [r["id"] for r in batch]
-            present = self._present(self.auth_db, "auth.users", ids)
-            for r in batch:
-                if r["id"] not in present:
-                    yield "profiles_without_identity", r["id"]
+        # Two databases: walk each side's ids in key order, a batch at a time, and read the
+        # other side's ids over the same key range (an index range scan on each side, nothing
+        # shipped back and forth but ids, as tuples): a merge join across the two databases.
+        for batch, low in self._scan(self.auth_db, "auth.users", grace_seconds, with_state=True):
+            present = self._ids_between(self.app_db, "public.users", low, batch[-1][0])
+            for user_id, state in batch:
+                if user_id not in present:
+                    yield "identities_without_profile", UUID(user_id)
+                elif state == PENDING:
+                    yield "unfinished_with_profile", UUID(user_id)
+        for batch, low in self._scan(self.app_db, "public.users", grace_seconds, with_state=False):
+            present = self._ids_between(self.auth_db, "auth.users", low, batch[-1][0])
+            for (user_id,) in batch:
+                if user_id not in present:
+                    yield "profiles_without_identity", UUID(user_id)
 
     @staticmethod
     def _scan(
         db: Database, table: str, grace_seconds: int, with_state: bool
-    ) -> Iterator[list[dict[str, Any]]]:
-        columns = "id, signup_state" if with_state else "id"
-        last: UUID | None = None
+    ) -> Iterator[tuple[list[tuple[Any, ...]], str | None]]:
+        """(batch, the id the batch starts after) over the rows older than the grace period,
+        in id order. Ids come as text: a million UUID objects cost more than the scan."""
+        # Not "id::text" bare: its output column would be called id, and ORDER BY id would
+        # then sort the text, by a sequential scan, instead of walking the primary key.
+        columns = "id::text AS key, signup_state" if with_state else "id::text AS key"
+        template = (
+            "SELECT {cols} FROM {table} WHERE created_at < now() - make_interval(secs => %s) "
+            "{after} ORDER BY id LIMIT %s"
+        )
+        first, following = (
+            sql.SQL(template).format(
+                cols=sql.SQL(columns),
+                table=sql.Identifier(*table.split(".")),
+                after=sql.SQL(after),
+            )
+            for after in ("", "AND id > %s::uuid")
+        )
+        last: str | None = None
         while True:
-            query = sql.SQL(
-                "SELECT {cols} FROM {table} WHERE created_at < now() - make_interval(secs => %s) "
-                "AND (%s::uuid IS NULL OR id > %s::uuid) ORDER BY id LIMIT %s"
-            ).format(cols=sql.SQL(columns), table=sql.Identifier(*table.split(".")))
-            batch = db.fetchall(query, (grace_seconds, last, last, SCAN_BATCH))
+            if last is None:
+                batch = db.fetchall(first, (grace_seconds, SCAN_BATCH), row_factory=tuple_row)
+            else:
+                batch = db.fetchall(
+                    following, (grace_seconds, last, SCAN_BATCH), row_factory=tuple_row
+                )
             if not batch:
                 return
-            yield batch
-            last = batch[-1]["id"]
+            yield batch, last
+            last = batch[-1][0]
+
+    @staticmethod
+    def _ids_between(db: Database, table: str, low: str | None, high: str) -> set[str]:
+        """The ids of `table` in (low, high], whatever their age, as text."""
+        name = sql.Identifier(*table.split("."))
+        if low is None:
+            query = sql.SQL("SELECT id::text FROM {} WHERE id <= %s::uuid").format(name)
+            params: tuple[Any, ...] = (high,)
+        else:
+            query = sql.SQL(
+                "SELECT id::text FROM {} WHERE id > %s::uuid AND id <= %s::uuid"
+            ).format(name)
+            params = (low, high)
+        return set(db.fetchall(query, params, row_factory=scalar_row))
 
     @staticmethod
     def _present(db: Database, table: str, ids: list[UUID]) -> set[UUID]:
@@ -448,26 +484,16 @@ class PostgresStore(PgSessions):
         return {r["id"] for r in db.fetchall(query, (ids,))}
 
     def repair_drift(self, grace_seconds: int) -> dict[str, int]:
-        """Finish what can be finished, remove what cannot; every action is logged."""
+        """Give back what was acknowledged, remove what was not; every action is logged.
+
+        A complete identity was answered 201: it gets its missing profile back. A pending one
+        never was (the 201 comes only after `complete()`): its client was told the signup failed,
+        or got no answer at all, so it is removed together with any profile it has. Completing
+        it instead would hand an account to a client that was told there is none.
+        """
         drift = self.find_drift(grace_seconds, id_limit=10**12)
-        repaired = {
-            "identities_completed": 0,
-            "profiles_created": 0,
-            "identities_removed": 0,
-            "profiles_removed": 0,
-        }
-        for batch in _batches(drift.unfinished_with_profile):
-            n = self.auth_db.execute(
-                "UPDATE auth.users SET signup_state = 'complete', updated_at = now() "
-                "WHERE id = ANY(%s) AND signup_state = 'pending'",
-                (batch,),
-            )
-            repaired["identities_completed"] += n
-            log.warning(
-                "reconcile completed identities whose profile exists",
-                extra={"count": n, "ids": [str(i) for i in batch]},
-            )
-        for batch in _batches(drift.identities_without_profile):
+        repaired = {"profiles_created": 0, "identities_removed": 0, "profiles_removed": 0}
+        for batch in _batches(drift.unfinished_with_profile + drift.identities_without_profile):
             self._repair_identities(batch, grace_seconds, repaired)
         for batch in _batches(drift.profiles_without_identity):
             n = self._remove_orphan_profiles(batch, grace_seconds)
@@ -477,8 +503,9 @@ class PostgresStore(PgSessions):
     def _repair_identities(
         self, batch: list[UUID], grace_seconds: int, repaired: dict[str, int]
     ) -> None:
-        # Pending identities never got their 201: remove them. SKIP LOCKED leaves alone a row
-        # that a signup in flight still holds.
+        # Pending identities never got their 201: remove them, with their profiles. SKIP LOCKED
+        # leaves alone a row that a signup in flight still holds (one database; across two a
+        # signup whose identity goes fails at its `complete` step instead).
         removed = self.auth_db.fetchall(
             """
             DELETE FROM auth.users WHERE id IN (
@@ -491,10 +518,18 @@ class PostgresStore(PgSessions):
             (batch, grace_seconds),
         )
         if removed:
-            repaired["identities_removed"] += len(removed)
+            ids = [r["id"] for r in removed]
+            # Across two databases nothing cascades; in one, the foreign key's ON DELETE
+            # CASCADE has already taken them, unless the key was dropped.
+            profiles = self.app_db.execute("DELETE FROM public.users WHERE id = ANY(%s)", (ids,))
+            repaired["identities_removed"] += len(ids)
             log.warning(
                 "reconcile removed identities whose signup never finished",
-                extra={"count": len(removed), "ids": [str(r["id"]) for r in removed]},
+                extra={
+                    "count": len(ids),
+                    "ids": [str(i) for i in ids],
+                    "profiles_deleted_with_them": profiles,
+                },
             )
         # Complete identities were answered 201: give each its profile back.
         complete = self.auth_db.fetchall(
@@ -503,19 +538,27 @@ class PostgresStore(PgSessions):
             (batch,),
         )
         for row in complete:
-            meta = row["raw_user_meta_data"] or {}
+            meta = row["raw_user_meta_data"]
+            if not isinstance(meta, dict):  # written by another tool: use none of it
+                meta = {}
             profile = NewProfile(
                 row["id"], row["email"], meta.get("username"), meta.get("display_name")
             )
             try:
-                created = self.insert_profile(profile)
-            except UsernameTaken:
-                created = self.insert_profile(
-                    NewProfile(profile.id, profile.email, None, profile.display_name)
-                )
+                try:
+                    created = self.insert_profile(profile)
+                except UsernameTaken:
+                    created = self.insert_profile(
+                        NewProfile(profile.id, profile.email, None, profile.display_name)
+                    )
             except StorageError as exc:
-                if exc.reason != "unique_violation":  # created meanwhile: nothing to do
-                    raise
+                if exc.reason != "unique_violation":  # unique: created meanwhile, nothing to do
+                    # One row the database refuses must not stop the repair of the others;
+                    # it stays drift, and the exit status says so.
+                    log.error(
+                        "reconcile could not recreate a missing profile",
+                        extra={"user_id": str(row["id"]), "reason": exc.reason},
+                    )
                 continue
             if created is not None:
                 repaired["profiles_created"] += 1

@@ -388,9 +388,6 @@ class SupabaseStore(PgSessions):
             )
         )
 
-    def mark_complete(self, user_id: UUID) -> None:
-        self.set_signup_state(user_id, COMPLETE)
-
     def record_sign_in(self, user_id: UUID) -> None:
         """Supabase Auth records last_sign_in_at itself on every password sign-in."""
 

@@ -1,0 +1,121 @@
+"""Fixtures for the reliability suite: gunicorn services per layout, dedicated Postgres clusters
+that outage tests may stop, and a summary of what was checked printed at the end of the run."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authsvc import embedded
+from tests.conftest import migrate
+from tests.pgcluster import PgServer
+from tests.reliability.support import REPORT, Layout, Service, start_server
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORT:
+        terminalreporter.write_sep("=", "reliability: what was checked")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Iterator[Path]:
+    """Data directories and gunicorn logs of this session."""
+    path = Path(tempfile.mkdtemp(prefix="authsvc-reliability-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Services:
+    """gunicorn instances, started on first use and stopped at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.running: dict[str, Service] = {}
+
+    def get(self, layout: Layout, name: str = "", **kw: Any) -> Service:
+        key = f"{layout.name}{'-' + name if name else ''}"
+        service = self.running.get(key)
+        if service is None or service.proc is None or service.proc.poll() is not None:
+            service = Service(layout, self.root / key, name=key, **kw).start()
+            self.running[key] = service
+        return service
+
+    def stop_all(self) -> None:
+        for service in self.running.values():
+            service.stop()
+        self.running.clear()
+
+
+@pytest.fixture(scope="session")
+def services(state_dir: Path) -> Iterator[Services]:
+    pool = Services(state_dir)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(params=["one", "split"])
+def layout(request: pytest.FixtureRequest, database_url: str,
+           split_urls: tuple[str, str]) -> Layout:
+    """Both layouts on the session's shared cluster; tests/conftest.py empties the tables
+    before each test (this fixture asks for database_url and split_urls)."""
+    if request.param == "one":
+        return Layout("one", database_url, database_url)
+    app_url, auth_url = split_urls
+    return Layout("split", app_url, auth_url)
+
+
+@pytest.fixture
+def service(layout: Layout, services: Services) -> Service:
+    return services.get(layout)
+
+
+# -- clusters that may be stopped ------------------------------------------------------------
+
+
+def _throwaway_cluster() -> PgServer:
+    """Always our own cluster (even with TEST_DATABASE_URL set): these tests stop it."""
+    try:
+        embedded.find_bin_dir()
+    except embedded.EmbeddedError as exc:
+        pytest.skip(f"outage tests need Postgres server binaries: {exc}")
+    data_dir = Path(tempfile.mkdtemp(prefix="authsvc-outage-pg-"))
+    data_dir.chmod(0o755)
+    cluster = embedded.ensure_running(data_dir)
+    from psycopg.conninfo import make_conninfo
+
+    return PgServer(admin_url=make_conninfo(cluster.url, dbname="postgres"), data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def outage_clusters() -> Iterator[tuple[PgServer, PgServer]]:
+    """Two dedicated clusters: A holds the one-database layout and the split layout's profiles,
+    B the split layout's identities, so either side of a split deployment can go down alone."""
+    a = _throwaway_cluster()
+    b = _throwaway_cluster()
+    yield a, b
+    for server in (a, b):
+        try:
+            start_server(server)
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def outage_layouts(outage_clusters: tuple[PgServer, PgServer]) -> dict[str, Layout]:
+    a, b = outage_clusters
+    one = a.create_database("authsvc_outage")
+    migrate(one)
+    app_url = a.create_database("authsvc_outage_app")
+    auth_url = b.create_database("authsvc_outage_auth")
+    migrate(app_url, auth_url)
+    return {
+        "one": Layout("outage-one", one, one, app_server=a, auth_server=a),
+        "split": Layout("outage-split", app_url, auth_url, app_server=a, auth_server=b),
+    }
