@@ -8,6 +8,7 @@ DatabaseUnavailable, StorageError(reason)); nothing above a store ever sees a dr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from uuid import UUID
 if TYPE_CHECKING:
     from authsvc.config import Settings
     from authsvc.passwords import Hasher
+
+log = logging.getLogger("authsvc.stores")
 
 PENDING = "pending"
 COMPLETE = "complete"
@@ -177,6 +180,30 @@ class Store(Protocol):
     def migration_status(self) -> dict[str, Any]: ...
     def diagnose(self) -> list[tuple[str, bool, str]]:
         """Backend-specific `authsvc doctor` checks: (name, ok, detail with what to do)."""
+
+
+def recreate_profile(store: Store, user_id: UUID, email: str, meta: Any) -> bool:
+    """Give a complete identity (answered 201 once) its missing profile back, with the username
+    and display name it signed up with when they are still free. False when nothing was created;
+    a row the database refuses is logged and left as drift, so one bad row cannot stop a repair.
+    """
+    from authsvc.errors import StorageError, UsernameTaken
+
+    meta = meta if isinstance(meta, dict) else {}  # written by another tool: use none of it
+    profile = NewProfile(user_id, email, meta.get("username"), meta.get("display_name"))
+    try:
+        try:
+            created = store.insert_profile(profile)
+        except UsernameTaken:
+            created = store.insert_profile(NewProfile(user_id, email, None, profile.display_name))
+    except StorageError as exc:
+        if exc.reason != "unique_violation":  # unique: created meanwhile, nothing to do
+            log.error(
+                "reconcile could not recreate a missing profile",
+                extra={"user_id": str(user_id), "reason": exc.reason},
+            )
+        return False
+    return created is not None
 
 
 def make_store(settings: Settings, hasher: Hasher) -> Store:

@@ -19,9 +19,9 @@ from psycopg.rows import scalar_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from authsvc.config import Settings
-from authsvc.errors import AuthError, DatabaseUnavailable, StorageError, UsernameTaken
+from authsvc.errors import AuthError, DatabaseUnavailable, StorageError
 from authsvc.passwords import Hasher
-from authsvc.stores import COMPLETE, PENDING, Drift, Identity, NewProfile, Profile
+from authsvc.stores import COMPLETE, PENDING, Drift, Identity, NewProfile, Profile, recreate_profile
 from authsvc.stores.pg import Database, apply_migrations, migration_status, translate
 from authsvc.stores.pg_sessions import PgSessions
 
@@ -538,29 +538,7 @@ class PostgresStore(PgSessions):
             (batch,),
         )
         for row in complete:
-            meta = row["raw_user_meta_data"]
-            if not isinstance(meta, dict):  # written by another tool: use none of it
-                meta = {}
-            profile = NewProfile(
-                row["id"], row["email"], meta.get("username"), meta.get("display_name")
-            )
-            try:
-                try:
-                    created = self.insert_profile(profile)
-                except UsernameTaken:
-                    created = self.insert_profile(
-                        NewProfile(profile.id, profile.email, None, profile.display_name)
-                    )
-            except StorageError as exc:
-                if exc.reason != "unique_violation":  # unique: created meanwhile, nothing to do
-                    # One row the database refuses must not stop the repair of the others;
-                    # it stays drift, and the exit status says so.
-                    log.error(
-                        "reconcile could not recreate a missing profile",
-                        extra={"user_id": str(row["id"]), "reason": exc.reason},
-                    )
-                continue
-            if created is not None:
+            if recreate_profile(self, row["id"], row["email"], row["raw_user_meta_data"]):
                 repaired["profiles_created"] += 1
                 log.warning(
                     "reconcile recreated a missing profile", extra={"user_id": str(row["id"])}

@@ -55,10 +55,9 @@ from authsvc.errors import (
     DatabaseUnavailable,
     RateLimited,
     StorageError,
-    UsernameTaken,
 )
 from authsvc.passwords import Hasher
-from authsvc.stores import COMPLETE, PENDING, Drift, Identity, NewProfile, Profile
+from authsvc.stores import COMPLETE, PENDING, Drift, Identity, NewProfile, Profile, recreate_profile
 from authsvc.stores.pg import Database, apply_migrations, migration_status
 from authsvc.stores.pg_sessions import PgSessions
 from authsvc.stores.supabase_shapes import (
@@ -541,27 +540,7 @@ class SupabaseStore(PgSessions):
 
     def _recreate_profile(self, user: User) -> bool:
         """A complete identity was answered 201 once: give it its profile back."""
-        meta = user.user_metadata or {}
-        profile = NewProfile(
-            UUID(user.id), user.email or "", meta.get("username"), meta.get("display_name")
-        )
-        try:
-            try:
-                created = self.insert_profile(profile)
-            except UsernameTaken:
-                created = self.insert_profile(
-                    NewProfile(profile.id, profile.email, None, profile.display_name)
-                )
-        except StorageError as exc:
-            if exc.reason != "unique_violation":  # unique: created meanwhile, nothing to do
-                # One row Supabase refuses must not stop the repair of the others; it stays
-                # drift, and the exit status says so.
-                log.error(
-                    "reconcile could not recreate a missing profile",
-                    extra={"user_id": user.id, "reason": exc.reason},
-                )
-            return False
-        return created is not None
+        return recreate_profile(self, UUID(user.id), user.email or "", user.user_metadata)
 
     # -- diagnosis --------------------------------------------------------------------------------
 
