@@ -130,8 +130,12 @@ def secret_weakness(secret: str) -> str | None:
         return f"it is {len(secret)} characters long; use at least {MIN_SECRET_LENGTH}"
     counts = Counter(secret)
     entropy = -sum(c / len(secret) * math.log2(c / len(secret)) for c in counts.values())
-    if len(counts) < 10 or entropy * len(secret) < 128:
+    # A rough estimate from character frequencies (it undercounts short random strings, so the
+    # bar is lower than the 128 bits a good key has): refuses repeats and simple patterns.
+    if len(counts) < 8 or entropy * len(secret) < 80:
         return "it repeats too few distinct characters to be unguessable"
+    if any(secret == (secret[:k] * (len(secret) // k + 1))[: len(secret)] for k in range(1, 17)):
+        return "it repeats one short pattern"
     lowered = secret.lower()
     for word in ("secret", "changeme", "password", "example", "jwt-secret"):
         if word in lowered and len(secret) < 64:

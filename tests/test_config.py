@@ -22,12 +22,23 @@ def prod(**env):
 
 
 @pytest.mark.parametrize("secret", ["", "short", "a" * 64, "secretsecretsecretsecretsecret12",
+                                    "0123456789" * 4,
                                     "0123456789" * 3])
 def test_production_refuses_a_missing_or_weak_jwt_secret_and_says_why(secret):
     with pytest.raises(ConfigError) as info:
         load_settings(prod(JWT_SECRET_KEY=secret))
     assert "JWT_SECRET_KEY" in str(info.value)
     assert "token_urlsafe" in str(info.value)  # says how to make a good one
+
+
+def test_production_accepts_random_secrets_of_the_usual_sizes():
+    import secrets
+
+    for make in (lambda: secrets.token_hex(16), lambda: secrets.token_hex(32),
+                 lambda: secrets.token_urlsafe(32)):
+        for _ in range(200):
+            secret = make()
+            assert load_settings(prod(JWT_SECRET_KEY=secret)).jwt_secret_key == secret
 
 
 def test_production_accepts_a_strong_secret():
