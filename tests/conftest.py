@@ -54,10 +54,15 @@ def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, A
 
 def migrate(database_url: str, auth_database_url: str | None = None) -> None:
     """Run the real migrations, through the code `authsvc migrate` uses."""
-    settings = load_settings(
+    migrate_with(
         {"DATABASE_URL": database_url, "AUTH_DATABASE_URL": auth_database_url or database_url,
          "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_ENV": "development"}
     )
+
+
+def migrate_with(env: dict[str, Any]) -> None:
+    """The migrations of the store these settings name (`authsvc migrate`'s code)."""
+    settings = load_settings(env)
     store = make_store(settings, Hasher(1, 8, 1))
     try:
         store.migrate()

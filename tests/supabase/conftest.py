@@ -14,10 +14,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from authsvc import create_app
-from authsvc.config import load_settings
-from authsvc.passwords import Hasher
-from authsvc.stores import make_store
-from tests.conftest import app_overrides, truncate
+from tests.conftest import app_overrides, migrate_with, truncate
 from tests.pgcluster import PgServer
 from tests.supabase.fake import ANON_KEY, SERVICE_KEY, SUPABASE_URL, FakeSupabase
 
@@ -42,12 +39,7 @@ def supabase_env(
 
 
 def migrate_sessions(database_url: str, data_dir: Any) -> None:
-    settings = load_settings(supabase_env(database_url, data_dir))
-    store = make_store(settings, Hasher(1, 8, 1))
-    try:
-        store.migrate()
-    finally:
-        store.close()
+    migrate_with(supabase_env(database_url, data_dir))
 
 
 @pytest.fixture(scope="session")
