@@ -2,6 +2,8 @@
 
 import os
 
+from authsvc.observability import GUNICORN_LOGCONFIG
+
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
@@ -11,6 +13,8 @@ keepalive = 5
 # Our JSON access log line carries the request id; gunicorn's own would repeat it.
 accesslog = None
 errorlog = "-"
+# Every line on stderr is JSON, gunicorn's own included.
+logconfig_dict = GUNICORN_LOGCONFIG
 # gunicorn >= 25.1 opens a control socket at one fixed path per user; two instances on one
 # machine would fight over it. Older versions ignore this setting.
 control_socket_disable = True
@@ -21,10 +25,10 @@ def post_worker_init(worker):
     # so no connection or pool thread is ever shared between processes.
     runtime = worker.wsgi.extensions.get("authsvc") if hasattr(worker.wsgi, "extensions") else None
     if runtime is not None:
-        runtime.store.open()
+        runtime.stores.open()
 
 
 def worker_exit(server, worker):
     runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("authsvc")
     if runtime is not None:
-        runtime.store.close()
+        runtime.stores.close()

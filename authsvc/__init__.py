@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -15,10 +14,10 @@ from typing import Any
 from flask import Flask
 
 from authsvc.config import Settings, load_settings
-from authsvc.errors import AuthError, InternalError
 from authsvc.passwords import Hasher
 from authsvc.ratelimit import RateLimits
-from authsvc.stores import Store, make_store
+from authsvc.services.accounts import Context
+from authsvc.stores import Stores, make_stores
 
 log = logging.getLogger("authsvc")
 
@@ -30,11 +29,10 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare 
 STARTED_AT = datetime.now(UTC)
 
 
-def git_sha() -> str | None:
+def git_sha(settings: Settings) -> str | None:
     """The commit this code was built from: $GIT_SHA / $SOURCE_VERSION, else `git rev-parse`."""
-    for name in ("GIT_SHA", "SOURCE_VERSION", "GIT_COMMIT"):
-        if os.environ.get(name):
-            return os.environ[name]
+    if settings.git_sha:
+        return settings.git_sha
     for where in (Path.cwd(), Path(__file__).resolve().parent.parent):
         try:
             out = subprocess.run(  # noqa: S603
@@ -52,110 +50,75 @@ def git_sha() -> str | None:
 
 @dataclass
 class Runtime:
-    """What the views need, kept on app.extensions["authsvc"] and handed to services."""
+    """The service's parts, wired once; kept on app.extensions["authsvc"]."""
 
     settings: Settings
-    store: Store
+    stores: Stores
     hasher: Hasher
     rate_limits: RateLimits
-    git_sha: str | None
     started_at: datetime = field(default_factory=lambda: STARTED_AT)
 
     @property
     def secret(self) -> bytes:
         return self.settings.jwt_secret_key.encode()
 
-    def readiness(self) -> dict[str, str]:
-        checks = dict(self.store.check())
-        database_ok = all(v == "ok" for v in checks.values())
-        checks = {
-            "database": "ok"
-            if database_ok
-            else "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
-        }
-        if not database_ok:
-            checks["migrations"] = "unknown (database unreachable)"
-            return checks
-        try:
-            status = self.store.migration_status()
-        except AuthError as exc:
-            checks["migrations"] = f"error: {exc.message}"
-            return checks
-        pending = status["pending"]
-        checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
-        return checks
+    def context(self, user_agent: str | None = None) -> Context:
+        """What the use cases need for one request (access tokens are minted by
+        flask-jwt-extended, inside the request)."""
+        from authsvc import tokens
 
-    def version_info(self) -> dict[str, Any]:
-        try:
-            schema_version = self.store.migration_status()["schema_version"]
-        except AuthError:
-            schema_version = None
-        return {
-            "version": __version__,
-            "git_sha": self.git_sha,
-            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
-            "schema_version": schema_version,
-            "backend": self.settings.backend,
-        }
-
-    def check_idempotency_key(self, key: str) -> str:
-        from authsvc.errors import ValidationFailed
-
-        if not 1 <= len(key) <= 255 or not key.isprintable():
-            raise ValidationFailed(
-                details={"Idempotency-Key": ["Use 1 to 255 printable characters."]}
-            )
-        return key
-
-    def lost_user(self) -> AuthError:
-        return InternalError("The account was created but could not be read back; log in.")
+        return Context(
+            stores=self.stores,
+            hasher=self.hasher,
+            mint=tokens.mint,
+            refresh_ttl=self.settings.refresh_token_ttl,
+            secret=self.secret,
+            user_agent=user_agent,
+        )
 
 
-def resolve_database(settings: Settings) -> Settings:
-    """With no database configured, start (or reuse) the embedded one and point at it."""
-    if settings.database_url:
-        return settings
-    from authsvc import embedded
-
-    cluster = embedded.ensure_running(settings.data_dir)
-    return settings.with_database(cluster.url)
+def hasher_for(settings: Settings) -> Hasher:
+    return Hasher(
+        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+    )
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the service. `overrides` take the names of the environment variables."""
-    from authsvc import errors, observability, tokens
+def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
+    """Build the service from settings (or a mapping of the environment's names, for tests).
+
+    With no database configured (development only: production refuses at load_settings), the
+    embedded Postgres is started, or found running, and migrated.
+    """
+    from authsvc import embedded, errors, observability, tokens
     from authsvc.api import init_app as init_api
     from authsvc.pages import init_app as init_pages
 
     observability.configure_logging()
-    settings = load_settings(overrides)
+    if not isinstance(settings, Settings):
+        settings = load_settings(settings)
     for warning in settings.warnings:
         log.warning(warning)
     if not settings.database_url:
-        settings = resolve_database(settings)
-        embedded_store = make_store(settings, Hasher(1, 8, 1))
+        settings, _cluster = embedded.with_database(settings)
+        embedded_stores = make_stores(settings)
         try:
-            embedded_store.migrate()  # the zero-configuration default migrates itself
+            embedded_stores.admin.migrate()  # the zero-configuration default migrates itself
         finally:
-            embedded_store.close()
+            embedded_stores.close()
+    settings = replace(settings, git_sha=git_sha(settings))
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["TESTING"] = bool((overrides or {}).get("TESTING", False))
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    hasher = Hasher(
-        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
-    )
     runtime = Runtime(
         settings=settings,
-        store=make_store(settings, hasher),
-        hasher=hasher,
+        stores=make_stores(settings),
+        hasher=hasher_for(settings),
         rate_limits=RateLimits(
             settings.rate_limits,
             {"signup": settings.rate_limit_signup, "login": settings.rate_limit_login},
             settings.redis_url,
         ),
-        git_sha=git_sha(),
     )
     app.extensions["authsvc"] = runtime
 

@@ -1,95 +1,65 @@
-"""authsvc serve | migrate | reconcile [--repair] [--json] | doctor"""
+"""authsvc serve | migrate | reconcile [--repair] [--json] | doctor
+
+Configuration comes from the environment (see README, "Configuration"). With no DATABASE_URL,
+every command uses the embedded Postgres under the data dir (AUTHSVC_DATA_DIR, else the nearest
+project root's .authsvc, else a per-user directory), starting it if need be; a command stops
+what it started, and says which data dir and database it uses.
+"""
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from authsvc import observability
 from authsvc.config import ConfigError, Settings, load_settings, redact_url, secret_weakness
 from authsvc.errors import AuthError
-from authsvc.passwords import Hasher
+from authsvc.stores import Stores, make_stores
 
 log = logging.getLogger("authsvc.cli")
 
 
-def _store(settings: Settings) -> Any:
-    from authsvc.stores import make_store
-
-    return make_store(
-        settings,
-        Hasher(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism),
-    )
+def _say(message: str) -> None:
+    print(f"authsvc: {message}", file=sys.stderr)
 
 
-def _settings_with_database(started: list[Any] | None = None) -> Settings:
-    """Settings; with no database configured, the embedded one (started if need be)."""
-    settings = load_settings()
+def _where(settings: Settings, embedded: bool) -> str:
+    url = redact_url(settings.database_url or "")
+    if settings.split:
+        url = f"{url} (identities: {redact_url(settings.auth_database_url or '')})"
+    origin = f"embedded, data dir {settings.data_dir}" if embedded else "DATABASE_URL"
+    return f"database {url} ({origin})"
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Settings]:
+    """The settings with a database: the configured one, or the embedded one, started if need
+    be and stopped again afterwards when this command started it."""
     if settings.database_url:
-        return settings
+        _say(_where(settings, embedded=False))
+        yield settings
+        return
     from authsvc import embedded
 
-    cluster = embedded.ensure_running(settings.data_dir)
-    if started is not None and cluster.started_here:
-        started.append(cluster)
-    return settings.with_database(cluster.url)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    started: list[Any] = []
-    settings = _settings_with_database(started)
-    if started:
-        atexit.register(_stop_embedded, settings)
-    # Hand the resolved database to the app (and to the reloader's child process).
-    os.environ["DATABASE_URL"] = settings.database_url or ""
-    if settings.auth_database_url:
-        os.environ["AUTH_DATABASE_URL"] = settings.auth_database_url
-    store = _store(settings)
-    try:
-        applied = store.migrate()
-    finally:
-        store.close()
-    if applied:
-        log.info("migrations applied", extra={"migrations": applied})
-    host = args.host or settings.host
-    port = args.port if args.port is not None else settings.port
-    print(
-        f"authsvc serving on http://{host}:{port} "
-        f"(database {redact_url(settings.database_url or '')})",
-        file=sys.stderr,
+    settings, cluster = embedded.with_database(settings)
+    _say(
+        _where(settings, embedded=True)
+        + ("; started it" if cluster.started_here else "; already running")
     )
-    if args.reload:
-        from werkzeug.serving import run_simple
-
-        from authsvc import create_app
-
-        run_simple(host, port, create_app(), use_reloader=True, threaded=True)
-        return 0
-    from gunicorn.app.base import BaseApplication
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", int(os.environ.get("WEB_CONCURRENCY", "1")))
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
-            self.cfg.set("timeout", 30)
-            self.cfg.set("accesslog", None)
-            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
-                self.cfg.set("control_socket_disable", True)
-
-        def load(self):
-            from authsvc import create_app
-
-            return create_app()
-
-    Server().run()
-    return 0
+    # gunicorn's workers are forks of this process and leave through this frame too: only the
+    # process that started the database stops it.
+    starter = os.getpid() if cluster.started_here else None
+    try:
+        yield settings
+    finally:
+        if starter == os.getpid():
+            _stop_embedded(settings)
 
 
 def _stop_embedded(settings: Settings) -> None:
@@ -97,18 +67,69 @@ def _stop_embedded(settings: Settings) -> None:
 
     try:
         embedded.stop(settings.data_dir)
+        _say(f"stopped the embedded database it started (data dir {settings.data_dir})")
     except Exception as exc:  # noqa: BLE001 - best effort at exit
-        print(f"could not stop the embedded database: {exc}", file=sys.stderr)
+        _say(f"could not stop the embedded database: {exc}")
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = _settings_with_database()
-    store = _store(settings)
+@contextmanager
+def _stores(settings: Settings) -> Iterator[Stores]:
+    stores = make_stores(settings)
     try:
-        applied = store.migrate()
-        status = store.migration_status()
+        yield stores
     finally:
-        store.close()
+        stores.close()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # The embedded database this command starts is stopped when the server exits; one that
+    # was already running is left running.
+    with _database(settings) as settings:
+        with _stores(settings) as stores:
+            applied = stores.admin.migrate()
+        if applied:
+            log.info("migrations applied", extra={"migrations": applied})
+        return _serve(args, settings)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    _say(f"serving on http://{host}:{port}")
+    from authsvc import create_app
+
+    if args.reload:
+        from werkzeug.serving import run_simple
+
+        # The reloader runs this command again in a child process, which finds the same
+        # database (the embedded one already running) by itself.
+        run_simple(host, port, create_app(settings), use_reloader=True, threaded=True)
+        return 0
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 4)
+            self.cfg.set("timeout", 30)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("logconfig_dict", observability.GUNICORN_LOGCONFIG)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
+                self.cfg.set("control_socket_disable", True)
+
+        def load(self) -> Callable[..., Any]:
+            return create_app(settings)
+
+    Server().run()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    with _database(settings) as settings, _stores(settings) as stores:
+        applied = stores.admin.migrate()
+        status = stores.admin.migration_status()
     if applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:
@@ -117,16 +138,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reconcile(args: argparse.Namespace) -> int:
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from authsvc.services import reconcile
 
     try:
-        settings = _settings_with_database()
-        store = _store(settings)
-        try:
-            result, remaining = reconcile.run(store, settings.reconcile_grace_seconds, args.repair)
-        finally:
-            store.close()
+        with _database(settings) as settings, _stores(settings) as stores:
+            result, remaining = reconcile.run(stores, settings.reconcile_grace_seconds, args.repair)
     except Exception as exc:  # noqa: BLE001 - whatever stopped it, the answer is exit 2
         # Exit 1 means "drift remains": a crash must not be mistaken for that by a scheduler.
         if isinstance(exc, AuthError):
@@ -142,35 +159,28 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         print(json.dumps(result))
-    else:
-        for kind in (
-            "identities_without_profile",
-            "profiles_without_identity",
-            "unfinished_signups",
-        ):
-            print(f"{kind}: {result[kind]['count']}")
-            for i in result[kind]["ids"][:20]:
-                print(f"  {i}")
-        if result["repaired"]:
-            print("repaired: " + ", ".join(f"{k}={v}" for k, v in result["repaired"].items()))
-        print(
-            f"remaining drift: {result['remaining']} "
-            f"(grace {result['grace_seconds']}s, {result['elapsed_ms']} ms)"
-        )
-        if remaining and not args.repair:
-            print("run `authsvc reconcile --repair` to finish or remove these rows")
+        return 1 if remaining else 0
+    for kind in reconcile.KINDS:
+        print(f"{kind}: {result[kind]['count']}")
+        for i in result[kind]["ids"][:20]:
+            print(f"  {i}")
+    if result["repaired"]:
+        print("repaired: " + ", ".join(f"{k}={v}" for k, v in result["repaired"].items()))
+    print(
+        f"remaining drift: {result['remaining']} "
+        f"(grace {result['grace_seconds']}s, {result['elapsed_ms']} ms)"
+    )
+    if remaining and not args.repair:
+        print("run `authsvc reconcile --repair` to finish or remove these rows")
     return 1 if remaining else 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    checks: list[tuple[str, bool, str]] = []
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"FAIL configuration: {exc}")
-        return 1
+Check = tuple[str, bool, str]
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     weakness = secret_weakness(settings.jwt_secret_key)
-    checks.append(
+    checks: list[Check] = [
         (
             "configuration",
             True,
@@ -182,69 +192,63 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 else ""
             ),
         )
-    )
-    if not settings.database_url:
-        try:
-            settings = _settings_with_database()
-        except Exception as exc:  # noqa: BLE001 - reported as a failed check
-            checks.append(("database", False, f"embedded database: {exc}"))
-            return _print_checks(checks)
-    store = _store(settings)
+    ]
     try:
-        states = store.check()
-        ok = all(v == "ok" for v in states.values())
-        checks.append(
-            (
-                "database",
-                ok,
-                ", ".join(f"{k}: {v}" for k, v in states.items())
-                + (
-                    ""
-                    if ok
-                    else " -> check DATABASE_URL / AUTH_DATABASE_URL and that the server is up"
-                ),
-            )
-        )
-        if ok:
-            checks.extend(_store_checks(store, settings))
-    finally:
-        store.close()
+        with _database(settings) as settings, _stores(settings) as stores:
+            checks.extend(_store_checks(stores, settings))
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check
+        message = exc.message if isinstance(exc, AuthError) else str(exc)
+        checks.append(("database", False, message))
     return _print_checks(checks)
 
 
-def _store_checks(store: Any, settings: Settings) -> list[tuple[str, bool, str]]:
+def _store_checks(stores: Stores, settings: Settings) -> list[Check]:
     from authsvc.services import reconcile
 
-    checks: list[tuple[str, bool, str]] = []
-    try:
-        status = store.migration_status()
-        pending = status["pending"]
-        checks.append(
-            (
-                "migrations",
-                not pending,
-                f"schema version {status['schema_version']}"
-                if not pending
-                else f"pending: {', '.join(pending)} -> run `authsvc migrate`",
-            )
+    states = stores.admin.check()
+    ok = all(v == "ok" for v in states.values())
+    shown = (
+        states.get("database", "")
+        if list(states) == ["database"]
+        else ", ".join(f"{name}: {state}" for name, state in states.items())
+    )
+    checks: list[Check] = [
+        (
+            "database",
+            ok,
+            shown
+            + (
+                "" if ok else " -> check DATABASE_URL / AUTH_DATABASE_URL and that the server is up"
+            ),
         )
-        if pending:
-            return checks  # the remaining checks read tables the migrations create
-    except AuthError as exc:
-        checks.append(("migrations", False, f"{exc.message} -> run `authsvc migrate`"))
+    ]
+    if not ok:
         return checks
-    for name, ok, detail in store.diagnose():
-        checks.append((name, ok, detail))
     try:
-        drift = reconcile.find_drift(store, settings.reconcile_grace_seconds)
+        status = stores.admin.migration_status()
+    except AuthError as exc:
+        return [*checks, ("migrations", False, f"{exc.message} -> run `authsvc migrate`")]
+    pending = status["pending"]
+    checks.append(
+        (
+            "migrations",
+            not pending,
+            f"schema version {status['schema_version']}"
+            if not pending
+            else f"pending: {', '.join(pending)} -> run `authsvc migrate`",
+        )
+    )
+    if pending:
+        return checks  # the remaining checks read tables the migrations create
+    checks.extend(stores.admin.diagnose())
+    try:
+        drift = reconcile.find_drift(stores, settings.reconcile_grace_seconds)
+        counts = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in drift.counts.items())
         checks.append(
             (
                 "drift",
                 drift.total == 0,
-                f"identities without profile: {drift.identities_without_profile_count}, "
-                f"profiles without identity: {drift.profiles_without_identity_count}, "
-                f"unfinished signups: {drift.unfinished_with_profile_count}"
-                + ("" if drift.total == 0 else " -> run `authsvc reconcile --repair`"),
+                counts + ("" if drift.total == 0 else " -> run `authsvc reconcile --repair`"),
             )
         )
     except AuthError as exc:
@@ -252,39 +256,86 @@ def _store_checks(store: Any, settings: Settings) -> list[tuple[str, bool, str]]
     return checks
 
 
-def _print_checks(checks: list[tuple[str, bool, str]]) -> int:
+def _print_checks(checks: list[Check]) -> int:
     for name, ok, detail in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authsvc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="run the service (development; the embedded database by default)",
+        description="Run the service with gunicorn (AUTHSVC_ENV defaults to development "
+        "here). Migrates its database first. With no DATABASE_URL, starts the embedded "
+        "Postgres and stops it again on exit if it started it.",
+    )
+    serve.add_argument("--host", help="address to listen on (default: $HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: $PORT or 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="gunicorn worker processes (default: $WEB_CONCURRENCY or 1)",
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart on code changes (werkzeug's reloader instead of gunicorn)",
+    )
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "migrate",
+        help="apply pending migrations (safe to rerun, and by two instances at once)",
+        description="Apply pending migrations to every database the configuration names, "
+        "serialised across instances by an advisory lock.",
+    ).set_defaults(func=cmd_migrate)
+    rec = sub.add_parser(
+        "reconcile",
+        help="find (and repair) drift between identities and profiles",
+        description="Find identities without a profile, profiles without an identity and "
+        "unfinished signups older than AUTHSVC_RECONCILE_GRACE_SECONDS. Exit status: 0 no "
+        "drift (or all repaired), 1 drift remains, 2 reconcile could not run.",
+    )
+    rec.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove unfinished signups and orphan profiles, give complete identities their "
+        "profile back",
+    )
+    rec.add_argument(
+        "--json", action="store_true", help="print one JSON object (counts, up to 1,000 ids)"
+    )
+    rec.set_defaults(func=cmd_reconcile)
+    sub.add_parser(
+        "doctor",
+        help="check configuration, database, migrations, roles, drift",
+        description="One line per check, with what to do about a failing one; exit status 1 "
+        "when any check fails.",
+    ).set_defaults(func=cmd_doctor)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     observability.configure_logging()
-    parser = argparse.ArgumentParser(prog="authsvc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the service (embedded database by default)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--reload", action="store_true", help="restart on code changes")
-    serve.set_defaults(func=cmd_serve)
-    sub.add_parser("migrate", help="apply pending migrations (safe to rerun)").set_defaults(
-        func=cmd_migrate
-    )
-    rec = sub.add_parser("reconcile", help="find (and repair) identity/profile drift")
-    rec.add_argument("--repair", action="store_true")
-    rec.add_argument("--json", action="store_true")
-    rec.set_defaults(func=cmd_reconcile)
-    sub.add_parser("doctor", help="check configuration, database, migrations, drift").set_defaults(
-        func=cmd_doctor
-    )
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        settings = load_settings(os.environ, default_env="development")
+        return args.func(args, settings)
     except ConfigError as exc:
-        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+        if args.command == "doctor":
+            print(f"FAIL configuration: {exc}")
+            return 1
+        _say(f"configuration error: {exc}")
         return 2
     except AuthError as exc:
-        print(f"authsvc: {exc.message}", file=sys.stderr)
+        _say(exc.message)
         return 2
 
 

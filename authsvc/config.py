@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import secrets
@@ -54,6 +55,7 @@ class Settings:
     statement_timeout_ms: int = 15000
     host: str = "127.0.0.1"
     port: int = 8000
+    git_sha: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -143,6 +145,40 @@ def secret_weakness(secret: str) -> str | None:
     return None
 
 
+def default_data_dir(cwd: Path, home: Path) -> Path:
+    """Where the embedded database and local state live when AUTHSVC_DATA_DIR is not set: the
+    nearest `.authsvc` up from `cwd`, else one at the nearest project root (a directory with
+    pyproject.toml or .git), else a per-user directory. Never a fresh one wherever a command
+    happens to run."""
+    for directory in (cwd, *cwd.parents):
+        if (directory / ".authsvc").is_dir():
+            return directory / ".authsvc"
+    for directory in (cwd, *cwd.parents):
+        if (directory / "pyproject.toml").is_file() or (directory / ".git").exists():
+            return directory / ".authsvc"
+    return home / ".local" / "share" / "authsvc"
+
+
+def _rate_limit(env: Mapping[str, Any], name: str, default: str) -> str:
+    from limits import parse_many
+
+    spec = str(env.get(name) or default)
+    try:
+        parse_many(spec)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be limits like '10 per minute;100 per hour', got {spec!r}."
+        ) from None
+    return spec
+
+
+def _git_sha(env: Mapping[str, Any]) -> str | None:
+    for name in ("GIT_SHA", "SOURCE_VERSION", "GIT_COMMIT"):
+        if env.get(name):
+            return str(env[name])
+    return None
+
+
 def _jwt_secret(env: Mapping[str, Any], production: bool, data_dir: Path) -> tuple[str, bool]:
     secret = str(env.get("JWT_SECRET_KEY") or "")
     if production:
@@ -168,14 +204,13 @@ def _jwt_secret(env: Mapping[str, Any], production: bool, data_dir: Path) -> tup
     return secret, True
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Read the environment (plus `overrides`, same names) into validated Settings."""
-    env: dict[str, Any] = dict(os.environ)
-    if overrides:
-        env.update({k: v for k, v in overrides.items()})
+def load_settings(env: Mapping[str, Any], default_env: str = "development") -> Settings:
+    """Validated Settings from `env` (the environment's names and values). Only the
+    entrypoints (wsgi.py, the CLI) hand in os.environ; `default_env` is what AUTHSVC_ENV means
+    when unset (production under gunicorn, development for `authsvc serve`)."""
     warnings: list[str] = []
 
-    app_env = str(env.get("AUTHSVC_ENV") or "development").strip().lower()
+    app_env = str(env.get("AUTHSVC_ENV") or default_env).strip().lower()
     if app_env not in ("development", "production"):
         raise ConfigError(f"AUTHSVC_ENV must be development or production, got {app_env!r}.")
     production = app_env == "production"
@@ -188,8 +223,16 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     auth_database_url = env.get("AUTH_DATABASE_URL") or database_url
     if auth_database_url and not database_url:
         raise ConfigError("AUTH_DATABASE_URL is set but DATABASE_URL is not; set both.")
+    if production and not database_url:
+        raise ConfigError(
+            "AUTHSVC_ENV=production needs DATABASE_URL (the embedded database is for "
+            "development only): set DATABASE_URL=postgresql://user:password@host/dbname."
+        )
 
-    data_dir = Path(str(env.get("AUTHSVC_DATA_DIR") or ".authsvc")).expanduser().absolute()
+    if env.get("AUTHSVC_DATA_DIR"):
+        data_dir = Path(str(env["AUTHSVC_DATA_DIR"])).expanduser().absolute()
+    else:
+        data_dir = default_data_dir(Path.cwd(), Path(str(env.get("HOME") or Path.home())))
 
     time_cost = _int(env, "AUTHSVC_ARGON2_TIME_COST", OWASP_MIN_TIME_COST, 1)
     memory_kib = _int(env, "AUTHSVC_ARGON2_MEMORY_KIB", OWASP_MIN_MEMORY_KIB, 8)
@@ -224,6 +267,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ]
         if missing:
             raise ConfigError(f"AUTHSVC_BACKEND=supabase needs {', '.join(missing)}.")
+        if importlib.util.find_spec("supabase") is None:
+            raise ConfigError(
+                "AUTHSVC_BACKEND=supabase needs the supabase package: "
+                "pip install 'authsvc[supabase]' (or pip install supabase)."
+            )
 
     jwt_secret, generated = _jwt_secret(env, production, data_dir)
 
@@ -243,8 +291,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         supabase_email_confirm=_bool(env, "AUTHSVC_SUPABASE_EMAIL_CONFIRM", True),
         redis_url=env.get("REDIS_URL") or None,
         rate_limits=rate_limits,
-        rate_limit_signup=str(env.get("AUTHSVC_RATE_LIMIT_SIGNUP") or Settings.rate_limit_signup),
-        rate_limit_login=str(env.get("AUTHSVC_RATE_LIMIT_LOGIN") or Settings.rate_limit_login),
+        rate_limit_signup=_rate_limit(env, "AUTHSVC_RATE_LIMIT_SIGNUP", Settings.rate_limit_signup),
+        rate_limit_login=_rate_limit(env, "AUTHSVC_RATE_LIMIT_LOGIN", Settings.rate_limit_login),
         argon2_time_cost=time_cost,
         argon2_memory_kib=memory_kib,
         argon2_parallelism=parallelism,
@@ -256,5 +304,6 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         statement_timeout_ms=_int(env, "AUTHSVC_DB_STATEMENT_TIMEOUT_MS", 15000, 0),
         host=str(env.get("HOST") or "127.0.0.1"),
         port=_int(env, "PORT", 8000, 0),
+        git_sha=_git_sha(env),
         warnings=tuple(warnings),
     )

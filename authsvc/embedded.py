@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from authsvc.config import Settings
+
 log = logging.getLogger("authsvc.embedded")
 
 DB_NAME = "authsvc"
@@ -167,6 +169,14 @@ def _running_port(pgdata: Path) -> int | None:
     except PermissionError:
         pass
     return port
+
+
+def with_database(settings: Settings) -> tuple[Settings, Cluster]:
+    """The settings pointed at the embedded database under their data dir, started (or found
+    running); the one place the zero-configuration default is decided. Development only:
+    production refuses to start without DATABASE_URL (config.load_settings)."""
+    cluster = ensure_running(settings.data_dir)
+    return settings.with_database(cluster.url), cluster
 
 
 def ensure_running(data_dir: Path) -> Cluster:

@@ -3,9 +3,51 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger("authsvc.errors")
+
+
+class Reason(StrEnum):
+    """Why a storage step failed: the stable word in SIGNUP_FAILED's `details.reason`."""
+
+    FOREIGN_KEY_VIOLATION = "foreign_key_violation"
+    UNIQUE_VIOLATION = "unique_violation"
+    CHECK_VIOLATION = "check_violation"
+    NOT_NULL_VIOLATION = "not_null_violation"
+    PERMISSION_DENIED = "permission_denied"
+    UNDEFINED_TABLE = "undefined_table"
+    UNDEFINED_SCHEMA = "undefined_schema"
+    UNDEFINED_COLUMN = "undefined_column"
+    STATEMENT_TIMEOUT = "statement_timeout"
+    LOCK_TIMEOUT = "lock_timeout"
+    SERIALIZATION_FAILURE = "serialization_failure"
+    DEADLOCK_DETECTED = "deadlock_detected"
+    TRIGGER_RAISED = "trigger_raised"
+    READ_ONLY = "read_only"
+    INVALID_DATA = "invalid_data"
+    DATABASE_ERROR = "database_error"
+    CONNECTION_LOST = "connection_lost"
+    # The saga's own findings.
+    NO_ROW_WRITTEN = "no_row_written"
+    NO_ROW_RETURNED = "no_row_returned"
+    ID_MISMATCH = "id_mismatch"
+    EMAIL_MISMATCH = "email_mismatch"
+    IDENTITY_MISSING = "identity_missing"
+    UNEXPECTED_ERROR = "unexpected_error"
+    # Supabase's services.
+    NOT_FOUND = "not_found"
+    NOT_SINGLE_ROW = "not_single_row"
+    API_KEY_REJECTED = "api_key_rejected"
+    AUTH_KEY_REJECTED = "auth_key_rejected"
+    AUTH_SERVER_ERROR = "auth_server_error"
+    AUTH_REFUSED = "auth_refused"
+    UNEXPECTED_RESPONSE = "unexpected_response"
+    REST_ERROR = "rest_error"
+
+
+_REGISTRY: dict[str, type[AuthError]] = {}
 
 
 class AuthError(Exception):
@@ -14,6 +56,25 @@ class AuthError(Exception):
     status = 500
     code = "INTERNAL_ERROR"
     message = "Something went wrong on our side. Try again; if it persists, quote the request id."
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:  # subclasses that share a code (StorageError) do not claim it
+            _REGISTRY.setdefault(cls.code, cls)
+
+    @classmethod
+    def for_code(cls, code: str | None) -> type[AuthError] | None:
+        """The class that answers `code`, or None for a code nobody answers."""
+        return _REGISTRY.get(code or "")
+
+    @classmethod
+    def restore(cls, body: dict[str, Any]) -> AuthError:
+        """The error a stored envelope body describes (an idempotent replay), as it was
+        answered: same code, message and details."""
+        known = cls.for_code(body.get("code")) or InternalError
+        err = known.__new__(known)
+        AuthError.__init__(err, body.get("message"), body.get("details"))
+        return err
 
     def __init__(
         self,
@@ -134,16 +195,27 @@ class SignupFailed(AuthError):
     status, code = 500, "SIGNUP_FAILED"
     message = "The account could not be created."
 
-    def __init__(self, step: str, reason: str, compensated: bool, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        step: str,
+        reason: Reason | str,
+        compensated: bool,
+        hint: str | None = None,
+        sqlstate: str | None = None,
+    ) -> None:
         outcome = (
             "Nothing was created; it is safe to retry."
             if compensated
-            else "A partial account may remain; it will be cleaned up automatically."
+            else "Part of the account may remain: it cannot sign in, and it is removed "
+            "automatically; log in first if you think the account was created."
         )
+        reason = str(reason)
         message = f"The account could not be created: step {step} failed ({reason}). {outcome}"
         details: dict[str, Any] = {"step": step, "reason": reason, "compensated": compensated}
         if hint:
             details["hint"] = hint
+        if sqlstate and reason == Reason.DATABASE_ERROR:
+            details["sqlstate"] = sqlstate  # the catch-all reason: say which error it was
         super().__init__(message, details)
 
     @property
@@ -160,16 +232,28 @@ class InternalError(AuthError):
 
 
 class DatabaseUnavailable(AuthError):
+    """The database (or Supabase service) could not be reached, or the connection was lost.
+
+    `sent` is False when no connection could be had, so no statement can have reached the
+    server. `lost` is True when the connection died mid-request, so the outcome of what was
+    sent is unknown. Every layout and backend answers a lost connection with this one error;
+    the signup saga says which step it hit (SIGNUP_FAILED, reason connection_lost).
+    """
+
     status, code = 503, "DATABASE_UNAVAILABLE"
     message = "The database cannot be reached right now; retry in a few seconds."
 
     def __init__(
-        self, message: str | None = None, database: str | None = None, sent: bool = True
+        self,
+        message: str | None = None,
+        database: str | None = None,
+        sent: bool = True,
+        lost: bool = False,
     ) -> None:
         super().__init__(message, {"database": database} if database else None)
         self.headers["Retry-After"] = "5"
-        # False when no connection could be had, so no statement can have reached the server.
         self.sent = sent
+        self.lost = lost
 
 
 class NotReady(AuthError):
@@ -177,19 +261,27 @@ class NotReady(AuthError):
     message = "The service is not ready to serve requests."
 
 
-class StorageError(AuthError):
+class StorageError(InternalError):
     """A storage step failed for a reason that is not the client's (raised by stores).
 
-    `reason` is a stable word ("foreign_key_violation", "permission_denied", ...). The saga turns it
-    into SignupFailed naming the step; anywhere else it answers 500 INTERNAL_ERROR.
+    `reason` is a Reason; `code` the backend's own code when it has one (a SQLSTATE, a Supabase
+    Auth error code). The saga turns it into SignupFailed naming the step; anywhere else it
+    answers 500 INTERNAL_ERROR.
     """
 
-    status, code = 500, "INTERNAL_ERROR"
-
-    def __init__(self, reason: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: Reason,
+        hint: str | None = None,
+        code: str | None = None,
+        refused: bool = False,
+    ) -> None:
         super().__init__(f"A storage operation failed ({reason}).")
-        self.reason = reason
+        self.reason = Reason(reason)
         self.hint = hint
+        self.backend_code = code
+        # True when the backend refused the request outright, so it wrote nothing.
+        self.refused = refused
 
 
 def envelope_ok(data: Any) -> dict[str, Any]:

@@ -74,6 +74,26 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+# gunicorn's own lines (booting, worker exits, timeouts) as the same JSON lines on stderr:
+# `logconfig_dict` in gunicorn.conf.py and in `authsvc serve`.
+GUNICORN_LOGCONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "authsvc.observability.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "authsvc.observability._StderrHandler", "formatter": "json"},
+        "error_console": {"class": "authsvc.observability._StderrHandler", "formatter": "json"},
+    },
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False,
+                           "qualname": "gunicorn.error"},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False,
+                            "qualname": "gunicorn.access"},
+    },
+}
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send the service's logs to stderr as JSON lines (idempotent)."""
     root = logging.getLogger("authsvc")

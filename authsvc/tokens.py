@@ -56,8 +56,7 @@ def init_app(app: Flask, secret: str, access_ttl: int) -> None:
             session_id = UUID(sid)
         except (TypeError, ValueError):
             return True
-        store = current_app.extensions["authsvc"].store
-        return not store.session_active(session_id)
+        return not current_app.extensions["authsvc"].stores.sessions.session_active(session_id)
 
     @jwt.unauthorized_loader
     def missing(_reason: str):
@@ -65,6 +64,9 @@ def init_app(app: Flask, secret: str, access_ttl: int) -> None:
 
     @jwt.invalid_token_loader
     def invalid(_reason: str):
+        # "Authorization: Bearer" with nothing after it carries no token at all.
+        if (request.headers.get("Authorization") or "").strip().lower() in ("", "bearer"):
+            return render(AuthRequired())
         return render(TokenInvalid())
 
     @jwt.expired_token_loader

@@ -12,8 +12,7 @@ from psycopg.rows import dict_row
 
 from authsvc import create_app
 from authsvc.config import load_settings
-from authsvc.passwords import Hasher
-from authsvc.stores import make_store
+from authsvc.stores import make_stores
 from tests.pgcluster import PgServer
 
 TABLES = (
@@ -62,12 +61,11 @@ def migrate(database_url: str, auth_database_url: str | None = None) -> None:
 
 def migrate_with(env: dict[str, Any]) -> None:
     """The migrations of the store these settings name (`authsvc migrate`'s code)."""
-    settings = load_settings(env)
-    store = make_store(settings, Hasher(1, 8, 1))
+    stores = make_stores(load_settings(env))
     try:
-        store.migrate()
+        stores.admin.migrate()
     finally:
-        store.close()
+        stores.close()
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +115,7 @@ def _clean(request: pytest.FixtureRequest) -> None:
 def app(database_url: str, tmp_path: Any):
     app = create_app(app_overrides(database_url, tmp_path))
     yield app
-    app.extensions["authsvc"].store.close()
+    app.extensions["authsvc"].stores.close()
 
 
 @pytest.fixture
@@ -126,8 +124,8 @@ def client(app):
 
 
 @pytest.fixture
-def store(app):
-    return app.extensions["authsvc"].store
+def stores(app):
+    return app.extensions["authsvc"].stores
 
 
 @pytest.fixture

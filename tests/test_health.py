@@ -43,7 +43,7 @@ def test_readyz_is_503_naming_pending_migrations(pg, tmp_path):
         assert checks["database"] == "ok"
         assert checks["migrations"].startswith("pending: 0001_identities")
     finally:
-        app.extensions["authsvc"].store.close()
+        app.extensions["authsvc"].stores.close()
         pg.drop_database(url)
 
 
@@ -66,7 +66,7 @@ def test_without_a_database_readyz_and_api_answer_503_quickly(tmp_path):
         # Liveness does no I/O and stays green.
         assert client.get("/healthz").status_code == 200
     finally:
-        app.extensions["authsvc"].store.close()
+        app.extensions["authsvc"].stores.close()
 
 
 def test_version_tells_what_code_is_running(client):
@@ -78,11 +78,10 @@ def test_version_tells_what_code_is_running(client):
     assert data["started_at"].endswith("Z")
 
 
-def test_version_git_sha_can_come_from_the_environment(database_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("GIT_SHA", "abc123")
-    app = create_app(app_overrides(database_url, tmp_path))
+def test_version_git_sha_can_come_from_the_environment(database_url, tmp_path):
+    app = create_app(app_overrides(database_url, tmp_path, GIT_SHA="abc123"))
     assert app.test_client().get("/version").get_json()["data"]["git_sha"] == "abc123"
-    app.extensions["authsvc"].store.close()
+    app.extensions["authsvc"].stores.close()
 
 
 def test_the_service_recovers_when_its_connections_are_killed(auth, database_url):

@@ -74,7 +74,7 @@ def test_the_body_limit_is_configurable(database_url, tmp_path):
     body = {"email": "a@example.com", "password": PASSWORD, "display_name": "x" * 400}
     response = app.test_client().post("/api/v1/auth/signup", json=body)
     assert response.status_code == 413
-    app.extensions["authsvc"].store.close()
+    app.extensions["authsvc"].stores.close()
 
 
 def test_an_empty_body_is_a_validation_error_not_a_crash(client):
@@ -164,7 +164,7 @@ def test_the_openapi_document_lists_every_endpoint_and_error(client):
     assert "Error" in spec["components"]["schemas"]
     # The success body is the envelope, with the real data schema inside.
     ok = signup["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
-    assert ok.endswith("AuthResultEnvelope")
+    assert ok.endswith("SignupResultEnvelope")
 
 
 # -- bad input is a clear 4xx, never a 500, and writes nothing ------------------------------

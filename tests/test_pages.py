@@ -103,7 +103,7 @@ def make_app(database_url, tmp_path):
 
     yield make
     for app in made:
-        app.extensions["authsvc"].store.close()
+        app.extensions["authsvc"].stores.close()
 
 
 # -- rendering ------------------------------------------------------------------------------

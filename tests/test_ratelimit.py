@@ -15,7 +15,7 @@ def limited_app(database_url, tmp_path):
                                    AUTHSVC_RATE_LIMIT_LOGIN="3 per minute",
                                    AUTHSVC_RATE_LIMIT_SIGNUP="2 per minute"))
     yield app
-    app.extensions["authsvc"].store.close()
+    app.extensions["authsvc"].stores.close()
 
 
 def login(app, email, addr):

@@ -8,7 +8,7 @@ from authsvc.config import load_settings
 from authsvc.errors import EmailTaken, SignupFailed
 from authsvc.passwords import Hasher
 from authsvc.services import signup
-from authsvc.stores.postgres import PostgresStore
+from authsvc.stores import make_stores
 from tests import faults
 from tests.conftest import PASSWORD, TEST_SECRET, assert_no_trace, identity_row, profile_row
 
@@ -19,9 +19,9 @@ HASHER = Hasher(1, 8, 1)
 def pg_store(database_url, tmp_path):
     settings = load_settings({"DATABASE_URL": database_url, "AUTH_DATABASE_URL": "",
                               "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)})
-    store = PostgresStore(settings, HASHER)
-    yield store
-    store.close()
+    stores = make_stores(settings)
+    yield stores
+    stores.close()
 
 
 def test_the_saga_runs_without_an_app(pg_store, db):
@@ -70,10 +70,10 @@ def split_store(split_urls, tmp_path):
     app_url, auth_url = split_urls
     settings = load_settings({"DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url,
                               "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)})
-    store = PostgresStore(settings, HASHER)
-    assert store.split
-    yield store
-    store.close()
+    assert settings.split
+    stores = make_stores(settings)
+    yield stores
+    stores.close()
 
 
 def split_rows(split_urls, email):

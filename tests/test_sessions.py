@@ -130,7 +130,9 @@ def test_me_returns_the_signed_in_user(auth):
         ({}, AuthRequired.code),
         ({"Authorization": "Basic abc"}, AuthRequired.code),
         ({"Authorization": "Bearer not.a.jwt"}, TokenInvalid.code),
-        ({"Authorization": "Bearer "}, TokenInvalid.code),
+        # "Bearer" with no token carries no credentials at all.
+        ({"Authorization": "Bearer "}, AuthRequired.code),
+        ({"Authorization": "Bearer"}, AuthRequired.code),
     ],
 )
 def test_me_without_a_valid_token_is_401(client, headers, code):
@@ -161,7 +163,7 @@ def test_an_expired_access_token_is_401_token_expired(database_url, tmp_path):
     claims["exp"] = claims["iat"] - 60
     expired = jwt.encode(claims, app.config["JWT_SECRET_KEY"], algorithm="HS256")
     assert auth.me(expired).get_json()["error"]["code"] == TokenExpired.code
-    app.extensions["authsvc"].store.close()
+    app.extensions["authsvc"].stores.close()
 
 
 def test_patch_me_changes_username_and_display_name(auth, db):

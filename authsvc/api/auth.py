@@ -18,12 +18,13 @@ from authsvc.api.schemas import (
     ProfileUpdateSchema,
     RefreshSchema,
     SessionResultSchema,
+    SignupResultSchema,
     SignupSchema,
     UserResultSchema,
     enveloped,
 )
 from authsvc.errors import envelope_ok
-from authsvc.services import sessions, signup
+from authsvc.services import accounts, signup
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and sessions")
 
@@ -58,13 +59,26 @@ def _runtime():
     return current_app.extensions["authsvc"]
 
 
+def _context() -> accounts.Context:
+    return _runtime().context(request.headers.get("User-Agent"))
+
+
 def _client() -> str:
     return request.remote_addr or "unknown"
 
 
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
+        raise errors.ValidationFailed(
+            details={"Idempotency-Key": ["Use 1 to 255 printable characters."]}
+        )
+    return key
+
+
 @blp.route("/signup", methods=["POST"])
 @blp.arguments(SignupSchema)
-@blp.response(201, enveloped(AuthResultSchema))
+@blp.response(201, enveloped(SignupResultSchema))
 @blp.doc(
     parameters=[
         {
@@ -86,26 +100,10 @@ def _client() -> str:
 )
 def signup_view(body: dict[str, Any]):
     """Create an account: the identity and its profile, or neither."""
-    rt = _runtime()
-    rt.rate_limits.hit("signup", _client())
-    data = signup.SignupData(**body)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        key = rt.check_idempotency_key(key)
-        profile, _replayed = signup.run_idempotent(rt.store, rt.hasher, data, key, rt.secret)
-    else:
-        profile = signup.run(rt.store, rt.hasher, data)
-    user = sessions.load_user(rt.store, profile.id)
-    if user is None:  # removed between our commit and this read
-        raise rt.lost_user()
-    session = sessions.start_session(
-        rt.store,
-        profile.id,
-        tokens.mint,
-        rt.settings.refresh_token_ttl,
-        request.headers.get("User-Agent"),
-    )
-    return envelope_ok({"user": user.as_dict(), "session": session.as_dict()})
+    _runtime().rate_limits.hit("signup", _client())
+    key = _idempotency_key()
+    user, session = accounts.sign_up(_context(), signup.SignupData(**body), key)
+    return envelope_ok({"user": user.as_dict(), "session": session.as_dict() if session else None})
 
 
 @blp.route("/login", methods=["POST"])
@@ -115,16 +113,8 @@ def signup_view(body: dict[str, Any]):
              429: (errors.RateLimited,)})
 def login_view(body: dict[str, Any]):
     """Sign in with email and password."""
-    rt = _runtime()
-    rt.rate_limits.hit("login", _client(), "account:" + body["email"].lower())
-    user, session = sessions.login(
-        rt.store,
-        body["email"],
-        body["password"],
-        tokens.mint,
-        rt.settings.refresh_token_ttl,
-        request.headers.get("User-Agent"),
-    )
+    _runtime().rate_limits.hit("login", _client(), "account:" + body["email"].lower())
+    user, session = accounts.log_in(_context(), body["email"], body["password"])
     return envelope_ok({"user": user.as_dict(), "session": session.as_dict()})
 
 
@@ -139,10 +129,7 @@ def login_view(body: dict[str, Any]):
 )
 def refresh_view(body: dict[str, Any]):
     """Exchange a refresh token for a new session pair; the old refresh token is spent."""
-    rt = _runtime()
-    session = sessions.refresh(
-        rt.store, body["refresh_token"], tokens.mint, rt.settings.refresh_token_ttl
-    )
+    session = accounts.refresh(_context(), body["refresh_token"])
     return envelope_ok({"session": session.as_dict()})
 
 
@@ -155,7 +142,7 @@ def refresh_view(body: dict[str, Any]):
 def logout_view(body: dict[str, Any]):
     """End this session, or with scope "global" every session of the user."""
     user_id, session_id = tokens.current_ids()
-    sessions.logout(_runtime().store, user_id, session_id, body.get("scope", "local"))
+    accounts.log_out(_context(), user_id, session_id, body.get("scope", "local"))
     return envelope_ok({})
 
 
@@ -167,7 +154,7 @@ def logout_view(body: dict[str, Any]):
 def me_view():
     """The signed-in user."""
     user_id, _ = tokens.current_ids()
-    return envelope_ok({"user": sessions.me(_runtime().store, user_id).as_dict()})
+    return envelope_ok({"user": accounts.me(_context(), user_id).as_dict()})
 
 
 @blp.route("/me", methods=["PATCH"])
@@ -179,5 +166,5 @@ def me_view():
 def update_me_view(body: dict[str, Any]):
     """Change the username and/or display name."""
     user_id, _ = tokens.current_ids()
-    user = sessions.update_me(_runtime().store, user_id, body)
+    user = accounts.update_me(_context(), user_id, body)
     return envelope_ok({"user": user.as_dict()})

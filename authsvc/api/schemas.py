@@ -125,6 +125,17 @@ class AuthResultSchema(Schema):
     session = fields.Nested(SessionSchema, required=True)
 
 
+class SignupResultSchema(Schema):
+    user = fields.Nested(UserSchema, required=True)
+    session = fields.Nested(
+        SessionSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "null only when the account is whole but no session could "
+                  "be started: log in"},
+    )
+
+
 class SessionResultSchema(Schema):
     session = fields.Nested(SessionSchema, required=True)
 

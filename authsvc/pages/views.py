@@ -8,7 +8,7 @@ error on these routes renders an HTML error page rather than the API's JSON enve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +18,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import ExpiredSignatureError, PyJWTError
 from marshmallow import Schema, ValidationError
 
-from authsvc import passwords, tokens
+from authsvc import passwords
 from authsvc.api.schemas import LoginSchema, ProfileUpdateSchema, SignupSchema
 from authsvc.errors import (
     AuthError,
@@ -29,8 +29,9 @@ from authsvc.errors import (
     from_http_exception,
 )
 from authsvc.pages.browser import BrowserSession, SessionCookie
-from authsvc.pages.messages import Alert, alert_for, field_errors
-from authsvc.services import sessions, signup
+from authsvc.pages.forms import LABELS, LOGIN_FIELDS, PROFILE_FIELDS, SIGNUP_FIELDS, Form
+from authsvc.pages.messages import Alert, alert_for
+from authsvc.services import accounts, sessions, signup
 
 log = logging.getLogger("authsvc.pages")
 
@@ -41,17 +42,6 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/assets",
 )
-
-SIGNUP_FIELDS = ("email", "password", "username", "display_name")
-LOGIN_FIELDS = ("email", "password")
-PROFILE_FIELDS = ("username", "display_name")
-_SECRET_FIELDS = frozenset({"password"})
-LABELS = {
-    "email": "Email address",
-    "password": "Password",
-    "username": "Username",
-    "display_name": "Display name",
-}
 
 # No scripts at all; styles and images from this origin only; forms post back here only.
 _CSP = (
@@ -73,54 +63,6 @@ _NOTICES = {
 }
 
 
-@dataclass
-class Form:
-    """A form's values as typed (passwords are never sent back), its errors and its alert."""
-
-    fields: tuple[str, ...]
-    values: dict[str, str]
-    errors: dict[str, list[str]] = field(default_factory=dict)
-    alert: Alert | None = None
-
-    @classmethod
-    def empty(cls, fields: tuple[str, ...], **values: str | None) -> Form:
-        return cls(fields, {name: values.get(name) or "" for name in fields})
-
-    @classmethod
-    def posted(cls, fields: tuple[str, ...]) -> Form:
-        return cls(fields, {name: request.form.get(name, "") for name in fields})
-
-    def body(self) -> dict[str, str]:
-        """The fields that were filled in, trimmed (passwords exactly as typed)."""
-        out = {}
-        for name, value in self.values.items():
-            value = value if name in _SECRET_FIELDS else value.strip()
-            if value:
-                out[name] = value
-        return out
-
-    def fail(self, err: AuthError, email: str | None = None) -> None:
-        errors = field_errors(err)
-        self.errors = {name: errors[name] for name in self.fields if name in errors}
-        # A message about a field this form does not have goes above the form.
-        stray = [m for name, msgs in errors.items() if name not in self.fields for m in msgs]
-        alert = alert_for(err, g.get("request_id"), email)
-        if stray:
-            alert = Alert(alert.title, alert.lines + stray, alert.code, alert.request_id)
-        self.alert = alert
-
-    def shown(self, name: str) -> str:
-        return "" if name in _SECRET_FIELDS else self.values.get(name, "")
-
-    def summary(self) -> list[tuple[str, str, str]]:
-        """(field, label, first message) in the order of the form, for the error summary."""
-        return [
-            (name, LABELS[name], self.errors[name][0])
-            for name in self.fields
-            if self.errors.get(name)
-        ]
-
-
 @dataclass(frozen=True)
 class SignedIn:
     user: sessions.User
@@ -138,6 +80,10 @@ def _cookie() -> SessionCookie:
 
 def _browser() -> BrowserSession:
     return g.browser
+
+
+def _context() -> accounts.Context:
+    return _runtime().context(request.headers.get("User-Agent"))
 
 
 def _client() -> str:
@@ -201,14 +147,12 @@ def _signed_in() -> SignedIn | None:
 def _resolve_session(browser: BrowserSession) -> SignedIn | None:
     if not browser.signed_in:
         return None
-    rt = _runtime()
+    ctx = _context()
     try:
         claims = decode_token(browser.access_token)
     except ExpiredSignatureError:
         try:
-            session = sessions.refresh(
-                rt.store, browser.refresh_token, tokens.mint, rt.settings.refresh_token_ttl
-            )
+            session = accounts.refresh(ctx, browser.refresh_token or "")
         except AuthError as err:
             if err.status != 401:
                 raise
@@ -224,11 +168,11 @@ def _resolve_session(browser: BrowserSession) -> SignedIn | None:
     except (KeyError, TypeError, ValueError):
         browser.sign_out()
         return None
-    if not rt.store.session_active(session_id):
+    if not ctx.stores.sessions.session_active(session_id):
         browser.sign_out()
         return None
     try:
-        user = sessions.me(rt.store, user_id)
+        user = accounts.me(ctx, user_id)
     except TokenRevoked:
         browser.sign_out()
         return None
@@ -327,7 +271,7 @@ def signup_page():
         body = _load(SignupSchema(), form.body())
         email = body["email"]
         rt.rate_limits.hit("signup", _client())
-        profile = signup.run(rt.store, rt.hasher, signup.SignupData(**body))
+        _user, session = accounts.sign_up(_context(), signup.SignupData(**body))
     except ValidationFailed as err:
         # Say everything at once: the password policy too, not only after the rest is fixed.
         password = form.values["password"]
@@ -338,17 +282,8 @@ def signup_page():
         return _failed("signup.html", form, err, email)
     except AuthError as err:
         return _failed("signup.html", form, err, email)
-    try:
-        session = sessions.start_session(
-            rt.store,
-            profile.id,
-            tokens.mint,
-            rt.settings.refresh_token_ttl,
-            request.headers.get("User-Agent"),
-        )
-    except AuthError as err:
+    if session is None:
         # The account exists; only signing in failed. Say so rather than "nothing was created".
-        _log_failure(err)
         return redirect(url_for(".login_page", created=1), 303)
     _browser().sign_in(session.access_token, session.refresh_token)
     return redirect(url_for(".account", welcome=1), 303)
@@ -366,14 +301,7 @@ def login_page():
     try:
         body = _load(LoginSchema(), form.body())
         rt.rate_limits.hit("login", _client(), "account:" + body["email"].lower())
-        _user, session = sessions.login(
-            rt.store,
-            body["email"],
-            body["password"],
-            tokens.mint,
-            rt.settings.refresh_token_ttl,
-            request.headers.get("User-Agent"),
-        )
+        _user, session = accounts.log_in(_context(), body["email"], body["password"])
     except AuthError as err:
         return _failed("login.html", form, err)
     _browser().sign_in(session.access_token, session.refresh_token)
@@ -402,7 +330,7 @@ def account():
     }
     try:
         body = _load(ProfileUpdateSchema(), changes)
-        sessions.update_me(_runtime().store, me.user_id, body)
+        accounts.update_me(_context(), me.user_id, body)
     except TokenRevoked:
         _browser().sign_out()
         return redirect(url_for(".login_page"), 303)
@@ -419,6 +347,6 @@ def logout():
     ids = _token_ids(browser.access_token) if browser.signed_in else None
     browser.sign_out()  # the browser forgets the session whatever happens next
     if ids is not None:
-        sessions.logout(_runtime().store, ids[0], ids[1], scope)
+        accounts.log_out(_context(), ids[0], ids[1], scope)
     flag = "signed_out_everywhere" if scope == "global" and ids else "signed_out"
     return redirect(url_for(".login_page", **{flag: 1}), 303)

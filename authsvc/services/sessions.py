@@ -19,7 +19,9 @@ from authsvc.errors import (
     TokenRevoked,
     UserBanned,
 )
-from authsvc.stores import COMPLETE, Identity, NewProfile, Profile, RotateOutcome, Store
+from authsvc.passwords import Hasher
+from authsvc.services.reconcile import restore_profile
+from authsvc.stores import COMPLETE, Identity, Profile, RotateOutcome, Stores
 
 log = logging.getLogger("authsvc.sessions")
 
@@ -80,11 +82,11 @@ def _new_refresh_token() -> tuple[str, bytes]:
 
 
 def start_session(
-    store: Store, user_id: UUID, mint: Minter, refresh_ttl: int, user_agent: str | None = None
+    stores: Stores, user_id: UUID, mint: Minter, refresh_ttl: int, user_agent: str | None = None
 ) -> Session:
     refresh, refresh_hash = _new_refresh_token()
     expires = datetime.now(UTC) + timedelta(seconds=refresh_ttl)
-    session_id = store.create_session(user_id, refresh_hash, expires, user_agent)
+    session_id = stores.sessions.create_session(user_id, refresh_hash, expires, user_agent)
     access, expires_in = mint(user_id, session_id)
     return Session(access, refresh, expires_in, _epoch() + expires_in, session_id)
 
@@ -93,17 +95,38 @@ def _epoch() -> int:
     return int(datetime.now(UTC).timestamp())
 
 
-def load_user(store: Store, user_id: UUID) -> User | None:
+def load_user(stores: Stores, user_id: UUID) -> User | None:
     """The complete user, or None when either half is missing."""
-    identity = store.get_identity(user_id)
+    identity = stores.identities.get(user_id)
     if identity is None or identity.signup_state != COMPLETE:
         return None
-    profile = store.get_profile(user_id)
+    profile = stores.profiles.get(user_id)
     return User(identity, profile) if profile is not None else None
 
 
+def authenticate(stores: Stores, hasher: Hasher, email: str, password: str) -> Identity | None:
+    """The identity when `password` is its password, else None.
+
+    An unknown email costs the same time as a wrong password (a dummy argon2 verify), and a
+    hash made with outdated cost parameters is upgraded now that the plain password is here.
+    A backend that checks passwords itself (Supabase Auth) is asked instead.
+    """
+    if stores.password_check is not None:
+        return stores.password_check.check(email, password)
+    identity = stores.identities.find_by_email(email)
+    stored = identity.password_hash if identity else None
+    if not hasher.verify(stored, password):  # a dummy hash when there is no user
+        return None
+    assert identity is not None and stored is not None
+    if hasher.needs_rehash(stored):
+        # Losing this race to a concurrent login is harmless.
+        stores.identities.set_password_hash(identity.id, hasher.hash(password), stored)
+    return identity
+
+
 def login(
-    store: Store,
+    stores: Stores,
+    hasher: Hasher,
     email: str,
     password: str,
     mint: Minter,
@@ -112,26 +135,26 @@ def login(
 ) -> tuple[User, Session]:
     """Check the password and open a session, for complete users only.
 
-    An unknown email and a wrong password take the same path and time (a dummy verify), and
-    answer the same InvalidCredentials.
+    An unknown email and a wrong password take the same path and time, and answer the same
+    InvalidCredentials.
     """
-    identity = store.authenticate(email, password)
+    identity = authenticate(stores, hasher, email, password)
     if identity is None:
         raise InvalidCredentials()
     if identity.banned_until is not None and identity.banned_until > datetime.now(UTC):
         raise UserBanned(details={"banned_until": _rfc3339(identity.banned_until)})
-    user = _whole_user(store, identity)
+    user = _whole_user(stores, identity)
     if user is None:
         # Half a user never gets a session. To the client the account does not exist (yet):
         # its signup was never answered with success.
         raise InvalidCredentials()
-    store.record_sign_in(identity.id)
-    session = start_session(store, identity.id, mint, refresh_ttl, user_agent)
+    stores.identities.record_sign_in(identity.id)
+    session = start_session(stores, identity.id, mint, refresh_ttl, user_agent)
     log.info("login", extra={"user_id": str(identity.id), "session_id": str(session.session_id)})
     return user, session
 
 
-def _whole_user(store: Store, identity: Identity) -> User | None:
+def _whole_user(stores: Stores, identity: Identity) -> User | None:
     """The user with both halves, or None for half a user.
 
     A pending identity never gets a session: its signup was never answered 201 (it failed, or
@@ -141,21 +164,23 @@ def _whole_user(store: Store, identity: Identity) -> User | None:
     """
     if identity.signup_state != COMPLETE:
         return None
-    profile = store.get_profile(identity.id)
+    profile: Profile | None = stores.profiles.get(identity.id)
     if profile is None:
-        profile = store.insert_profile(NewProfile(identity.id, identity.email))
+        profile = restore_profile(stores, identity)
         if profile is None:
             return None
         log.warning("login recreated a missing profile", extra={"user_id": str(identity.id)})
     return User(identity, profile)
 
 
-def refresh(store: Store, refresh_token: str, mint: Minter, refresh_ttl: int) -> Session:
+def refresh(stores: Stores, refresh_token: str, mint: Minter, refresh_ttl: int) -> Session:
     """Rotate: the presented token is spent, a new one is issued. A spent token presented
     again is theft: the whole session is revoked."""
     new_token, new_hash = _new_refresh_token()
     expires = datetime.now(UTC) + timedelta(seconds=refresh_ttl)
-    rotation = store.rotate_refresh_token(hash_refresh_token(refresh_token), new_hash, expires)
+    rotation = stores.sessions.rotate_refresh_token(
+        hash_refresh_token(refresh_token), new_hash, expires
+    )
     if rotation.outcome is RotateOutcome.UNKNOWN:
         raise TokenInvalid()
     if rotation.outcome is RotateOutcome.REUSED:
@@ -169,33 +194,33 @@ def refresh(store: Store, refresh_token: str, mint: Minter, refresh_ttl: int) ->
     if rotation.outcome is RotateOutcome.SESSION_ENDED:
         raise TokenRevoked()
     assert rotation.user_id is not None and rotation.session_id is not None
-    if load_user(store, rotation.user_id) is None:
-        store.revoke_session(rotation.session_id, "user_gone")
+    if load_user(stores, rotation.user_id) is None:
+        stores.sessions.revoke_session(rotation.session_id, "user_gone")
         raise TokenRevoked()
     access, expires_in = mint(rotation.user_id, rotation.session_id)
     return Session(access, new_token, expires_in, _epoch() + expires_in, rotation.session_id)
 
 
-def logout(store: Store, user_id: UUID, session_id: UUID, scope: str = "local") -> None:
+def logout(stores: Stores, user_id: UUID, session_id: UUID, scope: str = "local") -> None:
     if scope == "global":
-        store.revoke_user_sessions(user_id, "logout_global")
+        stores.sessions.revoke_user_sessions(user_id, "logout_global")
     else:
-        store.revoke_session(session_id, "logout")
+        stores.sessions.revoke_session(session_id, "logout")
     log.info("logout", extra={"user_id": str(user_id), "scope": scope})
 
 
-def me(store: Store, user_id: UUID) -> User:
-    user = load_user(store, user_id)
+def me(stores: Stores, user_id: UUID) -> User:
+    user = load_user(stores, user_id)
     if user is None:
         raise TokenRevoked("The account this token belongs to no longer exists.")
     return user
 
 
-def update_me(store: Store, user_id: UUID, changes: dict[str, Any]) -> User:
-    user = me(store, user_id)
+def update_me(stores: Stores, user_id: UUID, changes: dict[str, Any]) -> User:
+    user = me(stores, user_id)
     if not changes:
         return user
-    profile = store.update_profile(user_id, changes)
+    profile = stores.profiles.update(user_id, changes)
     if profile is None:
         raise TokenRevoked("The account this token belongs to no longer exists.")
     return User(user.identity, profile)

@@ -44,11 +44,13 @@ from authsvc.errors import (
     AuthError,
     DatabaseUnavailable,
     IdempotencyKeyReused,
+    InternalError,
+    Reason,
     SignupFailed,
     StorageError,
     WeakPassword,
 )
-from authsvc.stores import NewProfile, Profile, Store
+from authsvc.stores import NewProfile, Outcome, Profile, Stores
 
 log = logging.getLogger("authsvc.signup")
 
@@ -63,7 +65,8 @@ class SignupData:
     def profile(self, user_id: UUID) -> NewProfile:
         return NewProfile(user_id, self.email, self.username, self.display_name)
 
-    def metadata(self) -> dict[str, Any]:
+    def signup_profile(self) -> dict[str, Any]:
+        """What the profile asked for, kept with the identity to recreate a lost profile."""
         return {
             k: v
             for k, v in (("username", self.username), ("display_name", self.display_name))
@@ -72,31 +75,31 @@ class SignupData:
 
 
 class ProfileMismatch(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(str(reason))
         self.reason = reason
 
 
 def verify_returned(row: Profile | None, user_id: UUID, email: str) -> Profile:
     """The row the insert returned is the one we sent; anything else is a failure."""
     if row is None:
-        raise ProfileMismatch("no_row_returned")
+        raise ProfileMismatch(Reason.NO_ROW_RETURNED)
     if row.id != user_id:
-        raise ProfileMismatch("id_mismatch")
+        raise ProfileMismatch(Reason.ID_MISMATCH)
     if row.email.lower() != email.lower():
-        raise ProfileMismatch("email_mismatch")
+        raise ProfileMismatch(Reason.EMAIL_MISMATCH)
     return row
 
 
 _HINTS = {
-    "no_row_returned": "the insert returned no row: a row-level security policy or a BEFORE "
+    Reason.NO_ROW_RETURNED: "the insert returned no row: a row-level security policy or a BEFORE "
     "INSERT trigger returning NULL dropped it",
-    "id_mismatch": "the row returned carries another id: a trigger rewrote it",
-    "email_mismatch": "the row returned carries another email: a trigger rewrote it",
+    Reason.ID_MISMATCH: "the row returned carries another id: a trigger rewrote it",
+    Reason.EMAIL_MISMATCH: "the row returned carries another email: a trigger rewrote it",
 }
 
 
-def run(store: Store, hasher: passwords.Hasher, data: SignupData) -> Profile:
+def run(stores: Stores, hasher: passwords.Hasher, data: SignupData) -> Profile:
     """Create the identity and its profile, or neither. See the module docstring."""
     reasons = passwords.policy_violations(data.password, data.email)
     if reasons:
@@ -104,9 +107,9 @@ def run(store: Store, hasher: passwords.Hasher, data: SignupData) -> Profile:
     user_id = uuid4()
     hashed = hasher.hash(data.password)  # before any connection is taken
     step = "identity_create"
-    with store.signup(user_id) as unit:
+    with stores.signup(user_id) as unit:
         try:
-            unit.create_identity(data.email, hashed, data.metadata())
+            unit.create_identity(data.email, hashed, data.signup_profile())
             step = "profile_insert"
             row = unit.insert_profile(data.profile(user_id))
             step = "profile_verify"
@@ -114,24 +117,36 @@ def run(store: Store, hasher: passwords.Hasher, data: SignupData) -> Profile:
             step = "complete"
             unit.complete()
         except Exception as exc:
-            compensated = unit.compensate()
-            raise _failure(exc, step, compensated, user_id) from exc
+            outcome = unit.compensate()
+            if outcome is Outcome.WHOLE and step == "complete":
+                # The `complete` reply was lost but it landed: the account is whole.
+                log.warning(
+                    "signup completed despite a lost reply", extra={"user_id": str(user_id)}
+                )
+                return profile
+            raise _failure(exc, step, outcome is Outcome.GONE, user_id) from exc
     log.info("signup complete", extra={"user_id": str(user_id)})
     return profile
 
 
 def _failure(exc: Exception, step: str, compensated: bool, user_id: UUID) -> AuthError:
-    """409/422/503 pass through (after compensating); anything else names its step."""
+    """409/422 pass through after compensating, and 503 when nothing was ever sent; anything
+    else names its step, its reason and whether anything remains."""
     if isinstance(exc, ProfileMismatch):
         err: AuthError = SignupFailed(step, exc.reason, compensated, _HINTS.get(exc.reason))
     elif isinstance(exc, StorageError):
-        err = SignupFailed(step, exc.reason, compensated, exc.hint)
+        err = SignupFailed(step, exc.reason, compensated, exc.hint, exc.backend_code)
     elif isinstance(exc, DatabaseUnavailable):
-        err = exc if compensated else SignupFailed(step, "connection_lost", compensated)
+        # Unavailable with nothing left behind: a plain 503 the client retries. A connection
+        # lost mid-statement (or a leftover) is a failed step, said with its step.
+        if compensated and not exc.lost:
+            err = exc
+        else:
+            err = SignupFailed(step, Reason.CONNECTION_LOST, compensated)
     elif isinstance(exc, AuthError) and exc.status < 500:
         err = exc
     else:
-        err = SignupFailed(step, "unexpected_error", compensated)
+        err = SignupFailed(step, Reason.UNEXPECTED_ERROR, compensated)
     log.log(
         logging.ERROR if err.status >= 500 else logging.INFO,
         "signup failed",
@@ -158,7 +173,7 @@ def fingerprint(data: SignupData, key: bytes) -> str:
 
 
 def run_idempotent(
-    store: Store,
+    stores: Stores,
     hasher: passwords.Hasher,
     data: SignupData,
     idempotency_key: str,
@@ -167,21 +182,22 @@ def run_idempotent(
     """`run` once per key: (profile, replayed). A retry with the same key and body gets the
     first answer (the same user, or the same client error); another body is refused."""
     print_ = fingerprint(data, secret)
-    record = store.idempotency_claim(idempotency_key, print_)
+    record = stores.idempotency.claim(idempotency_key, print_)
     if record is not None:
         if record.fingerprint != print_:
             raise IdempotencyKeyReused()
         if record.status == 201 and record.user_id is not None:
-            profile = store.get_profile(record.user_id)
+            profile = stores.profiles.get(record.user_id)
             if profile is not None:
                 return profile, True
-        replay_error(record.response)
+        replayed = AuthError.restore(record.response or {})
+        raise replayed if replayed.status < 500 else InternalError()
     try:
-        profile = run(store, hasher, data)
+        profile = run(stores, hasher, data)
     except AuthError as exc:
         if exc.status < 500:
             _bookkeeping(
-                store.idempotency_finish,
+                stores.idempotency.finish,
                 idempotency_key,
                 exc.status,
                 None,
@@ -189,12 +205,12 @@ def run_idempotent(
             )
         else:
             # A server-side failure is not an answer worth replaying: let a retry run again.
-            _bookkeeping(store.idempotency_release, idempotency_key)
+            _bookkeeping(stores.idempotency.release, idempotency_key)
         raise
     except BaseException:
-        _bookkeeping(store.idempotency_release, idempotency_key)
+        _bookkeeping(stores.idempotency.release, idempotency_key)
         raise
-    store.idempotency_finish(idempotency_key, 201, profile.id, None)
+    stores.idempotency.finish(idempotency_key, 201, profile.id, None)
     return profile, False
 
 
@@ -206,23 +222,3 @@ def _bookkeeping(step: Any, *args: Any) -> None:
         step(*args)
     except AuthError as exc:
         log.warning("idempotency key not updated", extra={"error": repr(exc)})
-
-
-def replay_error(response: dict[str, Any] | None) -> None:
-    from authsvc import errors
-
-    response = response or {}
-    for cls in _all_subclasses(errors.AuthError):
-        if cls.code == response.get("code") and cls.status < 500:
-            err = cls.__new__(cls)
-            AuthError.__init__(err, response.get("message"), response.get("details"))
-            raise err
-    raise errors.InternalError()
-
-
-def _all_subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
-        out.append(sub)
-        out.extend(_all_subclasses(sub))
-    return out

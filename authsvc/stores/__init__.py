@@ -1,16 +1,15 @@
-"""The Store protocol: the storage steps the services are written against, and make_store().
+"""The ports the services are written against, the rows they pass around, and make_stores().
 
-A store is the only code that talks to storage. Each backend (Postgres through psycopg, Supabase
-through supabase-py) implements these steps; the services never know which one they hold.
-Stores translate their driver's errors into `authsvc.errors` (EmailTaken, UsernameTaken,
-DatabaseUnavailable, StorageError(reason)); nothing above a store ever sees a driver exception.
+Ports by what varies (docs/architecture.md has the table): identities and profiles per backend
+(Postgres, Supabase), sessions and idempotency always authsvc's own Postgres, schema
+administration on its own. A signup's writes go through a SignupUnit: a transaction in one
+database (pg/signup.py), compensating deletes otherwise (units.py). Stores translate their
+driver's errors into `authsvc.errors`; nothing above a store ever sees a driver exception.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -19,9 +18,6 @@ from uuid import UUID
 
 if TYPE_CHECKING:
     from authsvc.config import Settings
-    from authsvc.passwords import Hasher
-
-log = logging.getLogger("authsvc.stores")
 
 PENDING = "pending"
 COMPLETE = "complete"
@@ -39,6 +35,9 @@ class Identity:
     banned_until: datetime | None = None
     signup_state: str = COMPLETE
     created_at: datetime | None = None
+    # The profile fields the signup asked for, as only authsvc writes them (never metadata a
+    # user can edit): what a lost profile is recreated from.
+    signup_profile: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -86,71 +85,97 @@ class IdempotentRecord:
     response: dict[str, Any] | None
 
 
-@dataclass
-class Drift:
-    """Identities without profiles (past the grace period) and profiles without identities."""
+class Outcome(Enum):
+    """Where a signup's rows stand after a failure, as read back from storage."""
 
-    identities_without_profile: list[UUID] = field(default_factory=list)
-    identities_without_profile_count: int = 0
-    profiles_without_identity: list[UUID] = field(default_factory=list)
-    profiles_without_identity_count: int = 0
-    # Pending identities that already have their profile: a signup that stopped before
-    # completing. Its client was never told 201, so reconcile removes both rows.
-    unfinished_with_profile: list[UUID] = field(default_factory=list)
-    unfinished_with_profile_count: int = 0
+    GONE = "gone"  # no row of the signup remains: compensated
+    REMAINS = "remains"  # some row remains (or nobody could look): not compensated
+    WHOLE = "whole"  # the account is complete after all (a lost reply): answer 201
 
-    @property
-    def total(self) -> int:
-        return (
-            self.identities_without_profile_count
-            + self.profiles_without_identity_count
-            + self.unfinished_with_profile_count
-        )
+
+class IdentityStore(Protocol):
+    """Identities: who can sign in."""
+
+    def create(
+        self, user_id: UUID, email: str, password_hash: str | None, signup_profile: dict[str, Any]
+    ) -> None:
+        """Insert the identity in the pending state; StorageError(no_row_written) when the
+        database silently wrote nothing."""
+
+    def mark_complete(self, user_id: UUID) -> bool:
+        """pending -> complete; False when no pending identity with this id was there."""
+
+    def delete_pending(self, user_id: UUID) -> bool:
+        """Remove this identity if it is still pending; True when it was removed."""
+
+    def get(self, user_id: UUID) -> Identity | None: ...
+    def find_by_email(self, email: str) -> Identity | None: ...
+    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> None:
+        """Replace the hash, unless another writer changed it meanwhile."""
+
+    def record_sign_in(self, user_id: UUID) -> None: ...
+
+    # primitives for reconcile
+    def scan(self, grace_seconds: int) -> Iterator[list[tuple[str, str, bool]]]:
+        """Every identity in id order, in batches of (id as text, signup_state, older than the
+        grace period)."""
+
+    def present(self, ids: list[UUID]) -> set[UUID]: ...
+    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> list[UUID]:
+        """Delete those of `ids` still pending and older than the grace period, skipping rows a
+        signup in flight holds; the ids removed."""
+
+    def signup_profiles(self, ids: list[UUID]) -> list[Identity]:
+        """The complete identities among `ids`, with what their signup asked for."""
+
+
+class ProfileStore(Protocol):
+    """Profiles: the application's row of each identity (public.users)."""
+
+    co_located: bool  # True when the profiles share the identities' database (one transaction)
+
+    def insert(self, profile: NewProfile) -> Profile | None:
+        """INSERT ... RETURNING; None when no row came back."""
+
+    def get(self, user_id: UUID) -> Profile | None: ...
+    def update(self, user_id: UUID, changes: dict[str, Any]) -> Profile | None: ...
+    def delete(self, user_id: UUID) -> int: ...
+    def delete_many(self, ids: list[UUID]) -> int: ...
+
+    # primitives for reconcile
+    def scan(self, grace_seconds: int) -> Iterator[list[tuple[str, bool]]]:
+        """Every profile in id order, in batches of (id as text, older than the grace period)."""
+
+    def remove_orphans(self, ids: list[UUID], grace_seconds: int) -> list[UUID]:
+        """Delete those of `ids` older than the grace period that have no identity (checked in
+        the same statement where the identities are in this database), skipping locked rows."""
+
+
+class RemotePasswordCheck(Protocol):
+    """A backend that checks passwords itself (Supabase Auth)."""
+
+    def check(self, email: str, password: str) -> Identity | None:
+        """The identity when `password` is its password; None otherwise."""
 
 
 class SignupUnit(Protocol):
     """One signup's writes. Rollback is the default; `complete()` is the one explicit act."""
 
-    def create_identity(self, email: str, password_hash: str, metadata: dict[str, Any]) -> None:
-        """Create the identity for this unit's user id in the pending state."""
-
-    def insert_profile(self, profile: NewProfile) -> Profile | None:
-        """INSERT the profile ... RETURNING it; None when no row came back."""
-
-    def complete(self) -> None:
-        """Mark the identity complete and make everything durable."""
-
-    def compensate(self) -> bool:
-        """Undo whatever this unit wrote; True when no trace is left, False when some remains
-        (the pending identity is then the durable record that reconcile finishes)."""
-
-
-class Store(Protocol):
-    backend: str
-
-    # lifecycle
-    def open(self) -> None: ...
-    def close(self) -> None: ...
-    def check(self) -> dict[str, str]:
-        """Each database's state: {"database": "ok" | "<why not>"}."""
-
-    # signup saga steps
-    def signup(self, user_id: UUID) -> AbstractContextManager[SignupUnit]: ...
-
-    # identities and profiles
-    def find_identity_by_email(self, email: str) -> Identity | None: ...
-    def get_identity(self, user_id: UUID) -> Identity | None: ...
-    def authenticate(self, email: str, password: str) -> Identity | None:
-        """The identity when `password` is its password, else None. An unknown email costs the
-        same time as a wrong password (Postgres: a dummy argon2 verify; the hash is upgraded
-        when its parameters are outdated)."""
-
-    def record_sign_in(self, user_id: UUID) -> None: ...
-    def get_profile(self, user_id: UUID) -> Profile | None: ...
+    def __enter__(self) -> SignupUnit: ...
+    def __exit__(self, *exc_info: Any) -> None: ...
+    def create_identity(
+        self, email: str, password_hash: str, signup_profile: dict[str, Any]
+    ) -> None: ...
     def insert_profile(self, profile: NewProfile) -> Profile | None: ...
-    def update_profile(self, user_id: UUID, changes: dict[str, Any]) -> Profile | None: ...
+    def complete(self) -> None:
+        """Mark the identity complete and make everything durable. A lost reply is settled by
+        reading back: it returns when the account is whole, raises otherwise."""
 
-    # sessions and refresh tokens
+    def compensate(self) -> Outcome:
+        """Undo whatever this unit wrote, then read back where the signup's rows stand."""
+
+
+class SessionStore(Protocol):
     def create_session(
         self, user_id: UUID, refresh_hash: bytes, expires_at: datetime, user_agent: str | None
     ) -> UUID: ...
@@ -161,62 +186,59 @@ class Store(Protocol):
     def revoke_session(self, session_id: UUID, reason: str) -> None: ...
     def revoke_user_sessions(self, user_id: UUID, reason: str) -> None: ...
 
-    # idempotency
-    def idempotency_claim(self, key: str, fingerprint: str) -> IdempotentRecord | None:
+
+class IdempotencyStore(Protocol):
+    def claim(self, key: str, fingerprint: str) -> IdempotentRecord | None:
         """Claim `key` for this request (None), or return the first request's record. Waits
         while another request holds the same key."""
 
-    def idempotency_finish(
+    def finish(
         self, key: str, status: int, user_id: UUID | None, response: dict[str, Any] | None
     ) -> None: ...
-    def idempotency_release(self, key: str) -> None: ...
+    def release(self, key: str) -> None: ...
 
-    # reconcile
-    def find_drift(self, grace_seconds: int, id_limit: int = 1000) -> Drift: ...
-    def repair_drift(self, grace_seconds: int) -> dict[str, int]: ...
 
-    # schema and diagnosis
+class SchemaAdmin(Protocol):
+    def check(self) -> dict[str, str]:
+        """Each database's state: {"database": "ok" | "<why not>"}."""
+
     def migrate(self) -> list[str]: ...
     def migration_status(self) -> dict[str, Any]: ...
     def diagnose(self) -> list[tuple[str, bool, str]]:
         """Backend-specific `authsvc doctor` checks: (name, ok, detail with what to do)."""
 
 
-def recreate_profile(store: Store, user_id: UUID, email: str, meta: Any) -> bool:
-    """Give a complete identity (answered 201 once) its missing profile back, with the username
-    and display name it signed up with when they are still free. False when nothing was created;
-    a row the database refuses is logged and left as drift, so one bad row cannot stop a repair.
-    """
-    from authsvc.errors import StorageError, UsernameTaken
+@dataclass
+class Stores:
+    """Everything the services need from storage, composed for one backend and layout."""
 
-    meta = meta if isinstance(meta, dict) else {}  # written by another tool: use none of it
-    profile = NewProfile(user_id, email, meta.get("username"), meta.get("display_name"))
-    try:
-        try:
-            created = store.insert_profile(profile)
-        except UsernameTaken:
-            created = store.insert_profile(NewProfile(user_id, email, None, profile.display_name))
-    except StorageError as exc:
-        if exc.reason != "unique_violation":  # unique: created meanwhile, nothing to do
-            log.error(
-                "reconcile could not recreate a missing profile",
-                extra={"user_id": str(user_id), "reason": exc.reason},
-            )
-        return False
-    return created is not None
+    backend: str
+    identities: IdentityStore
+    profiles: ProfileStore
+    sessions: SessionStore
+    idempotency: IdempotencyStore
+    admin: SchemaAdmin
+    signup: Callable[[UUID], SignupUnit]
+    password_check: RemotePasswordCheck | None = None
+    _open: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _close: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def open(self) -> None:
+        """Open the pools (after a fork, never before)."""
+        for opener in self._open:
+            opener()
+
+    def close(self) -> None:
+        for closer in self._close:
+            closer()
 
 
-def make_store(settings: Settings, hasher: Hasher) -> Store:
-    """The store the settings ask for; the only place that names a concrete store."""
+def make_stores(settings: Settings) -> Stores:
+    """The stores the settings ask for; the only place that names a backend."""
     if settings.backend == "supabase":
-        from authsvc.stores.supabase import SupabaseStore
+        from authsvc.stores.supabase import make_supabase_stores
 
-        return SupabaseStore(settings, hasher)
-    from authsvc.stores.postgres import PostgresStore
+        return make_supabase_stores(settings)
+    from authsvc.stores.pg import make_postgres_stores
 
-    return PostgresStore(settings, hasher)
-
-
-def chunks(ids: list[UUID], size: int) -> Iterator[list[UUID]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+    return make_postgres_stores(settings)

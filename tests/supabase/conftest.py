@@ -65,7 +65,7 @@ def fake() -> Iterator[FakeSupabase]:
 def app(sessions_url: str, tmp_path: Any, fake: FakeSupabase):
     app = create_app(supabase_env(sessions_url, tmp_path))
     yield app
-    app.extensions["authsvc"].store.close()
+    app.extensions["authsvc"].stores.close()
 
 
 @pytest.fixture

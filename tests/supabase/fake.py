@@ -226,6 +226,7 @@ class FakeSupabase:
         age: float = 0,
         password_hash: str | None = None,
         metadata: dict[str, Any] | None = None,
+        signup_profile: dict[str, Any] | None = None,
         user_id: str | None = None,
     ) -> str:
         """A user as if created earlier (by authsvc with `state`, or by anything else with
@@ -235,6 +236,8 @@ class FakeSupabase:
         app_metadata: dict[str, Any] = {"provider": "email", "providers": ["email"]}
         if state is not None:
             app_metadata[MARK] = state
+        if signup_profile is not None:  # what authsvc's signup asked for (service role only)
+            app_metadata["authsvc_profile"] = dict(signup_profile)
         self.users[uid] = {
             "id": uid,
             "aud": "authenticated",

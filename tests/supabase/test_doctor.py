@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from authsvc.cli import main
-from authsvc.stores.supabase import key_problems, key_role
+from authsvc.stores.supabase.keys import key_problems, key_role
 from tests.supabase import fake as sb
 from tests.supabase.conftest import migrate_sessions
 from tests.supabase.fake import ANON_KEY, SERVICE_KEY, SUPABASE_URL, project_key

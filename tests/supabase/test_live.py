@@ -53,14 +53,14 @@ def live_app(live_sessions_url: str, tmp_path: Any) -> Iterator[Any]:
             **{name: os.environ[name] for name in LIVE_VARS},
         )
     )
-    store = app.extensions["authsvc"].store
+    store = app.extensions["authsvc"].stores
     created: list[str] = []
     app.config["LIVE_EMAILS"] = created
     yield app
     for email in created:
-        identity = store.find_identity_by_email(email)
+        identity = store.identities.find_by_email(email)
         if identity is not None:
-            store.delete_identity(identity.id)
+            store.identities.delete_pending(identity.id)
     store.close()
 
 
@@ -76,14 +76,14 @@ def post(app: Any, path: str, body: dict[str, Any], **kwargs: Any) -> Any:
 
 def test_live_project_is_configured_for_authsvc(live_app):
     checks = {
-        name: (ok, detail) for name, ok, detail in live_app.extensions["authsvc"].store.diagnose()
+        name: (ok, detail) for name, ok, detail in live_app.extensions["authsvc"].stores.admin.diagnose()
     }
     for name in ("supabase_keys", "supabase_auth", "profiles_table"):
         assert checks[name][0], f"{name}: {checks[name][1]}"
 
 
 def test_live_signup_login_me(live_app):
-    store = live_app.extensions["authsvc"].store
+    store = live_app.extensions["authsvc"].stores
     address = email(live_app)
     username = f"live_{uuid4().hex[:10]}"
     signup = post(
@@ -93,9 +93,9 @@ def test_live_signup_login_me(live_app):
     )
     assert signup.status_code == 201, signup.get_json()
     user = signup.get_json()["data"]["user"]
-    identity = store.get_identity(UUID(user["id"]))
+    identity = store.identities.get(UUID(user["id"]))
     assert identity is not None and identity.signup_state == "complete"
-    assert store.get_profile(identity.id).username == username
+    assert store.profiles.get(identity.id).username == username
 
     login = post(live_app, "/api/v1/auth/login", {"email": address, "password": PASSWORD})
     assert login.status_code == 200, login.get_json()
@@ -118,7 +118,7 @@ def test_live_duplicate_email_is_409(live_app):
 
 
 def test_live_a_failed_profile_insert_removes_the_identity(live_app):
-    store = live_app.extensions["authsvc"].store
+    store = live_app.extensions["authsvc"].stores
     username = f"live_{uuid4().hex[:10]}"
     first = email(live_app)
     assert (
@@ -138,4 +138,4 @@ def test_live_a_failed_profile_insert_removes_the_identity(live_app):
     assert response.status_code == 409, response.get_json()
     assert response.get_json()["error"]["code"] == UsernameTaken.code
     # The identity created before the profile insert failed was deleted again.
-    assert store.find_identity_by_email(loser) is None
+    assert store.identities.find_by_email(loser) is None

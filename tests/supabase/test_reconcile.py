@@ -7,7 +7,8 @@ import json
 import pytest
 
 from authsvc.cli import main
-from authsvc.stores import supabase as supabase_store
+from authsvc.stores.supabase import identities as supabase_identities
+from authsvc.stores.supabase import profiles as supabase_profiles
 from tests.supabase.fake import FakeSupabase
 
 OLD = 3600  # seconds; past the default grace period of 300
@@ -29,7 +30,11 @@ def drifted(fake: FakeSupabase) -> dict[str, str]:
         ids[f"ok{n}"] = uid
     ids["pending_alone"] = fake.add_user("p@example.com", state="pending", age=OLD)
     ids["complete_alone"] = fake.add_user(
-        "c@example.com", age=OLD, metadata={"username": "carol", "display_name": "Carol"}
+        "c@example.com", age=OLD, signup_profile={"username": "carol", "display_name": "Carol"}
+    )
+    # user_metadata is the user's own to write: a profile is never recreated from it.
+    ids["self_promoted"] = fake.add_user(
+        "s@example.com", age=OLD, metadata={"username": "admin", "display_name": "Root"}
     )
     ids["pending_with_profile"] = fake.add_user("u@example.com", state="pending", age=OLD)
     fake.add_profile(ids["pending_with_profile"], "u@example.com", age=OLD)
@@ -43,19 +48,20 @@ def drifted(fake: FakeSupabase) -> dict[str, str]:
 def test_reconcile_pages_through_users_and_profiles_and_reports_drift(
     cli_env, fake, drifted, capsys, monkeypatch
 ):
-    monkeypatch.setattr(supabase_store, "USERS_PER_PAGE", 2)
-    monkeypatch.setattr(supabase_store, "PROFILES_PER_PAGE", 2)
+    monkeypatch.setattr(supabase_identities, "USERS_PER_PAGE", 2)
+    monkeypatch.setattr(supabase_profiles, "PAGE", 2)
     status, result = reconcile(capsys)
     assert status == 1
     assert sorted(result["identities_without_profile"]["ids"]) == sorted(
-        [drifted["pending_alone"], drifted["complete_alone"], drifted["outsider"]]
+        [drifted["pending_alone"], drifted["complete_alone"], drifted["outsider"],
+         drifted["self_promoted"]]
     )
     assert result["unfinished_signups"]["ids"] == [drifted["pending_with_profile"]]
     assert result["profiles_without_identity"]["ids"] == [drifted["orphan_profile"]]
     assert drifted["young_pending"] not in json.dumps(result)  # inside the grace period
-    # 8 users at 2 a page: pages 1-4, then an empty page 5 ends the walk.
+    # 9 users at 2 a page: pages 1-5, then an empty page 6 ends the walk.
     pages = [(r.url.params["page"], r.url.params["per_page"]) for r in fake.requests("list_users")]
-    assert pages == [(str(p), "2") for p in range(1, 6)]
+    assert pages == [(str(p), "2") for p in range(1, 7)]
     # 5 profiles at 2 a page, by keyset on id: 3 pages and an empty one.
     selects = fake.requests("select_profiles")
     assert len(selects) == 4
@@ -70,13 +76,15 @@ def test_reconcile_repair_gives_back_what_was_acknowledged_and_removes_the_rest(
     status, result = reconcile(capsys, "--repair")
     assert status == 0, result
     assert result["repaired"] == {
-        "profiles_created": 2,
+        "profiles_created": 3,
         "identities_removed": 2,
         "profiles_removed": 1,
     }
     # Complete identities were answered 201 once: their profiles come back.
     assert fake.profiles[drifted["complete_alone"]]["username"] == "carol"
     assert fake.profiles[drifted["outsider"]]["email"] == "x@example.com"
+    promoted = fake.profiles[drifted["self_promoted"]]
+    assert (promoted["username"], promoted["display_name"]) == (None, None)
     # Pending ones never were: removed, with any profile they had.
     for name in ("pending_alone", "pending_with_profile"):
         assert drifted[name] not in fake.users and drifted[name] not in fake.profiles
@@ -118,13 +126,13 @@ def test_reconcile_that_cannot_reach_supabase_exits_2(cli_env, fake, capsys):
 
 
 def test_find_identity_by_email_reads_the_profile_first_then_the_users(app, fake):
-    store = app.extensions["authsvc"].store
+    identities = app.extensions["authsvc"].stores.identities
     with_profile = fake.add_user("first_last@example.com")
     fake.add_profile(with_profile, "First_Last@example.com")
     fake.add_user("firstxlast@example.com")  # `_` must not match any character
     alone = fake.add_user("alone@example.com")
-    assert str(store.find_identity_by_email("FIRST_LAST@example.com").id) == with_profile
+    assert str(identities.find_by_email("FIRST_LAST@example.com").id) == with_profile
     (select,) = fake.requests("select_profiles")
     assert select.url.params["email"] == "ilike.FIRST\\_LAST@example.com"
-    assert str(store.find_identity_by_email("alone@example.com").id) == alone
-    assert store.find_identity_by_email("nobody@example.com") is None
+    assert str(identities.find_by_email("alone@example.com").id) == alone
+    assert identities.find_by_email("nobody@example.com") is None

@@ -65,8 +65,8 @@ def test_each_sign_in_uses_a_fresh_client_and_no_session_leaks_into_another_requ
     # after the sign-ins.
     others = [r for r in fake.all_requests() if not r.url.path.endswith(("/token", "/logout"))]
     assert others and all(r.headers["Authorization"] == f"Bearer {SERVICE_KEY}" for r in others)
-    store = app.extensions["authsvc"].store
-    assert store.service().options.headers["Authorization"] == f"Bearer {SERVICE_KEY}"
+    clients = app.extensions["authsvc"].stores.identities.clients
+    assert clients.service().options.headers["Authorization"] == f"Bearer {SERVICE_KEY}"
     assert auth.signup("carol@example.com", expect=201)
 
 

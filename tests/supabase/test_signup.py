@@ -64,7 +64,12 @@ def test_create_user_carries_our_uuid_the_argon2_hash_and_the_pending_marker(aut
         "password_hash": body["password_hash"],
         "email_confirm": True,
         "user_metadata": {"username": "alice", "display_name": "Alice"},
-        "app_metadata": {"authsvc_signup": "pending"},
+        # What the signup asked for, where only the service role can write it: a lost profile
+        # is recreated from here, never from user_metadata.
+        "app_metadata": {
+            "authsvc_signup": "pending",
+            "authsvc_profile": {"username": "alice", "display_name": "Alice"},
+        },
     }
     assert body["password_hash"].startswith("$argon2id$")
     assert PASSWORD not in request.content.decode()
@@ -105,7 +110,7 @@ def test_email_confirm_follows_the_setting(sessions_url, tmp_path, fake):
             "/api/v1/auth/signup", json={"email": "a@example.com", "password": PASSWORD}
         )
     finally:
-        app.extensions["authsvc"].store.close()
+        app.extensions["authsvc"].stores.close()
     assert response.status_code == 201
     assert fake.bodies("create_user")[0]["email_confirm"] is False
     assert response.get_json()["data"]["user"]["email_confirmed"] is False

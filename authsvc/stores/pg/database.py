@@ -1,4 +1,4 @@
-"""Postgres plumbing shared by the stores: pools, the one error translation point, migrations."""
+"""One Postgres database behind a pool, and the one place psycopg's errors are interpreted."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from typing import Any
 
 import psycopg
@@ -15,7 +14,14 @@ from psycopg import errors as pgerr
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from authsvc.errors import AuthError, DatabaseUnavailable, EmailTaken, StorageError, UsernameTaken
+from authsvc.errors import (
+    AuthError,
+    DatabaseUnavailable,
+    EmailTaken,
+    Reason,
+    StorageError,
+    UsernameTaken,
+)
 
 log = logging.getLogger("authsvc.stores")
 
@@ -25,82 +31,93 @@ _UNIQUE_TO_ERROR: dict[str, type[AuthError]] = {
     "users_username_key": UsernameTaken,
 }
 
-# SQLSTATE class/condition -> the stable reason word in SIGNUP_FAILED details.
-_REASONS: list[tuple[type[Exception], str, str | None]] = [
+# SQLSTATE class/condition -> the reason in SIGNUP_FAILED's details, and a hint.
+_REASONS: list[tuple[type[Exception], Reason, str | None]] = [
     (
         pgerr.ForeignKeyViolation,
-        "foreign_key_violation",
+        Reason.FOREIGN_KEY_VIOLATION,
         "the profile's id must be an existing identity",
     ),
     (
         pgerr.UniqueViolation,
-        "unique_violation",
+        Reason.UNIQUE_VIOLATION,
         "a row with this key already exists (a trigger that creates profiles?)",
     ),
-    (pgerr.CheckViolation, "check_violation", "a CHECK constraint on the table refused the row"),
-    (pgerr.NotNullViolation, "not_null_violation", "a NOT NULL column received no value"),
+    (
+        pgerr.CheckViolation,
+        Reason.CHECK_VIOLATION,
+        "a CHECK constraint on the table refused the row",
+    ),
+    (pgerr.NotNullViolation, Reason.NOT_NULL_VIOLATION, "a NOT NULL column received no value"),
     (
         pgerr.InsufficientPrivilege,
-        "permission_denied",
+        Reason.PERMISSION_DENIED,
         "the database role lacks a privilege or a row-level security policy refused the row",
     ),
-    (pgerr.UndefinedTable, "undefined_table", "a table is missing: run `authsvc migrate`"),
-    (pgerr.InvalidSchemaName, "undefined_schema", "a schema is missing: run `authsvc migrate`"),
-    (pgerr.UndefinedColumn, "undefined_column", "a column is missing: run `authsvc migrate`"),
-    (pgerr.QueryCanceled, "statement_timeout", "the database took too long to answer"),
+    (pgerr.UndefinedTable, Reason.UNDEFINED_TABLE, "a table is missing: run `authsvc migrate`"),
+    (
+        pgerr.InvalidSchemaName,
+        Reason.UNDEFINED_SCHEMA,
+        "a schema is missing: run `authsvc migrate`",
+    ),
+    (pgerr.UndefinedColumn, Reason.UNDEFINED_COLUMN, "a column is missing: run `authsvc migrate`"),
+    (pgerr.QueryCanceled, Reason.STATEMENT_TIMEOUT, "the database took too long to answer"),
     (
         pgerr.LockNotAvailable,
-        "lock_timeout",
+        Reason.LOCK_TIMEOUT,
         "a row was locked by another transaction for too long",
     ),
     (
         pgerr.SerializationFailure,
-        "serialization_failure",
+        Reason.SERIALIZATION_FAILURE,
         "a concurrent transaction conflicted; retry",
     ),
-    (pgerr.DeadlockDetected, "deadlock_detected", "a concurrent transaction conflicted; retry"),
-    (pgerr.RaiseException, "trigger_raised", "a trigger on the table raised an error"),
-    (pgerr.ReadOnlySqlTransaction, "read_only", "the database is read-only (a replica?)"),
-    (pgerr.DataError, "invalid_data", "the database refused a value"),
+    (
+        pgerr.DeadlockDetected,
+        Reason.DEADLOCK_DETECTED,
+        "a concurrent transaction conflicted; retry",
+    ),
+    (pgerr.RaiseException, Reason.TRIGGER_RAISED, "a trigger on the table raised an error"),
+    (pgerr.ReadOnlySqlTransaction, Reason.READ_ONLY, "the database is read-only (a replica?)"),
+    (pgerr.DataError, Reason.INVALID_DATA, "the database refused a value"),
 ]
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection went away (closed, reset, server shut down): not a statement's fault."""
+    if isinstance(exc, pgerr.AdminShutdown | pgerr.CrashShutdown | pgerr.CannotConnectNow):
+        return True
+    return (
+        isinstance(exc, psycopg.OperationalError)
+        and not isinstance(exc, pgerr.QueryCanceled)
+        and (isinstance(exc, pgerr.ConnectionException) or exc.sqlstate is None)
+    )
+
+
 def translate(exc: BaseException, database: str = "database") -> AuthError:
-    """The AuthError for a driver exception; the one place psycopg errors are interpreted."""
+    """The AuthError for a driver exception; the one place psycopg errors are interpreted.
+
+    A lost connection is DatabaseUnavailable (sent: the statement may have run); no connection
+    at all (pool time-out) is DatabaseUnavailable with sent=False.
+    """
     if isinstance(exc, AuthError):
         return exc
+    if isinstance(exc, PoolTimeout | PoolClosed):
+        return DatabaseUnavailable(database=database, sent=False)
+    if _connection_lost(exc):
+        return DatabaseUnavailable(database=database, sent=True, lost=True)
     if isinstance(exc, pgerr.UniqueViolation):
         name = exc.diag.constraint_name or ""
         if name in _UNIQUE_TO_ERROR:
             return _UNIQUE_TO_ERROR[name]()
-    if isinstance(exc, PoolTimeout | PoolClosed):
-        return DatabaseUnavailable(database=database)
-    if isinstance(exc, pgerr.AdminShutdown | pgerr.CrashShutdown | pgerr.CannotConnectNow):
-        return StorageError("connection_lost", "the database connection was closed mid-request")
-    if isinstance(exc, psycopg.OperationalError) and not isinstance(
-        exc, psycopg.errors.QueryCanceled
-    ):
-        # Connection refused, reset, or lost mid-query.
-        if isinstance(exc, psycopg.errors.ConnectionException) or exc.sqlstate is None:
-            return StorageError("connection_lost", "the database connection was lost mid-request")
+    # The server answered with an error: the statement (autocommit) wrote nothing.
+    sqlstate = getattr(exc, "sqlstate", None)
     for cls, reason, hint in _REASONS:
         if isinstance(exc, cls):
-            return StorageError(reason, hint)
+            return StorageError(reason, hint, sqlstate, refused=True)
     if isinstance(exc, psycopg.Error):
-        sqlstate = getattr(exc, "sqlstate", None)
-        return StorageError(f"database_error_{sqlstate}" if sqlstate else "database_error")
-    return StorageError("unexpected_error")
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    err = (
-        exc
-        if isinstance(exc, StorageError)
-        else translate(exc)
-        if isinstance(exc, Exception)
-        else None
-    )
-    return isinstance(err, StorageError) and err.reason == "connection_lost"
+        return StorageError(Reason.DATABASE_ERROR, None, sqlstate, refused=sqlstate is not None)
+    return StorageError(Reason.UNEXPECTED_ERROR)
 
 
 class Database:
@@ -130,6 +147,18 @@ class Database:
         self._max_size = max_size
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, url: str, name: str, settings: Any) -> Database:
+        """A database with the pool and time-outs the settings ask for."""
+        return cls(
+            url,
+            name,
+            connect_timeout=settings.connect_timeout,
+            pool_timeout=settings.pool_timeout,
+            max_size=settings.pool_max_size,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
 
     def open(self) -> ConnectionPool:
         with self._lock:
@@ -198,10 +227,7 @@ class Database:
         except AuthError:
             raise
         except psycopg.Error as exc:
-            err = translate(exc, self.name)
-            if isinstance(err, StorageError) and err.reason == "connection_lost":
-                raise DatabaseUnavailable(database=self.name) from exc
-            raise err from exc
+            raise translate(exc, self.name) from exc
         finally:
             self.putconn(conn)
 
@@ -247,100 +273,3 @@ class Database:
             return psycopg.connect(self.url, **kwargs)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(database=self.name) from exc
-
-
-# ---------------------------------------------------------------------------------------------
-# Migrations, run by yoyo-migrations. Each database gets the sets it holds: the identity
-# database "auth" then "sessions", the profile database "app". In one database, all three in
-# that order, so the profile's foreign key finds auth.users.
-
-# yoyo's bookkeeping tables live in our own schema, whatever the role's search_path says.
-META_SCHEMA = "authsvc"
-MIGRATION_TABLE = "_yoyo_migration"
-_ADVISORY_LOCK_KEY = 0x61757468737663  # "authsvc"
-
-
-def migrations_dir(name: str) -> str:
-    return str(resources.files("authsvc").joinpath("stores", "migrations", name))
-
-
-def _yoyo_backend(db: Database) -> Any:
-    from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
-    from yoyo.connections import parse_uri
-
-    url = db.url
-    timeout = db._kwargs["connect_timeout"]
-
-    class Backend(PostgresqlPsycopgBackend):
-        # yoyo parses URLs its own way; connect with the libpq URL we were given instead.
-        def connect(self, dburi: Any) -> psycopg.Connection:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout)
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}")
-            conn.execute(f"SET search_path TO {META_SCHEMA}")
-            return conn
-
-    backend = Backend(parse_uri("postgresql+psycopg://authsvc/authsvc"), MIGRATION_TABLE)
-    backend.init_database()
-    return backend
-
-
-@contextmanager
-def _migration_lock(db: Database) -> Iterator[None]:
-    """Serialise migrations across instances; the lock dies with the connection if we do."""
-    conn = db.connect_direct()
-    try:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
-        yield
-    finally:
-        conn.close()
-
-
-def apply_migrations(db: Database, sets: list[str]) -> list[str]:
-    """Apply the pending migrations of `sets` to `db`; returns the ids applied (safe to rerun)."""
-    from yoyo import read_migrations
-
-    applied: list[str] = []
-    try:
-        with _migration_lock(db):
-            backend = _yoyo_backend(db)
-            try:
-                # We hold the advisory lock, so a leftover yoyo lock row is from a dead process.
-                backend.break_lock()
-                for name in sets:
-                    migrations = read_migrations(migrations_dir(name))
-                    with backend.lock(timeout=30):
-                        pending = backend.to_apply(migrations)
-                        backend.apply_migrations(pending)
-                        applied.extend(m.id for m in pending)
-            finally:
-                backend.connection.close()
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(database=db.name) from exc
-    return applied
-
-
-def migration_status(db: Database, sets: list[str]) -> dict[str, Any]:
-    """Applied and pending migration ids of `sets` in `db` (read-only)."""
-    from yoyo import read_migrations
-
-    known: list[str] = []
-    for name in sets:
-        known.extend(m.id for m in read_migrations(migrations_dir(name)))
-    try:
-        rows = db.fetchall(
-            f"SELECT migration_id FROM {META_SCHEMA}.{MIGRATION_TABLE}"  # noqa: S608
-        )
-        done = {r["migration_id"] for r in rows}
-    except StorageError as exc:
-        if exc.reason in ("undefined_table", "undefined_schema"):
-            done = set()
-        else:
-            raise
-    applied = [m for m in known if m in done]
-    return {
-        "applied": applied,
-        "pending": [m for m in known if m not in done],
-        # Migration ids are numbered across all sets ("0003_profiles"): the number is the
-        # schema version.
-        "latest": max(m.split("_", 1)[0] for m in applied) if applied else None,
-    }

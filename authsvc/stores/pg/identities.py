@@ -1,0 +1,131 @@
+"""Identities in auth.users, through psycopg 3."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from authsvc.errors import Reason, StorageError
+from authsvc.stores import COMPLETE, Identity
+from authsvc.stores.pg import scans
+from authsvc.stores.pg.database import Database
+
+log = logging.getLogger("authsvc.stores.postgres")
+
+COLUMNS = (
+    "id, email, password_hash, is_anonymous, email_confirmed_at, banned_until, "
+    "signup_state, created_at, raw_user_meta_data"
+)
+INSERT = (
+    "INSERT INTO auth.users (id, email, password_hash, raw_user_meta_data, signup_state) "
+    "VALUES (%s, %s, %s, %s, 'pending')"
+)
+MARK_COMPLETE = (
+    "UPDATE auth.users SET signup_state = 'complete', updated_at = now() "
+    "WHERE id = %s AND signup_state = 'pending'"
+)
+# Only a pending identity is a signup's to remove; a complete one was answered 201.
+DELETE_PENDING = "DELETE FROM auth.users WHERE id = %s AND signup_state = 'pending'"
+
+
+def insert_params(
+    user_id: UUID, email: str, password_hash: str | None, signup_profile: dict[str, Any]
+) -> tuple[Any, ...]:
+    return (user_id, email, password_hash, Jsonb(signup_profile))
+
+
+def no_row_written() -> StorageError:
+    # Without this, the saga would go on to write a profile for an identity that does not
+    # exist (and in two databases nothing else would stop it).
+    return StorageError(
+        Reason.NO_ROW_WRITTEN,
+        "the identity insert wrote no row: a BEFORE INSERT trigger on auth.users returning "
+        "NULL (or a rule) dropped it",
+    )
+
+
+def to_identity(row: dict[str, Any] | None) -> Identity | None:
+    if not row:
+        return None
+    values = dict(row)
+    meta = values.pop("raw_user_meta_data", None)
+    return Identity(**values, signup_profile=meta if isinstance(meta, dict) else {})
+
+
+class PgIdentities:
+    """IdentityStore over auth.users in one Postgres database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(
+        self, user_id: UUID, email: str, password_hash: str | None, signup_profile: dict[str, Any]
+    ) -> None:
+        if (
+            self.db.execute(INSERT, insert_params(user_id, email, password_hash, signup_profile))
+            != 1
+        ):
+            raise no_row_written()
+
+    def mark_complete(self, user_id: UUID) -> bool:
+        return self.db.execute(MARK_COMPLETE, (user_id,)) == 1
+
+    def delete_pending(self, user_id: UUID) -> bool:
+        return self.db.execute(DELETE_PENDING, (user_id,)) == 1
+
+    def get(self, user_id: UUID) -> Identity | None:
+        return to_identity(
+            self.db.fetchone(f"SELECT {COLUMNS} FROM auth.users WHERE id = %s", (user_id,))
+        )
+
+    def find_by_email(self, email: str) -> Identity | None:
+        return to_identity(
+            self.db.fetchone(
+                f"SELECT {COLUMNS} FROM auth.users WHERE lower(email) = lower(%s)", (email,)
+            )
+        )
+
+    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> None:
+        self.db.execute(
+            "UPDATE auth.users SET password_hash = %s, updated_at = now() "
+            "WHERE id = %s AND password_hash = %s",
+            (new_hash, user_id, old_hash),
+        )
+
+    def record_sign_in(self, user_id: UUID) -> None:
+        self.db.execute("UPDATE auth.users SET last_sign_in_at = now() WHERE id = %s", (user_id,))
+
+    # -- reconcile primitives -------------------------------------------------------------------
+
+    def scan(self, grace_seconds: int) -> Iterator[list[tuple[str, str, bool]]]:
+        return scans.scan(self.db, "auth.users", grace_seconds, "signup_state")
+
+    def present(self, ids: list[UUID]) -> set[UUID]:
+        return scans.present(self.db, "auth.users", ids)
+
+    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> list[UUID]:
+        # SKIP LOCKED leaves alone a row that a signup in flight still holds (one database;
+        # across two, a signup whose identity goes fails at its `complete` step instead).
+        rows = self.db.fetchall(
+            """
+            DELETE FROM auth.users WHERE id IN (
+                SELECT id FROM auth.users
+                 WHERE id = ANY(%s) AND signup_state = 'pending'
+                   AND created_at < now() - make_interval(secs => %s)
+                 FOR UPDATE SKIP LOCKED)
+            RETURNING id
+            """,
+            (ids, grace_seconds),
+        )
+        return [r["id"] for r in rows]
+
+    def signup_profiles(self, ids: list[UUID]) -> list[Identity]:
+        rows = self.db.fetchall(
+            f"SELECT {COLUMNS} FROM auth.users WHERE id = ANY(%s) AND signup_state = %s",
+            (ids, COMPLETE),
+        )
+        return [identity for row in rows if (identity := to_identity(row)) is not None]

@@ -1,0 +1,97 @@
+"""TransactionalSignup: one signup's writes as one transaction, when both tables share a database.
+
+Undoing is a rollback; the server rolls an open transaction back by itself if we die. Only the
+COMMIT can leave the outcome unknown (its reply lost with the connection): then the rows are read
+back on another connection before anyone answers (stores/units.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from authsvc.errors import DatabaseUnavailable
+from authsvc.stores import IdentityStore, NewProfile, Outcome, Profile, ProfileStore
+from authsvc.stores.pg import identities, profiles
+from authsvc.stores.pg.database import Database, translate
+from authsvc.stores.units import identity_missing, read_back
+
+
+class TransactionalSignup:
+    def __init__(
+        self, db: Database, ids: IdentityStore, profile_store: ProfileStore, user_id: UUID
+    ) -> None:
+        self.db = db
+        self.identities = ids
+        self.profiles = profile_store
+        self.user_id = user_id
+        self._conn: psycopg.Connection | None = None
+        self._commit_sent = False
+        self._finished = False
+
+    def __enter__(self) -> TransactionalSignup:
+        self._conn = self.db.getconn()
+        try:
+            self._conn.execute("BEGIN")
+        except psycopg.Error as exc:
+            self._release()
+            raise DatabaseUnavailable(database=self.db.name, sent=False) from exc
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if not self._finished:
+            self.compensate()
+        self._release()
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self.db.putconn(conn)
+
+    def _run(self, query: str, params: Any) -> psycopg.Cursor:
+        assert self._conn is not None
+        try:
+            return self._conn.execute(query, params)
+        except psycopg.Error as exc:
+            raise translate(exc, self.db.name) from exc
+
+    def create_identity(
+        self, email: str, password_hash: str, signup_profile: dict[str, Any]
+    ) -> None:
+        params = identities.insert_params(self.user_id, email, password_hash, signup_profile)
+        if self._run(identities.INSERT, params).rowcount != 1:
+            raise identities.no_row_written()
+
+    def insert_profile(self, profile: NewProfile) -> Profile | None:
+        return profiles.to_profile(
+            self._run(profiles.INSERT, profiles.insert_params(profile)).fetchone()
+        )
+
+    def complete(self) -> None:
+        if self._run(identities.MARK_COMPLETE, (self.user_id,)).rowcount != 1:
+            raise identity_missing()
+        self._commit_sent = True
+        try:
+            self._run("COMMIT", None)
+        except DatabaseUnavailable:
+            # The COMMIT was sent and its reply lost: it may have landed. Read back.
+            if read_back(self.identities, self.profiles, self.user_id) is not Outcome.WHOLE:
+                raise
+        self._finished = True
+
+    def compensate(self) -> Outcome:
+        """Roll back; after a COMMIT whose reply was lost, delete by id and read back."""
+        self._finished = True
+        if not self._commit_sent:
+            try:
+                self._conn.execute("ROLLBACK")  # type: ignore[union-attr]
+            except psycopg.Error:
+                pass  # the connection died: the server rolls the transaction back by itself
+            return Outcome.GONE
+        try:
+            self.identities.delete_pending(self.user_id)  # its profile goes by the foreign key
+        except DatabaseUnavailable:
+            return Outcome.REMAINS
+        return read_back(self.identities, self.profiles, self.user_id)
