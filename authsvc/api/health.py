@@ -5,14 +5,21 @@ from __future__ import annotations
 from flask import current_app
 from flask_smorest import Blueprint
 
-from authsvc.api.schemas import ErrorSchema, HealthSchema, ReadySchema, VersionSchema, enveloped
-from authsvc.errors import NotReady, envelope_ok
+from authsvc.api.schemas import HealthSchema, ReadySchema, VersionSchema, enveloped, error_schema
+from authsvc.errors import InternalError, NotReady, envelope_ok
 
 blp = Blueprint("health", __name__, description="Liveness, readiness and the running code")
+
+internal_error_doc = blp.alt_response(
+    500,
+    schema=error_schema(InternalError.code),
+    description=f"{InternalError.code}: {InternalError.message}",
+)
 
 
 @blp.route("/healthz", methods=["GET"])
 @blp.response(200, enveloped(HealthSchema))
+@internal_error_doc
 def healthz():
     """The process is alive (no I/O)."""
     return envelope_ok({"status": "ok"})
@@ -20,7 +27,12 @@ def healthz():
 
 @blp.route("/readyz", methods=["GET"])
 @blp.response(200, enveloped(ReadySchema))
-@blp.alt_response(503, schema=ErrorSchema, description="NOT_READY: details.checks names each state")
+@blp.alt_response(
+    503,
+    schema=error_schema(NotReady.code),
+    description=f"{NotReady.code}: details.checks names each check's state",
+)
+@internal_error_doc
 def readyz():
     """Every database answers and no migration is pending."""
     runtime = current_app.extensions["authsvc"]
@@ -32,6 +44,7 @@ def readyz():
 
 @blp.route("/version", methods=["GET"])
 @blp.response(200, enveloped(VersionSchema))
+@internal_error_doc
 def version():
     """What code is running: package version, git sha, start time, schema version, backend."""
     return envelope_ok(current_app.extensions["authsvc"].version_info())

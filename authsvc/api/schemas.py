@@ -168,6 +168,24 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorBodySchema, required=True)
 
 
+def error_schema(*codes: str) -> dict[str, Any]:
+    """The error envelope for the OpenAPI document, its `error.code` one of `codes`."""
+    return {
+        "allOf": [
+            ErrorSchema,
+            {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string", "enum": list(codes)}},
+                    }
+                },
+            },
+        ]
+    }
+
+
 @cache
 def enveloped(schema: type[Schema]) -> type[Schema]:
     """`{"success": true, "data": <schema>}`, named for the OpenAPI document."""
