@@ -10,6 +10,9 @@ from authsvc.errors import InternalError, NotReady, envelope_ok
 
 blp = Blueprint("health", __name__, description="Liveness, readiness and the running code")
 
+# Seconds a load balancer or client is told to wait before asking /readyz again.
+READY_RETRY_AFTER = 5
+
 internal_error_doc = blp.alt_response(
     500,
     schema=error_schema(InternalError.code),
@@ -38,7 +41,9 @@ def readyz():
     runtime = current_app.extensions["authsvc"]
     checks = runtime.readiness()
     if any(state != "ok" for state in checks.values()):
-        raise NotReady(details={"checks": checks})
+        raise NotReady(
+            details={"checks": checks}, headers={"Retry-After": str(READY_RETRY_AFTER)}
+        )
     return envelope_ok({"status": "ready", "checks": checks})
 
 
