@@ -178,7 +178,7 @@ def me_view():
 
 @blp.route("/me", methods=["PATCH"])
 @jwt_required()
-@blp.arguments(ProfileUpdateSchema)
+@blp.arguments(ProfileUpdateSchema, required=False)
 @blp.response(200, enveloped(UserResultSchema))
 @blp.doc(security=[{"bearerAuth": []}])
 @errors_doc({401: TOKEN_ERRORS, 409: (errors.UsernameTaken,)})
