@@ -12,7 +12,6 @@ from authsvc import errors, tokens
 from authsvc.api.schemas import (
     AuthResultSchema,
     EmptySchema,
-    ErrorSchema,
     LoginSchema,
     LogoutSchema,
     ProfileUpdateSchema,
@@ -22,34 +21,41 @@ from authsvc.api.schemas import (
     SignupSchema,
     UserResultSchema,
     enveloped,
+    error_schema,
 )
 from authsvc.errors import envelope_ok
 from authsvc.services import accounts, signup
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and sessions")
 
-# Responses any endpoint may give (API.md, "Codes every endpoint may answer").
-COMMON_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
+# Answers of every endpoint that reads a JSON body (API.md, "Codes every endpoint may answer"):
+# the body guard and the schema.
+BODY_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
     400: (errors.BadRequest,),
     413: (errors.PayloadTooLarge,),
     415: (errors.UnsupportedMediaType,),
     422: (errors.ValidationFailed,),
+}
+# Answers of every endpoint that needs the database, or meets a bug.
+SERVER_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
     500: (errors.InternalError,),
     503: (errors.DatabaseUnavailable,),
 }
 TOKEN_ERRORS = (errors.AuthRequired, errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked)
 
 
-def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]]):
+def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool = True):
     """Declare every error response of a view in the OpenAPI document, code by code."""
-    merged = {status: list(classes) for status, classes in COMMON_ERRORS.items()}
+    common = {**BODY_ERRORS, **SERVER_ERRORS} if body else SERVER_ERRORS
+    merged = {status: list(classes) for status, classes in common.items()}
     for status, classes in extra.items():
         merged.setdefault(status, [])[:0] = classes
 
     def decorate(view):
         for status, classes in sorted(merged.items()):
             text = " | ".join(f"{cls.code}: {cls.message}" for cls in classes)
-            view = blp.alt_response(status, schema=ErrorSchema, description=text)(view)
+            schema = error_schema(*dict.fromkeys(cls.code for cls in classes))
+            view = blp.alt_response(status, schema=schema, description=text)(view)
         return view
 
     return decorate
@@ -150,7 +156,7 @@ def logout_view(body: dict[str, Any]):
 @jwt_required()
 @blp.response(200, enveloped(UserResultSchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@errors_doc({401: TOKEN_ERRORS})
+@errors_doc({401: TOKEN_ERRORS}, body=False)
 def me_view():
     """The signed-in user."""
     user_id, _ = tokens.current_ids()
@@ -159,7 +165,7 @@ def me_view():
 
 @blp.route("/me", methods=["PATCH"])
 @jwt_required()
-@blp.arguments(ProfileUpdateSchema)
+@blp.arguments(ProfileUpdateSchema, required=False)
 @blp.response(200, enveloped(UserResultSchema))
 @blp.doc(security=[{"bearerAuth": []}])
 @errors_doc({401: TOKEN_ERRORS, 409: (errors.UsernameTaken,)})

@@ -9,6 +9,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from authsvc.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
+from authsvc.passwords import MIN_LENGTH as PASSWORD_MIN_LENGTH
+
 USERNAME_PATTERN = r"^[a-z0-9_]{3,32}$"
 _EMAIL = re.compile(
     r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -72,21 +75,30 @@ _username: dict[str, Any] = {
 
 
 class SignupSchema(Schema):
-    email = EmailField(required=True, metadata={"format": "email", "example": "alice@example.com"})
+    email = EmailField(
+        required=True,
+        metadata={"format": "email", "maxLength": 254, "example": "alice@example.com"},
+    )
     password = TextField(
         required=True,
         metadata={
             "format": "password",
-            "description": "8 to 128 characters, not a common password, not containing the email",
+            "example": "correct horse battery staple",
+            "minLength": PASSWORD_MIN_LENGTH,
+            "maxLength": PASSWORD_MAX_LENGTH,
+            "description": f"{PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters, not a "
+            "common password, not containing the email",
         },
     )
     username = fields.String(**_username)
-    display_name = DisplayNameField(metadata={"maxLength": 100, "example": "Alice"})
+    display_name = DisplayNameField(metadata={"minLength": 1, "maxLength": 100, "example": "Alice"})
 
 
 class LoginSchema(Schema):
-    email = EmailField(required=True, metadata={"format": "email"})
-    password = TextField(required=True, metadata={"format": "password"})
+    email = EmailField(required=True, metadata={"format": "email", "example": "alice@example.com"})
+    password = TextField(
+        required=True, metadata={"format": "password", "example": "correct horse battery staple"}
+    )
 
 
 class RefreshSchema(Schema):
@@ -99,7 +111,7 @@ class LogoutSchema(Schema):
 
 class ProfileUpdateSchema(Schema):
     username = fields.String(**_username)
-    display_name = DisplayNameField(metadata={"maxLength": 100})
+    display_name = DisplayNameField(metadata={"minLength": 1, "maxLength": 100})
 
 
 class UserSchema(Schema):
@@ -177,6 +189,24 @@ class ErrorSchema(Schema):
 
     success = fields.Boolean(required=True, metadata={"enum": [False]})
     error = fields.Nested(ErrorBodySchema, required=True)
+
+
+def error_schema(*codes: str) -> dict[str, Any]:
+    """The error envelope for the OpenAPI document, its `error.code` one of `codes`."""
+    return {
+        "allOf": [
+            ErrorSchema,
+            {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string", "enum": list(codes)}},
+                    }
+                },
+            },
+        ]
+    }
 
 
 @cache
