@@ -123,7 +123,7 @@ def resolve_database(settings: Settings) -> Settings:
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the service. `overrides` take the names of the environment variables."""
-    from authsvc import errors, observability, tokens
+    from authsvc import errors, metrics, observability, tokens
     from authsvc.api import init_app as init_api
     from authsvc.pages import init_app as init_pages
 
@@ -164,4 +164,5 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     tokens.init_app(app, settings.jwt_secret_key, settings.access_token_ttl)
     init_api(app)
     init_pages(app)
+    metrics.init_app(app, settings, runtime.store)
     return app
