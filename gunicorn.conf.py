@@ -1,6 +1,8 @@
 """gunicorn reads this from the working directory, so a bare `gunicorn wsgi:app` gets it too."""
 
 import os
+import shutil
+import tempfile
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -14,6 +16,39 @@ errorlog = "-"
 # gunicorn >= 25.1 opens a control socket at one fixed path per user; two instances on one
 # machine would fight over it. Older versions ignore this setting.
 control_socket_disable = True
+
+
+# Metrics (AUTHSVC_METRICS=on): each worker is a process, so prometheus_client's multiprocess
+# mode keeps every worker's numbers in files in one directory and /metrics on any worker reads
+# them all. The directory is the operator's PROMETHEUS_MULTIPROC_DIR, or one of our own.
+_metrics_dir_made: str | None = None
+
+
+def on_starting(server):
+    # In the master, before any worker is forked: workers inherit the variable. Start empty,
+    # or the files of an earlier run would be added to this one's numbers.
+    global _metrics_dir_made
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        _metrics_dir_made = tempfile.mkdtemp(prefix=f"authsvc-metrics-{os.getpid()}-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir_made
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges (its pools) go; its counters stay in the sums.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics_dir_made:
+        shutil.rmtree(_metrics_dir_made, ignore_errors=True)
 
 
 def post_worker_init(worker):
