@@ -4,6 +4,16 @@ import os
 
 from authsvc.observability import GUNICORN_LOGCONFIG
 
+# The server hooks (gunicorn picks them up by name): pools opened after the fork and closed at
+# exit, metrics shared across workers. `authsvc serve` sets the same ones.
+from authsvc.serving import (  # noqa: F401
+    child_exit,
+    on_exit,
+    on_starting,
+    post_worker_init,
+    worker_exit,
+)
+
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
@@ -19,16 +29,3 @@ logconfig_dict = GUNICORN_LOGCONFIG
 # machine would fight over it. Older versions ignore this setting.
 control_socket_disable = True
 
-
-def post_worker_init(worker):
-    # The app was loaded in this worker (no --preload); open the pools here, after the fork,
-    # so no connection or pool thread is ever shared between processes.
-    runtime = worker.wsgi.extensions.get("authsvc") if hasattr(worker.wsgi, "extensions") else None
-    if runtime is not None:
-        runtime.stores.open()
-
-
-def worker_exit(server, worker):
-    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("authsvc")
-    if runtime is not None:
-        runtime.stores.close()

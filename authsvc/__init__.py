@@ -89,7 +89,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     With no database configured (development only: production refuses at load_settings), the
     embedded Postgres is started, or found running, and migrated.
     """
-    from authsvc import embedded, errors, observability, tokens
+    from authsvc import embedded, errors, metrics, observability, tokens
     from authsvc.api import init_app as init_api
     from authsvc.pages import init_app as init_pages
 
@@ -127,4 +127,5 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     tokens.init_app(app, settings.jwt_secret_key, settings.access_token_ttl)
     init_api(app)
     init_pages(app)
+    metrics.init_app(app, settings, runtime.stores.pool_stats)
     return app

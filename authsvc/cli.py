@@ -107,6 +107,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from gunicorn.app.base import BaseApplication
 
+    from authsvc import serving
+
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
@@ -116,6 +118,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", None)
             self.cfg.set("logconfig_dict", observability.GUNICORN_LOGCONFIG)
+            for hook in serving.HOOKS:
+                self.cfg.set(hook, getattr(serving, hook))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
                 self.cfg.set("control_socket_disable", True)
 

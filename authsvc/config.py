@@ -56,6 +56,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     git_sha: str | None = None
+    metrics: bool = False
+    metrics_dir: Path | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -122,6 +124,20 @@ def _bool(env: Mapping[str, Any], name: str, default: bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be on or off, got {raw!r}.")
+
+
+def _metrics_dir(env: Mapping[str, Any]) -> Path | None:
+    """PROMETHEUS_MULTIPROC_DIR, where each worker process keeps its metrics, when it is set."""
+    raw = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if not raw:
+        return None
+    path = Path(str(raw))
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR must be a writable directory (every worker process keeps "
+            f"its metrics there), got {str(raw)!r}."
+        )
+    return path
 
 
 def secret_weakness(secret: str) -> str | None:
@@ -274,6 +290,7 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
             )
 
     jwt_secret, generated = _jwt_secret(env, production, data_dir)
+    metrics = _bool(env, "AUTHSVC_METRICS", False)
 
     return Settings(
         env=app_env,
@@ -305,5 +322,7 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         host=str(env.get("HOST") or "127.0.0.1"),
         port=_int(env, "PORT", 8000, 0),
         git_sha=_git_sha(env),
+        metrics=metrics,
+        metrics_dir=_metrics_dir(env) if metrics else None,
         warnings=tuple(warnings),
     )

@@ -330,6 +330,7 @@ def init_app(app: Any) -> None:
     from werkzeug.exceptions import HTTPException
 
     def render(err: AuthError):
+        g.auth_error = err  # what the answer was, for metrics
         response = jsonify(envelope_error(err, g.get("request_id")))
         response.status_code = err.status
         for key, value in err.headers.items():

@@ -115,6 +115,7 @@ def _render(template: str, status: int = 200, headers: dict[str, str] | None = N
 
 def _failed(template: str, form: Form, err: AuthError, email: str | None = None, **context):
     """Re-render the form with `err` beside the field it concerns, with the error's status."""
+    g.auth_error = err  # what the answer was, for metrics
     _log_failure(err)
     form.fail(err, email)
     return _render(template, err.status, err.headers, form=form, **context)

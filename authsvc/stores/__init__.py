@@ -220,6 +220,8 @@ class Stores:
     admin: SchemaAdmin
     signup: Callable[[UUID], SignupUnit]
     password_check: RemotePasswordCheck | None = None
+    # {database name: pool numbers} of the Postgres pools behind these stores (metrics).
+    pool_stats: Callable[[], dict[str, dict[str, int]]] = dict
     _open: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _close: list[Callable[[], None]] = field(default_factory=list, repr=False)
 

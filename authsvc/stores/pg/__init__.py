@@ -50,6 +50,7 @@ def make_postgres_stores(settings: Settings) -> Stores:
         idempotency=PgIdempotency(auth_db),
         admin=PgSchema(plan),
         signup=unit,
+        pool_stats=lambda: {db.name: db.stats() for db in databases},
         _open=[db.open for db in databases],
         _close=[db.close for db in databases],
     )

@@ -185,6 +185,11 @@ class Database:
                 self._pool.close(timeout=2)
                 self._pool = None
 
+    def stats(self) -> dict[str, int]:
+        """The pool's numbers (psycopg_pool's get_stats()); empty while the pool is not open."""
+        pool = self._pool
+        return pool.get_stats() if pool is not None else {}
+
     def getconn(self, timeout: float | None = None) -> psycopg.Connection:
         """A live pooled connection, or DatabaseUnavailable (sent=False) after `timeout`
         (default: the pool time-out). Give it back with putconn().

@@ -47,6 +47,7 @@ def make_supabase_stores(settings: Settings) -> Stores:
         admin=SupabaseSchema(db, clients),
         signup=partial(CompensatingSignup, identities, profiles),
         password_check=SupabasePasswordCheck(clients),
+        pool_stats=lambda: {db.name: db.stats()},
         _open=[db.open],
         _close=[db.close, clients.close],
     )
