@@ -53,13 +53,14 @@ def e2e_postgres() -> Iterator[PgServer]:
 def service(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
             pytestconfig: pytest.Config) -> Iterator[Service]:
     """gunicorn serving wsgi:app, the way the Procfile runs it, on a fresh database."""
-    database_url = e2e_postgres.create_database("authsvc_e2e")
-    migrate(database_url)
+    owner_url = e2e_postgres.create_database("authsvc_e2e")
+    migrate(owner_url)
     output = Path(pytestconfig.getoption("--output", "test-results")).absolute()
     output.mkdir(parents=True, exist_ok=True)
     try:
         running = server.start(
-            database_url, tmp_path_factory.mktemp("authsvc-data"), output / "gunicorn.log"
+            e2e_postgres.service_url(owner_url), owner_url,
+            tmp_path_factory.mktemp("authsvc-data"), output / "gunicorn.log",
         )
     except server.ServiceFailed as exc:
         pytest.fail(str(exc))
@@ -70,7 +71,7 @@ def service(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(autouse=True)
 def _empty_tables(service: Service) -> None:
     """Every journey starts from empty tables (the running service keeps its pools)."""
-    truncate(service.database_url)
+    truncate(service.owner_url)
 
 
 # -- Playwright ---------------------------------------------------------------------------------

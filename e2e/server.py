@@ -28,17 +28,19 @@ class ServiceFailed(RuntimeError):
 
 @dataclass
 class Service:
-    """A running gunicorn: where it listens, its database, its log."""
+    """A running gunicorn: where it listens, its database (as the service connects to it, and
+    as the owner for faults and assertions), its log."""
 
     base_url: str
     database_url: str
+    owner_url: str
     log_path: Path
     process: subprocess.Popen
 
     @property
     def rows(self) -> PostgresRows:
         """The service's tables, for the helpers in e2e.helpers."""
-        return PostgresRows(self.database_url)
+        return PostgresRows(self.owner_url)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -94,7 +96,7 @@ def service_env(database_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def start(database_url: str, data_dir: Path, log_path: Path) -> Service:
+def start(database_url: str, owner_url: str, data_dir: Path, log_path: Path) -> Service:
     """`python -m gunicorn -w 2 wsgi:app` from the repository root (so gunicorn.conf.py is
     read) on a free loopback port; returns once /readyz answers 200."""
     port = free_port()
@@ -110,7 +112,7 @@ def start(database_url: str, data_dir: Path, log_path: Path) -> Service:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    service = Service(f"http://127.0.0.1:{port}", database_url, log_path, process)
+    service = Service(f"http://127.0.0.1:{port}", database_url, owner_url, log_path, process)
     deadline = time.monotonic() + READY_TIMEOUT
     while not is_ready(service.base_url):
         if process.poll() is not None:

@@ -112,7 +112,7 @@ def test_a_signup_that_fails_in_the_database_says_so_and_leaves_neither_row(
 ):
     page.goto("/signup")
     fill_signup(page, "carol@example.com", username="carol", display_name="Carol")
-    with faults.profile_insert_raises(service.database_url):
+    with faults.profile_insert_raises(service.owner_url):
         page.get_by_role("button", name="Create account").click()
         alert = page.get_by_role("alert")
         expect(alert).to_contain_text("We couldn't create your account")

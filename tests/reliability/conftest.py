@@ -61,14 +61,13 @@ def services(state_dir: Path) -> Iterator[Services]:
 
 
 @pytest.fixture(params=["one", "split"])
-def layout(request: pytest.FixtureRequest, database_url: str,
-           split_urls: tuple[str, str]) -> Layout:
+def layout(request: pytest.FixtureRequest, owner_url: str, database_url: str,
+           split_owner_urls: tuple[str, str], split_urls: tuple[str, str]) -> Layout:
     """Both layouts on the session's shared cluster; tests/conftest.py empties the tables
     before each test (this fixture asks for database_url and split_urls)."""
     if request.param == "one":
-        return Layout("one", database_url, database_url)
-    app_url, auth_url = split_urls
-    return Layout("split", app_url, auth_url)
+        return Layout("one", owner_url, owner_url, database_url, database_url)
+    return Layout("split", *split_owner_urls, *split_urls)
 
 
 @pytest.fixture
@@ -85,12 +84,7 @@ def _throwaway_cluster() -> PgServer:
         embedded.find_bin_dir()
     except embedded.EmbeddedError as exc:
         pytest.skip(f"outage tests need Postgres server binaries: {exc}")
-    data_dir = Path(tempfile.mkdtemp(prefix="authsvc-outage-pg-"))
-    data_dir.chmod(0o755)
-    cluster = embedded.ensure_running(data_dir)
-    from psycopg.conninfo import make_conninfo
-
-    return PgServer(admin_url=make_conninfo(cluster.url, dbname="postgres"), data_dir=data_dir)
+    return PgServer.throwaway()
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +109,10 @@ def outage_layouts(outage_clusters: tuple[PgServer, PgServer]) -> dict[str, Layo
     app_url = a.create_database("authsvc_outage_app")
     auth_url = b.create_database("authsvc_outage_auth")
     migrate(app_url, auth_url)
+    one_service = a.service_url(one)
     return {
-        "one": Layout("outage-one", one, one, app_server=a, auth_server=a),
-        "split": Layout("outage-split", app_url, auth_url, app_server=a, auth_server=b),
+        "one": Layout("outage-one", one, one, one_service, one_service,
+                      app_server=a, auth_server=a),
+        "split": Layout("outage-split", app_url, auth_url, a.service_url(app_url),
+                        b.service_url(auth_url), app_server=a, auth_server=b),
     }

@@ -159,11 +159,15 @@ def unique_email(tag: str = "user") -> str:
 @dataclass
 class Layout:
     """Where the tables live. `app_url` holds public.users, `auth_url` auth.users and the
-    authsvc schema; in the one-database layout they are the same URL."""
+    authsvc schema; in the one-database layout they are the same URL. Those two are the
+    owner's, for faults and raw SQL; the service (and its command line) connects with the
+    service role's URLs of the same databases."""
 
     name: str
     app_url: str
     auth_url: str
+    service_app_url: str
+    service_auth_url: str
     app_server: PgServer | None = None
     auth_server: PgServer | None = None
 
@@ -172,7 +176,8 @@ class Layout:
         return self.app_url != self.auth_url
 
     def env(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.app_url, "AUTH_DATABASE_URL": self.auth_url}
+        """The service's database settings."""
+        return {"DATABASE_URL": self.service_app_url, "AUTH_DATABASE_URL": self.service_auth_url}
 
     def truncate(self) -> None:
         for url in {self.app_url, self.auth_url}:
@@ -452,6 +457,8 @@ class Gate:
         _, table, event, _ = STEP_STATEMENTS[self.step]
         self._exec(
             "CREATE TABLE IF NOT EXISTS public.authsvc_gate (closed boolean)",
+            # The trigger runs as the service's role, which must see the gate.
+            "GRANT SELECT ON public.authsvc_gate TO PUBLIC",
             "DELETE FROM public.authsvc_gate",
             "INSERT INTO public.authsvc_gate VALUES (true)",
             "CREATE OR REPLACE FUNCTION public.authsvc_gate_fn() RETURNS trigger "

@@ -33,11 +33,12 @@ def scratch_url(pg) -> str:
 
 
 @pytest.fixture(params=["one", "split"])
-def drift_layout(request, scratch_url, split_urls) -> Iterator[Layout]:
+def drift_layout(request, pg, scratch_url, split_owner_urls, split_urls) -> Iterator[Layout]:
     if request.param == "one":
-        layout = Layout("one", scratch_url, scratch_url)
+        service_url = pg.service_url(scratch_url)
+        layout = Layout("one", scratch_url, scratch_url, service_url, service_url)
     else:
-        layout = Layout("split", *split_urls)
+        layout = Layout("split", *split_owner_urls, *split_urls)
     layout.truncate()
     yield layout
     layout.truncate()
