@@ -25,7 +25,7 @@ from tests.reliability.support import (
     wait_for,
 )
 
-# API.md: 503 "within a few seconds". The pool waits AUTHSVC_DB_POOL_TIMEOUT (default 5 s)
+# API.md: 503 "within a few seconds". The pool waits AUTHSVC_DB_POOL_TIMEOUT (default 3 s)
 # for a connection; this bound is generous on purpose, for a loaded CI machine.
 BOUND = 10.0
 
