@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import APIRequestContext, Playwright
 
-from e2e import server
-from e2e.server import Service
+from e2e.helpers import PostgresRows
 from tests.conftest import migrate, truncate
 from tests.pgcluster import PgServer
+from tests.service import Gunicorn, ServiceFailed, service_env
 
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM = os.environ.get("AUTHSVC_E2E_CHROMIUM", "/usr/bin/chromium")
@@ -49,23 +50,40 @@ def e2e_postgres() -> Iterator[PgServer]:
     pg.stop()
 
 
+@dataclass
+class Service:
+    """The service the journeys drive: its gunicorn, and its database as the service connects to
+    it and as the owner (for faults and assertions)."""
+
+    gunicorn: Gunicorn
+    database_url: str
+    owner_url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.gunicorn.base
+
+    @property
+    def rows(self) -> PostgresRows:
+        """The service's tables, for the helpers in e2e.helpers."""
+        return PostgresRows(self.owner_url)
+
+
 @pytest.fixture(scope="session")
 def service(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
             pytestconfig: pytest.Config) -> Iterator[Service]:
     """gunicorn serving wsgi:app, the way the Procfile runs it, on a fresh database."""
     owner_url = e2e_postgres.create_database("authsvc_e2e")
     migrate(owner_url)
+    database_url = e2e_postgres.service_url(owner_url)
     output = Path(pytestconfig.getoption("--output", "test-results")).absolute()
-    output.mkdir(parents=True, exist_ok=True)
+    env = service_env(tmp_path_factory.mktemp("authsvc-data"), DATABASE_URL=database_url)
     try:
-        running = server.start(
-            e2e_postgres.service_url(owner_url), owner_url,
-            tmp_path_factory.mktemp("authsvc-data"), output / "gunicorn.log",
-        )
-    except server.ServiceFailed as exc:
+        gunicorn = Gunicorn.started(env, log_path=output / "gunicorn.log")
+    except ServiceFailed as exc:
         pytest.fail(str(exc))
-    yield running
-    running.stop()
+    yield Service(gunicorn, database_url, owner_url)
+    gunicorn.stop()
 
 
 @pytest.fixture(autouse=True)

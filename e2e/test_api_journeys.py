@@ -11,8 +11,8 @@ from authsvc.errors import (
     TokenRevoked,
     ValidationFailed,
 )
+from e2e.conftest import Service
 from e2e.helpers import assert_user_absent, assert_user_complete, find_user
-from e2e.server import Service
 from tests import faults
 
 PASSWORD = "correct horse battery staple"

@@ -6,8 +6,8 @@ import re
 
 from playwright.sync_api import Browser, Page, expect
 
+from e2e.conftest import Service
 from e2e.helpers import assert_user_absent, assert_user_complete, find_user
-from e2e.server import Service
 from tests import faults
 
 PASSWORD = "correct horse battery staple"

@@ -10,17 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import CHEAP_ARGON2, PASSWORD, TEST_SECRET, count
-from tests.service import Gunicorn, request
+from tests.conftest import PASSWORD, count
+from tests.service import Gunicorn, request, service_env
 
 
 @pytest.fixture
 def server(database_url, tmp_path):
-    service = Gunicorn({"DATABASE_URL": database_url, "JWT_SECRET_KEY": TEST_SECRET,
-                        "AUTHSVC_DATA_DIR": str(tmp_path), "AUTHSVC_RATE_LIMITS": "off",
-                        "AUTHSVC_ENV": "production", **CHEAP_ARGON2,
-                        "AUTHSVC_ARGON2_TIME_COST": "2", "AUTHSVC_ARGON2_MEMORY_KIB": "19456"})
-    service.wait_ready()
+    service = Gunicorn.started(
+        service_env(tmp_path, DATABASE_URL=database_url, AUTHSVC_ENV="production",
+                    AUTHSVC_ARGON2_TIME_COST="2", AUTHSVC_ARGON2_MEMORY_KIB="19456"),
+        log_path=tmp_path / "gunicorn.log",
+    )
     yield service
     service.stop()
 

@@ -14,7 +14,8 @@ import pytest
 from authsvc import embedded
 from tests.conftest import migrate
 from tests.pgcluster import PgServer
-from tests.reliability.support import REPORT, Layout, Service, start_server
+from tests.reliability.support import REPORT, Layout, start_server
+from tests.service import Gunicorn, service_env
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -33,18 +34,25 @@ def state_dir() -> Iterator[Path]:
 
 
 class Services:
-    """gunicorn instances, started on first use and stopped at the end of the session."""
+    """gunicorn instances (2 workers), started on first use, started again if they died, and
+    stopped at the end of the session. Each keeps its data and its log under the session's
+    state_dir."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.running: dict[str, Service] = {}
+        self.running: dict[str, Gunicorn] = {}
 
-    def get(self, layout: Layout, name: str = "", **kw: Any) -> Service:
+    def get(self, layout: Layout, name: str = "",
+            extra_env: dict[str, str] | None = None) -> Gunicorn:
         key = f"{layout.name}{'-' + name if name else ''}"
         service = self.running.get(key)
-        if service is None or service.proc is None or service.proc.poll() is not None:
-            service = Service(layout, self.root / key, name=key, **kw).start()
+        if service is None:
+            (self.root / key).mkdir(parents=True, exist_ok=True)
+            env = service_env(self.root / key, **{**layout.env(), **(extra_env or {})})
+            service = Gunicorn.started(env, log_path=self.root / f"gunicorn-{key}.log", name=key)
             self.running[key] = service
+        elif not service.running:
+            service.restart()
         return service
 
     def stop_all(self) -> None:
@@ -71,7 +79,7 @@ def layout(request: pytest.FixtureRequest, owner_url: str, database_url: str,
 
 
 @pytest.fixture
-def service(layout: Layout, services: Services) -> Service:
+def service(layout: Layout, services: Services) -> Gunicorn:
     return services.get(layout)
 
 

@@ -30,9 +30,6 @@ from tests import faults
 from tests.reliability.support import (
     Gate,
     Layout,
-    NoAnswer,
-    Reply,
-    Service,
     reconcile,
     report,
     start_server,
@@ -40,6 +37,7 @@ from tests.reliability.support import (
     unique_email,
     workers_holding,
 )
+from tests.service import Gunicorn, NoAnswer, Reply
 
 MIN_SIGNUPS = 1000
 CLEAN_BATCH = 20
@@ -126,7 +124,7 @@ class Attempt:
 @dataclass
 class Run:
     layout: Layout
-    service: Service
+    service: Gunicorn
     rng: random.Random
     attempts: list[Attempt] = field(default_factory=list)
     faults: Counter = field(default_factory=Counter)

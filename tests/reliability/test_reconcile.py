@@ -15,7 +15,8 @@ import pytest
 from authsvc.passwords import Hasher
 from tests import faults
 from tests.conftest import PASSWORD, migrate
-from tests.reliability.support import Layout, cli, free_port, reconcile, report
+from tests.reliability.support import Layout, cli, reconcile, report
+from tests.service import free_port
 
 OLD = "1 hour"  # well past the default grace period of 300 s
 HASH = Hasher(1, 8, 1).hash(PASSWORD)
