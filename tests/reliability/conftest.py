@@ -3,6 +3,8 @@ that outage tests may stop, and a summary of what was checked printed at the end
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +25,28 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("=", "reliability: what was checked")
         for line in REPORT:
             terminalreporter.write_line(line)
+    failed = [
+        (r.nodeid, dict(r.user_properties)["chaos_seed"])
+        for r in terminalreporter.stats.get("failed", []) + terminalreporter.stats.get("error", [])
+        if "chaos_seed" in dict(getattr(r, "user_properties", ()))
+    ]
+    if failed:
+        terminalreporter.write_sep("=", "reliability: seeds of the failed randomized runs",
+                                   red=True)
+        for nodeid, seed in dict.fromkeys(failed):
+            terminalreporter.write_line(f"{nodeid}: seed {seed}; replay it with")
+            terminalreporter.write_line(
+                f"  AUTHSVC_CHAOS_SEED={seed} python -m pytest '{nodeid}'"
+            )
+
+
+@pytest.fixture
+def chaos_seed(request: pytest.FixtureRequest) -> int:
+    """The randomized schedule's seed: $AUTHSVC_CHAOS_SEED, or a fresh one. Kept on the test's
+    report, so that the end of the run prints it (and how to replay it) when the test fails."""
+    seed = int(os.environ.get("AUTHSVC_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+    request.node.user_properties.append(("chaos_seed", seed))
+    return seed
 
 
 @pytest.fixture(scope="session")
