@@ -94,6 +94,16 @@ PLAIN: dict[str, tuple[Callable[[Layout], AbstractContextManager[Any]], str, str
         lambda lay: faults.trigger(lay.auth_url, "auth.users", "RAISE EXCEPTION 'refused';",
                                    when="BEFORE UPDATE"),
         "complete", "trigger_raised"),
+    # The service's role refused by the database (it is no superuser and owns no table).
+    "profile_rls_without_insert_policy": (
+        lambda lay: faults.rls_refuses_insert(lay.app_url),
+        "profile_insert", "permission_denied"),
+    "profile_insert_revoked": (
+        lambda lay: faults.revoked(lay.app_url, "INSERT", "public.users"),
+        "profile_insert", "permission_denied"),
+    "complete_update_revoked": (
+        lambda lay: faults.revoked(lay.auth_url, "UPDATE", "auth.users"),
+        "complete", "permission_denied"),
     "compensation_deletes_refused": (_compensation_blocked, "profile_verify", "email_mismatch"),
     "compensation_profile_delete_refused": (
         _profile_delete_refused, "profile_verify", "email_mismatch"),
