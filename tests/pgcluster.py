@@ -117,6 +117,9 @@ class PgServer:
                     sql.Identifier(name), sql.Literal(password)
                 )
             )
+            # An admin user that is no superuser may pg_terminate_backend the service's
+            # connections (a fault) only as a member of its role.
+            conn.execute(sql.SQL("GRANT {} TO current_user").format(sql.Identifier(name)))
         self.service_role, self._service_password = name, password
         return name
 
