@@ -142,12 +142,14 @@ def request(base: str, method: str, path: str, body: Any = None,
 
 def signup(port: int, email: str, password: str = PASSWORD, key: str | None = None,
            timeout: float = 60, **fields: Any) -> Reply:
+    """POST /api/v1/auth/signup, with an Idempotency-Key when `key` is given."""
     headers = {"Idempotency-Key": key} if key else None
     return call(port, "POST", "/api/v1/auth/signup",
                 {"email": email, "password": password, **fields}, headers, timeout)
 
 
 def login(port: int, email: str, password: str = PASSWORD, timeout: float = 60) -> Reply:
+    """POST /api/v1/auth/login."""
     return call(port, "POST", "/api/v1/auth/login", {"email": email, "password": password},
                 timeout=timeout)
 
@@ -156,6 +158,7 @@ def login(port: int, email: str, password: str = PASSWORD, timeout: float = 60) 
 
 
 def children(pid: int) -> list[int]:
+    """The child processes of `pid` (zombies included)."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
@@ -254,15 +257,18 @@ class Gunicorn:
 
     @property
     def base(self) -> str:
+        """Where it answers: http://127.0.0.1:<port>."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
     def master(self) -> int:
+        """The master's pid."""
         assert self.proc is not None, f"{self.name} is not running"
         return self.proc.pid
 
     @property
     def running(self) -> bool:
+        """The master has not exited."""
         return self.proc is not None and self.proc.poll() is None
 
     def wait_ready(self, timeout: float = 60) -> Gunicorn:
@@ -313,12 +319,14 @@ class Gunicorn:
         return next(iter(owners), None)
 
     def logs(self) -> str:
+        """Everything gunicorn and the service wrote so far."""
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last `lines` lines of the log, for failure messages."""
         return "\n".join(self.logs().splitlines()[-lines:]) or "(no log)"
 
     def stop(self) -> str:
@@ -347,13 +355,17 @@ class Gunicorn:
     # -- requests ----------------------------------------------------------------------------
 
     def call(self, method: str, path: str, **kw: Any) -> Reply:
+        """One request to this service (see call())."""
         return call(self.port, method, path, **kw)
 
     def call_readyz(self) -> Reply:
+        """GET /readyz."""
         return call(self.port, "GET", "/readyz")
 
     def signup(self, email: str, **kw: Any) -> Reply:
+        """A signup on this service (see signup())."""
         return signup(self.port, email, **kw)
 
     def login(self, email: str, **kw: Any) -> Reply:
+        """A login on this service (see login())."""
         return login(self.port, email, **kw)
