@@ -13,9 +13,11 @@ from typing import Any
 
 from flask import Flask
 
+from authsvc.background import Purger
 from authsvc.config import Settings, load_settings
 from authsvc.passwords import Hasher
 from authsvc.ratelimit import RateLimits
+from authsvc.sealing import Sealer
 from authsvc.services.accounts import Context
 from authsvc.stores import Stores, make_stores
 
@@ -56,11 +58,13 @@ class Runtime:
     stores: Stores
     hasher: Hasher
     rate_limits: RateLimits
+    sealer: Sealer
     started_at: datetime = field(default_factory=lambda: STARTED_AT)
 
     @property
-    def secret(self) -> bytes:
-        return self.settings.jwt_secret_key.encode()
+    def secrets(self) -> tuple[bytes, ...]:
+        """The signing secrets, current first (previous ones still verify)."""
+        return tuple(s.encode() for s in signing_secrets(self.settings))
 
     def context(self, user_agent: str | None = None) -> Context:
         """What the use cases need for one request (access tokens are minted by
@@ -72,9 +76,16 @@ class Runtime:
             hasher=self.hasher,
             mint=tokens.mint,
             refresh_ttl=self.settings.refresh_token_ttl,
-            secret=self.secret,
+            secrets=self.secrets,
+            sealer=self.sealer,
+            idempotency_ttl=self.settings.idempotency_ttl,
+            refresh_reuse_interval=self.settings.refresh_reuse_interval,
             user_agent=user_agent,
         )
+
+
+def signing_secrets(settings: Settings) -> list[str]:
+    return [settings.jwt_secret_key, *getattr(settings, "previous_secret_keys", ())]
 
 
 def hasher_for(settings: Settings) -> Hasher:
@@ -119,8 +130,11 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
             {"signup": settings.rate_limit_signup, "login": settings.rate_limit_login},
             settings.redis_url,
         ),
+        sealer=Sealer(signing_secrets(settings), "idempotency responses"),
     )
     app.extensions["authsvc"] = runtime
+    purger = Purger(runtime.stores, settings)
+    app.before_request(purger.ensure_started)
 
     observability.init_app(app)
     errors.init_app(app)

@@ -179,6 +179,18 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if remaining else 0
 
 
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from authsvc.services import maintenance
+
+    with _database(settings) as settings, _stores(settings) as stores:
+        counts = maintenance.purge(stores, settings)
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        print("purged: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
 Check = tuple[str, bool, str]
 
 
@@ -317,6 +329,16 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object (counts, up to 1,000 ids)"
     )
     rec.set_defaults(func=cmd_reconcile)
+    purge = sub.add_parser(
+        "purge",
+        help="remove spent refresh tokens, ended sessions and expired idempotency keys",
+        description="Remove what can never be used again: refresh tokens expired or spent "
+        "longer ago than AUTHSVC_SPENT_TOKEN_RETENTION_SECONDS, sessions revoked that long ago "
+        "or left without tokens, and expired idempotency keys. The service also does this by "
+        "itself, at most every AUTHSVC_PURGE_INTERVAL_SECONDS, one instance at a time.",
+    )
+    purge.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    purge.set_defaults(func=cmd_purge)
     sub.add_parser(
         "doctor",
         help="check configuration, database, migrations, roles, drift",

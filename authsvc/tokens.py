@@ -10,6 +10,7 @@ from flask import Flask, current_app, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt
 
 from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid, TokenRevoked
+from authsvc.services import sessions
 
 
 def mint(user_id: UUID, session_id: UUID) -> tuple[str, int]:
@@ -56,7 +57,12 @@ def init_app(app: Flask, secret: str, access_ttl: int) -> None:
             session_id = UUID(sid)
         except (TypeError, ValueError):
             return True
-        return not current_app.extensions["authsvc"].stores.sessions.session_active(session_id)
+        # An ended session is revoked (401); a ban raises UserBanned (403) from here.
+        try:
+            sessions.check_access(current_app.extensions["authsvc"].stores, session_id)
+        except TokenRevoked:
+            return True
+        return False
 
     @jwt.unauthorized_loader
     def missing(_reason: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ TABLES = (
     "authsvc.sessions",
     "authsvc.refresh_tokens",
     "authsvc.idempotency_keys",
+    "authsvc.maintenance",
 )
 TEST_SECRET = "test-signing-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0-long-enough"
 PASSWORD = "correct horse battery staple"
@@ -44,11 +46,28 @@ def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, A
         "JWT_SECRET_KEY": TEST_SECRET,
         "AUTHSVC_DATA_DIR": str(tmp_path),
         "AUTHSVC_RATE_LIMITS": "off",
+        # The hourly purge runs in a thread; tests that need it run it themselves.
+        "AUTHSVC_PURGE_INTERVAL_SECONDS": "0",
         "AUTHSVC_DB_POOL_TIMEOUT": "3",
         "AUTHSVC_DB_CONNECT_TIMEOUT": "2",
         **CHEAP_ARGON2,
         **extra,
     }
+
+
+def migration_count(*sets: str) -> int:
+    from authsvc.stores.pg.schema import migrations_dir
+
+    return sum(len(list(Path(migrations_dir(name)).glob("*.sql"))) for name in sets)
+
+
+def latest_migration(*sets: str) -> str:
+    """The schema version a database holding these migration sets reports: the highest number
+    among their files (so a new migration needs no test edited)."""
+    from authsvc.stores.pg.schema import migrations_dir
+
+    names = [p.name for name in sets for p in Path(migrations_dir(name)).glob("*.sql")]
+    return max(name.split("_", 1)[0] for name in names)
 
 
 def migrate(database_url: str, auth_database_url: str | None = None) -> None:

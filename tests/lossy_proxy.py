@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _STARTUP_CODES = {80877103, 80877104, 80877102, 196608}  # SSL, GSSENC, cancel, protocol 3.0
@@ -49,6 +50,8 @@ class LossyProxy:
         # When the lost reply is cut, cut every other connection too and refuse new ones: the
         # database goes out of reach right after the statement landed.
         self.unreachable_after_loss = False
+        # Called once the lost statement has landed, before the client learns anything.
+        self.on_loss: Callable[[], object] | None = None
         self.lost: list[bytes] = []  # the statements whose replies were lost
         self._links: list[_Link] = []
         self._stopped = False
@@ -73,6 +76,10 @@ class LossyProxy:
 
     def stop(self) -> None:
         self._stopped = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
         self._listener.close()
         for link in list(self._links):
             link.close()
@@ -84,6 +91,10 @@ class LossyProxy:
             try:
                 client, _ = self._listener.accept()
             except OSError:
+                return
+            if self._stopped:
+                # The listener's descriptor number may already belong to a newer socket.
+                client.close()
                 return
             if self.refusing:
                 client.close()
@@ -162,6 +173,8 @@ class LossyProxy:
                     continue
                 pending += chunk
                 if self._answered(pending):
+                    if self.on_loss is not None:
+                        self.on_loss()
                     if self.unreachable_after_loss:
                         with self._lock:
                             self.refusing = True

@@ -5,6 +5,7 @@ answers, in one database and across two."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import psycopg
@@ -76,15 +77,17 @@ def test_a_lost_commit_reply_of_a_whole_account_is_answered_201(one, db):
     assert auth.login("lost-commit@example.com")["data"]["user"]["id"] == user["id"]
 
 
-def test_a_lost_commit_that_cannot_be_read_back_is_not_called_compensated(one, db):
+def test_a_lost_commit_that_cannot_be_read_back_is_not_called_compensated(one, db, owner_url):
     auth, proxy = one
     proxy.lose_reply_of(COMMIT)
-    # ... and right after, the database is out of reach: nobody can look.
-    proxy.unreachable_after_loss = True
-    try:
+    with ExitStack() as stack:
+        # Right after the COMMIT lands, the service may no longer read auth.users: nobody can
+        # look at what became of the signup.
+        proxy.on_loss = lambda: stack.enter_context(
+            faults.revoked(owner_url, "SELECT", "auth.users")
+        )
         body = auth.signup("unknown@example.com", expect=500)
-    finally:
-        proxy.refusing = False
+    assert proxy.lost == [COMMIT.encode()]
     error = body["error"]
     assert error["code"] == SignupFailed.code
     assert error["details"]["step"] == "complete"

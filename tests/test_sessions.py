@@ -224,9 +224,16 @@ def test_refresh_rotates_the_refresh_token(auth, db):
     assert all(first["refresh_token"].encode() not in bytes(r["token_hash"]) for r in stored)
 
 
-def test_reusing_a_refresh_token_revokes_the_whole_session(auth):
+def _past_the_reuse_interval(db) -> None:
+    """Move every spent refresh token's first use past AUTHSVC_REFRESH_REUSE_INTERVAL (10 s)."""
+    db.execute("UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '11 seconds' "
+               "WHERE used_at IS NOT NULL")
+
+
+def test_reusing_a_refresh_token_revokes_the_whole_session(auth, db):
     first = session_of(auth.signup())
     second = refresh(auth.client, first["refresh_token"]).get_json()["data"]["session"]
+    _past_the_reuse_interval(db)
     reused = refresh(auth.client, first["refresh_token"])
     assert reused.status_code == 401
     assert reused.get_json()["error"]["code"] == RefreshTokenReused.code
@@ -240,7 +247,21 @@ def test_reusing_a_refresh_token_revokes_the_whole_session(auth):
     assert auth.me(other["access_token"]).status_code == 200
 
 
-def test_concurrent_use_of_one_refresh_token_lets_exactly_one_through(app, auth):
+def test_a_token_presented_again_within_the_reuse_interval_gets_a_new_pair(auth, db):
+    first = session_of(auth.signup())
+    second = session_of_refresh(refresh(auth.client, first["refresh_token"]))
+    # A retried request, or a second tab: the same spent token again, at once.
+    again = session_of_refresh(refresh(auth.client, first["refresh_token"]))
+    assert again["refresh_token"] not in (first["refresh_token"], second["refresh_token"])
+    for session in (second, again):  # nothing was revoked: both pairs work
+        assert auth.me(session["access_token"]).status_code == 200
+    assert refresh(auth.client, second["refresh_token"]).status_code == 200
+    assert refresh(auth.client, again["refresh_token"]).status_code == 200
+    assert db.execute("SELECT count(*) AS n FROM authsvc.sessions WHERE revoked_at IS NOT NULL"
+                      ).fetchone()["n"] == 0
+
+
+def test_parallel_refreshes_with_one_token_all_keep_the_session(app, auth):
     token = session_of(auth.signup())["refresh_token"]
 
     def attempt(_):
@@ -249,8 +270,30 @@ def test_concurrent_use_of_one_refresh_token_lets_exactly_one_through(app, auth)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(attempt, range(4)))
-    assert sum(r["success"] for r in results) == 1
-    assert {r["error"]["code"] for r in results if not r["success"]} == {RefreshTokenReused.code}
+    assert all(r["success"] for r in results), results
+    tokens = {r["data"]["session"]["refresh_token"] for r in results}
+    assert len(tokens) == 4  # each got its own new token, in the same session
+    assert all(auth.me(r["data"]["session"]["access_token"]).status_code == 200 for r in results)
+
+
+def test_concurrent_reuse_after_the_interval_lets_none_through(app, auth, db):
+    token = session_of(auth.signup())["refresh_token"]
+    assert refresh(auth.client, token).status_code == 200
+    _past_the_reuse_interval(db)
+
+    def attempt(_):
+        with app.test_client() as c:
+            return refresh(c, token).get_json()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(attempt, range(4)))
+    assert not any(r["success"] for r in results)
+    assert {r["error"]["code"] for r in results} == {RefreshTokenReused.code}
+
+
+def session_of_refresh(response):
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["data"]["session"]
 
 
 def test_an_unknown_refresh_token_is_invalid(client):

@@ -84,7 +84,17 @@ def _idempotency_key() -> str | None:
 
 @blp.route("/signup", methods=["POST"])
 @blp.arguments(SignupSchema)
-@blp.response(201, enveloped(SignupResultSchema))
+@blp.response(
+    201,
+    enveloped(SignupResultSchema),
+    headers={
+        "Idempotent-Replayed": {
+            "description": "`true` when this is the first answer to this Idempotency-Key "
+            "again, replayed: nothing was created by this request.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    },
+)
 @blp.doc(
     parameters=[
         {
@@ -108,8 +118,8 @@ def signup_view(body: dict[str, Any]):
     """Create an account: the identity and its profile, or neither."""
     _runtime().rate_limits.hit("signup", _client())
     key = _idempotency_key()
-    user, session = accounts.sign_up(_context(), signup.SignupData(**body), key)
-    return envelope_ok({"user": user.as_dict(), "session": session.as_dict() if session else None})
+    answer, replayed = accounts.sign_up(_context(), signup.SignupData(**body), key)
+    return envelope_ok(answer), 201, {"Idempotent-Replayed": "true"} if replayed else {}
 
 
 @blp.route("/login", methods=["POST"])
@@ -130,7 +140,8 @@ def login_view(body: dict[str, Any]):
 @errors_doc(
     {
         401: (errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked,
-              errors.RefreshTokenReused)
+              errors.RefreshTokenReused),
+        403: (errors.UserBanned,),
     }
 )
 def refresh_view(body: dict[str, Any]):
@@ -144,7 +155,7 @@ def refresh_view(body: dict[str, Any]):
 @blp.arguments(LogoutSchema, required=False)
 @blp.response(200, enveloped(EmptySchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@errors_doc({401: TOKEN_ERRORS})
+@errors_doc({401: TOKEN_ERRORS, 403: (errors.UserBanned,)})
 def logout_view(body: dict[str, Any]):
     """End this session, or with scope "global" every session of the user."""
     user_id, session_id = tokens.current_ids()
@@ -156,7 +167,7 @@ def logout_view(body: dict[str, Any]):
 @jwt_required()
 @blp.response(200, enveloped(UserResultSchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@errors_doc({401: TOKEN_ERRORS}, body=False)
+@errors_doc({401: TOKEN_ERRORS, 403: (errors.UserBanned,)}, body=False)
 def me_view():
     """The signed-in user."""
     user_id, _ = tokens.current_ids()
@@ -168,7 +179,7 @@ def me_view():
 @blp.arguments(ProfileUpdateSchema, required=False)
 @blp.response(200, enveloped(UserResultSchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@errors_doc({401: TOKEN_ERRORS, 409: (errors.UsernameTaken,)})
+@errors_doc({401: TOKEN_ERRORS, 403: (errors.UserBanned,), 409: (errors.UsernameTaken,)})
 def update_me_view(body: dict[str, Any]):
     """Change the username and/or display name."""
     user_id, _ = tokens.current_ids()

@@ -25,6 +25,7 @@ from authsvc.errors import (
     BadRequest,
     InternalError,
     TokenRevoked,
+    UserBanned,
     ValidationFailed,
     from_http_exception,
 )
@@ -169,12 +170,10 @@ def _resolve_session(browser: BrowserSession) -> SignedIn | None:
     except (KeyError, TypeError, ValueError):
         browser.sign_out()
         return None
-    if not ctx.stores.sessions.session_active(session_id):
-        browser.sign_out()
-        return None
     try:
+        accounts.check_access(ctx, session_id)
         user = accounts.me(ctx, user_id)
-    except TokenRevoked:
+    except (TokenRevoked, UserBanned):
         browser.sign_out()
         return None
     return SignedIn(user, user_id, session_id)
@@ -272,7 +271,7 @@ def signup_page():
         body = _load(SignupSchema(), form.body())
         email = body["email"]
         rt.rate_limits.hit("signup", _client())
-        _user, session = accounts.sign_up(_context(), signup.SignupData(**body))
+        answer, _replayed = accounts.sign_up(_context(), signup.SignupData(**body))
     except ValidationFailed as err:
         # Say everything at once: the password policy too, not only after the rest is fixed.
         password = form.values["password"]
@@ -283,10 +282,11 @@ def signup_page():
         return _failed("signup.html", form, err, email)
     except AuthError as err:
         return _failed("signup.html", form, err, email)
+    session = answer["session"]
     if session is None:
         # The account exists; only signing in failed. Say so rather than "nothing was created".
         return redirect(url_for(".login_page", created=1), 303)
-    _browser().sign_in(session.access_token, session.refresh_token)
+    _browser().sign_in(session["access_token"], session["refresh_token"])
     return redirect(url_for(".account", welcome=1), 303)
 
 

@@ -6,6 +6,7 @@ values; errors leave as AuthErrors for the entrypoint to render.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -13,8 +14,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from authsvc.errors import AuthError, DatabaseUnavailable, InternalError
+from authsvc.errors import (
+    AuthError,
+    DatabaseUnavailable,
+    IdempotencyKeyReused,
+    InternalError,
+    RateLimited,
+)
 from authsvc.passwords import Hasher
+from authsvc.sealing import Sealer
 from authsvc.services import sessions, signup
 from authsvc.services.sessions import Minter, Session, User
 from authsvc.stores import Identity, Profile, Stores
@@ -35,7 +43,11 @@ class Context:
     hasher: Hasher
     mint: Minter
     refresh_ttl: int
-    secret: bytes  # keys the idempotency fingerprints
+    # The signing secrets, current first: they key the idempotency fingerprints.
+    secrets: tuple[bytes, ...]
+    sealer: Sealer  # seals idempotent answers at rest
+    idempotency_ttl: int = 24 * 3600
+    refresh_reuse_interval: int = 0
     user_agent: str | None = None
 
 
@@ -57,19 +69,77 @@ def _retried(what: str, call: Callable[[], T]) -> T:
 
 def sign_up(
     ctx: Context, data: signup.SignupData, idempotency_key: str | None = None
-) -> tuple[User, Session | None]:
-    """Create the account (the saga) and start its session.
+) -> tuple[dict[str, Any], bool]:
+    """Create the account and start its session: ({"user": ..., "session": ... or None},
+    whether this is a replay of an earlier answer).
 
-    Once the account is whole the answer is a success: reading it back and starting the session
-    are retried briefly, and if the session still cannot be started the caller gets None for it
-    (the client logs in instead of signing up again).
+    With an Idempotency-Key, a retry with the same body gets the first answer itself (its
+    status and body, the session's tokens included) and creates nothing; another body is
+    refused. Answers of 5xx and 429 are not kept: a retry runs again.
     """
-    if idempotency_key is not None:
-        profile, _replayed = signup.run_idempotent(
-            ctx.stores, ctx.hasher, data, idempotency_key, ctx.secret
-        )
-    else:
-        profile = signup.run(ctx.stores, ctx.hasher, data)
+    if idempotency_key is None:
+        return _answer(*_sign_up(ctx, data)), False
+    prints = [signup.fingerprint(data, secret) for secret in ctx.secrets]
+    record = ctx.stores.idempotency.claim(idempotency_key, prints, ctx.idempotency_ttl)
+    if record is not None:
+        if record.fingerprint not in prints:
+            raise IdempotencyKeyReused()
+        return _replay(ctx, idempotency_key, record.status, record.sealed), True
+    try:
+        answer = _answer(*_sign_up(ctx, data))
+    except AuthError as exc:
+        if exc.status < 500 and not isinstance(exc, RateLimited):
+            body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+            _keep(ctx, idempotency_key, exc.status, body)
+        else:
+            _bookkeeping(ctx.stores.idempotency.release, idempotency_key)
+        raise
+    except BaseException:
+        _bookkeeping(ctx.stores.idempotency.release, idempotency_key)
+        raise
+    ctx.stores.idempotency.finish(idempotency_key, 201, _seal(ctx, idempotency_key, answer))
+    return answer, False
+
+
+def _answer(user: User, session: Session | None) -> dict[str, Any]:
+    return {"user": user.as_dict(), "session": session.as_dict() if session else None}
+
+
+def _seal(ctx: Context, key: str, body: dict[str, Any]) -> bytes:
+    return ctx.sealer.seal(json.dumps(body).encode(), key.encode())
+
+
+def _keep(ctx: Context, key: str, status: int, body: dict[str, Any]) -> None:
+    _bookkeeping(ctx.stores.idempotency.finish, key, status, _seal(ctx, key, body))
+
+
+def _replay(ctx: Context, key: str, status: int | None, sealed: bytes | None) -> dict[str, Any]:
+    """The first answer again: its body as it was, or its error raised as it was."""
+    opened = ctx.sealer.open(sealed or b"", key.encode())
+    if status is None or opened is None:
+        # Sealed under a key no longer configured: the answer cannot be given back.
+        raise InternalError("The first answer to this Idempotency-Key cannot be replayed.")
+    body = json.loads(opened)
+    if "error" in body:
+        raise AuthError.restore(body["error"])
+    return body
+
+
+def _bookkeeping(step: Callable[..., Any], *args: Any) -> None:
+    """Record a failed signup's outcome on its key, without letting a failure to record it
+    (the database went away) replace the error the client must see. An unrecorded key stays
+    claimed; a retry may take it over once it counts as abandoned."""
+    try:
+        step(*args)
+    except AuthError as exc:
+        log.warning("idempotency key not updated", extra={"error": repr(exc)})
+
+
+def _sign_up(ctx: Context, data: signup.SignupData) -> tuple[User, Session | None]:
+    """The saga, then the user read back and a session started. Once the account is whole
+    the answer is a success: the reads are retried briefly, and a session that still cannot
+    start is None (the client logs in instead of signing up again)."""
+    profile = signup.run(ctx.stores, ctx.hasher, data)
     try:
         user = _retried("reading the user back", lambda: sessions.load_user(ctx.stores, profile.id))
     except AuthError as exc:
@@ -109,7 +179,13 @@ def log_in(ctx: Context, email: str, password: str) -> tuple[User, Session]:
 
 
 def refresh(ctx: Context, refresh_token: str) -> Session:
-    return sessions.refresh(ctx.stores, refresh_token, ctx.mint, ctx.refresh_ttl)
+    return sessions.refresh(
+        ctx.stores, refresh_token, ctx.mint, ctx.refresh_ttl, ctx.refresh_reuse_interval
+    )
+
+
+def check_access(ctx: Context, session_id: UUID) -> UUID:
+    return sessions.check_access(ctx.stores, session_id)
 
 
 def log_out(ctx: Context, user_id: UUID, session_id: UUID, scope: str = "local") -> None:

@@ -141,8 +141,7 @@ def login(
     identity = authenticate(stores, hasher, email, password)
     if identity is None:
         raise InvalidCredentials()
-    if identity.banned_until is not None and identity.banned_until > datetime.now(UTC):
-        raise UserBanned(details={"banned_until": _rfc3339(identity.banned_until)})
+    _refuse_if_banned(identity.banned_until)
     user = _whole_user(stores, identity)
     if user is None:
         # Half a user never gets a session. To the client the account does not exist (yet):
@@ -173,13 +172,44 @@ def _whole_user(stores: Stores, identity: Identity) -> User | None:
     return User(identity, profile)
 
 
-def refresh(stores: Stores, refresh_token: str, mint: Minter, refresh_ttl: int) -> Session:
+def _refuse_if_banned(banned_until: datetime | None) -> None:
+    if banned_until is not None and banned_until > datetime.now(UTC):
+        raise UserBanned(details={"banned_until": _rfc3339(banned_until)})
+
+
+def check_access(stores: Stores, session_id: UUID) -> UUID:
+    """The user of an open session whose user is not banned; every authenticated call and
+    refresh goes through this. TokenRevoked for an ended session, UserBanned for a ban."""
+    check = stores.sessions.check(session_id)
+    if check is None or not check.active:
+        raise TokenRevoked()
+    banned_until = check.banned_until
+    if not check.bans_known:  # the identities live elsewhere (Supabase Auth): ask them
+        identity = stores.identities.get(check.user_id)
+        if identity is None:
+            raise TokenRevoked("The account this token belongs to no longer exists.")
+        banned_until = identity.banned_until
+    _refuse_if_banned(banned_until)
+    return check.user_id
+
+
+def refresh(
+    stores: Stores, refresh_token: str, mint: Minter, refresh_ttl: int, reuse_interval: int = 0
+) -> Session:
     """Rotate: the presented token is spent, a new one is issued. A spent token presented
-    again is theft: the whole session is revoked."""
+    again within `reuse_interval` seconds gets another new token (parallel tabs, a retry);
+    later it is theft, and the whole session is revoked. A banned user gets nothing."""
     new_token, new_hash = _new_refresh_token()
     expires = datetime.now(UTC) + timedelta(seconds=refresh_ttl)
+
+    def vet(user_id: UUID, banned_until: datetime | None) -> None:
+        if not stores.sessions.bans_known:
+            identity = stores.identities.get(user_id)
+            banned_until = identity.banned_until if identity is not None else None
+        _refuse_if_banned(banned_until)
+
     rotation = stores.sessions.rotate_refresh_token(
-        hash_refresh_token(refresh_token), new_hash, expires
+        hash_refresh_token(refresh_token), new_hash, expires, reuse_interval, vet
     )
     if rotation.outcome is RotateOutcome.UNKNOWN:
         raise TokenInvalid()

@@ -43,8 +43,6 @@ from authsvc import passwords
 from authsvc.errors import (
     AuthError,
     DatabaseUnavailable,
-    IdempotencyKeyReused,
-    InternalError,
     Reason,
     SignupFailed,
     StorageError,
@@ -170,55 +168,3 @@ def fingerprint(data: SignupData, key: bytes) -> str:
     nothing about the password."""
     canonical = json.dumps(asdict(data), sort_keys=True, separators=(",", ":"))
     return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
-
-
-def run_idempotent(
-    stores: Stores,
-    hasher: passwords.Hasher,
-    data: SignupData,
-    idempotency_key: str,
-    secret: bytes,
-) -> tuple[Profile, bool]:
-    """`run` once per key: (profile, replayed). A retry with the same key and body gets the
-    first answer (the same user, or the same client error); another body is refused."""
-    print_ = fingerprint(data, secret)
-    record = stores.idempotency.claim(idempotency_key, print_)
-    if record is not None:
-        if record.fingerprint != print_:
-            raise IdempotencyKeyReused()
-        if record.status == 201 and record.user_id is not None:
-            profile = stores.profiles.get(record.user_id)
-            if profile is not None:
-                return profile, True
-        replayed = AuthError.restore(record.response or {})
-        raise replayed if replayed.status < 500 else InternalError()
-    try:
-        profile = run(stores, hasher, data)
-    except AuthError as exc:
-        if exc.status < 500:
-            _bookkeeping(
-                stores.idempotency.finish,
-                idempotency_key,
-                exc.status,
-                None,
-                {"code": exc.code, "message": exc.message, "details": exc.details},
-            )
-        else:
-            # A server-side failure is not an answer worth replaying: let a retry run again.
-            _bookkeeping(stores.idempotency.release, idempotency_key)
-        raise
-    except BaseException:
-        _bookkeeping(stores.idempotency.release, idempotency_key)
-        raise
-    stores.idempotency.finish(idempotency_key, 201, profile.id, None)
-    return profile, False
-
-
-def _bookkeeping(step: Any, *args: Any) -> None:
-    """Record the outcome of a failed signup on its key, without letting a failure to record
-    it (the database went away) replace the error the client must see. An unrecorded key stays
-    claimed; a retry may take it over once it counts as abandoned."""
-    try:
-        step(*args)
-    except AuthError as exc:
-        log.warning("idempotency key not updated", extra={"error": repr(exc)})

@@ -76,13 +76,24 @@ class Rotation:
 
 
 @dataclass(frozen=True)
+class SessionCheck:
+    """A session as an authenticated call sees it. `bans_known` when the sessions' database
+    holds the identities, so `banned_until` is the user's (else the caller asks the identity)."""
+
+    user_id: UUID
+    active: bool
+    banned_until: datetime | None
+    bans_known: bool
+
+
+@dataclass(frozen=True)
 class IdempotentRecord:
-    """What a first signup with an Idempotency-Key answered (replayed to retries)."""
+    """What a first request with an Idempotency-Key answered (replayed to retries): its
+    status and its body, sealed; status None while the first request is still running."""
 
     fingerprint: str
     status: int | None
-    user_id: UUID | None
-    response: dict[str, Any] | None
+    sealed: bytes | None
 
 
 class Outcome(Enum):
@@ -176,26 +187,45 @@ class SignupUnit(Protocol):
 
 
 class SessionStore(Protocol):
+    bans_known: bool  # the identities share this database: checks read the user's ban too
+
     def create_session(
         self, user_id: UUID, refresh_hash: bytes, expires_at: datetime, user_agent: str | None
     ) -> UUID: ...
     def rotate_refresh_token(
-        self, old_hash: bytes, new_hash: bytes, expires_at: datetime
+        self,
+        old_hash: bytes,
+        new_hash: bytes,
+        expires_at: datetime,
+        reuse_interval: int,
+        vet: Callable[[UUID, datetime | None], None],
     ) -> Rotation: ...
-    def session_active(self, session_id: UUID) -> bool: ...
+    def check(self, session_id: UUID) -> SessionCheck | None:
+        """The session, whether it is still open, and (where known) the user's ban."""
+
     def revoke_session(self, session_id: UUID, reason: str) -> None: ...
     def revoke_user_sessions(self, user_id: UUID, reason: str) -> None: ...
+    def purge(self, keep_spent_seconds: int) -> dict[str, int]: ...
 
 
 class IdempotencyStore(Protocol):
-    def claim(self, key: str, fingerprint: str) -> IdempotentRecord | None:
+    def claim(
+        self, key: str, fingerprints: list[str], ttl_seconds: int
+    ) -> IdempotentRecord | None:
         """Claim `key` for this request (None), or return the first request's record. Waits
-        while another request holds the same key."""
+        while another request holds the same key; an expired key is claimed afresh.
+        `fingerprints`: the request body's under each signing key, the current one first."""
 
-    def finish(
-        self, key: str, status: int, user_id: UUID | None, response: dict[str, Any] | None
-    ) -> None: ...
+    def finish(self, key: str, status: int, sealed: bytes) -> None: ...
     def release(self, key: str) -> None: ...
+    def purge(self) -> int:
+        """Delete expired keys; how many."""
+
+
+class MaintenanceStore(Protocol):
+    def claim(self, job: str, interval_seconds: int) -> bool:
+        """True for the one caller, across every instance, that may run `job` now: it last
+        ran longer than `interval_seconds` ago (or never)."""
 
 
 class SchemaAdmin(Protocol):
@@ -217,6 +247,7 @@ class Stores:
     profiles: ProfileStore
     sessions: SessionStore
     idempotency: IdempotencyStore
+    maintenance: MaintenanceStore
     admin: SchemaAdmin
     signup: Callable[[UUID], SignupUnit]
     password_check: RemotePasswordCheck | None = None

@@ -75,9 +75,8 @@ def post(app: Any, path: str, body: dict[str, Any], **kwargs: Any) -> Any:
 
 
 def test_live_project_is_configured_for_authsvc(live_app):
-    checks = {
-        name: (ok, detail) for name, ok, detail in live_app.extensions["authsvc"].stores.admin.diagnose()
-    }
+    diagnosed = live_app.extensions["authsvc"].stores.admin.diagnose()
+    checks = {name: (ok, detail) for name, ok, detail in diagnosed}
     for name in ("supabase_keys", "supabase_auth", "profiles_table"):
         assert checks[name][0], f"{name}: {checks[name][1]}"
 

@@ -12,7 +12,7 @@ from authsvc.errors import (
     TokenRevoked,
     UsernameTaken,
 )
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, latest_migration
 from tests.supabase import fake as sb
 from tests.supabase.fake import ANON_KEY, SERVICE_KEY, claims
 
@@ -126,12 +126,15 @@ def test_supabase_auth_unreachable_at_login_is_503(auth, fake):
     assert auth.login(expect=503)["error"]["code"] == DatabaseUnavailable.code
 
 
-def test_refresh_rotates_and_a_reused_token_ends_the_session(auth, client, fake):
+def test_refresh_rotates_and_a_reused_token_ends_the_session(auth, client, fake, sessions_db):
     session = auth.signup()["data"]["session"]
     first = client.post("/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]})
     assert first.status_code == 200
     rotated = first.get_json()["data"]["session"]
     assert rotated["refresh_token"] != session["refresh_token"]
+    # Past the reuse interval, a spent token presented again is theft.
+    sessions_db.execute("UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '1 minute'"
+                        " WHERE used_at IS NOT NULL")
     reused = client.post("/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]})
     assert reused.get_json()["error"]["code"] == RefreshTokenReused.code
     again = client.post("/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
@@ -180,5 +183,27 @@ def test_readyz_and_version_in_supabase_mode(client, fake):
     assert ready.status_code == 200, ready.get_json()
     assert ready.get_json()["data"]["checks"] == {"database": "ok", "migrations": "ok"}
     version = client.get("/version").get_json()["data"]
-    assert version["backend"] == "supabase" and version["schema_version"] == "0002"
+    assert version["backend"] == "supabase"
+    assert version["schema_version"] == latest_migration("sessions")
     assert fake.all_requests() == []  # readiness never depends on Supabase being up
+
+
+def test_a_ban_in_supabase_auth_stops_me_and_refresh_at_once(auth, client, fake, sessions_db):
+    from datetime import UTC, datetime, timedelta
+
+    from authsvc.errors import UserBanned
+
+    body = auth.signup()["data"]
+    session, user_id = body["session"], body["user"]["id"]
+    assert auth.me(session["access_token"]).status_code == 200
+    # An operator bans the user in Supabase (the dashboard, or the admin API's ban_duration).
+    until = datetime.now(UTC) + timedelta(hours=1)
+    fake.users[user_id]["banned_until"] = until.isoformat().replace("+00:00", "Z")
+    me = auth.me(session["access_token"])
+    assert me.status_code == 403 and me.get_json()["error"]["code"] == UserBanned.code
+    refreshed = client.post("/api/v1/auth/refresh",
+                            json={"refresh_token": session["refresh_token"]})
+    assert refreshed.status_code == 403 and refreshed.get_json()["error"]["code"] == UserBanned.code
+    used = sessions_db.execute("SELECT count(*) AS n FROM authsvc.refresh_tokens "
+                               "WHERE used_at IS NOT NULL").fetchone()["n"]
+    assert used == 0  # nothing was rotated for a banned user

@@ -13,7 +13,7 @@ from functools import partial
 from authsvc.config import Settings
 from authsvc.stores import Stores
 from authsvc.stores.pg.database import Database
-from authsvc.stores.pg.idempotency import PgIdempotency
+from authsvc.stores.pg.idempotency import PgIdempotency, PgMaintenance
 from authsvc.stores.pg.identities import PgIdentities
 from authsvc.stores.pg.profiles import PgProfiles
 from authsvc.stores.pg.schema import PgSchema
@@ -46,8 +46,9 @@ def make_postgres_stores(settings: Settings) -> Stores:
         backend="postgres",
         identities=identities,
         profiles=profiles,
-        sessions=PgSessions(auth_db),
+        sessions=PgSessions(auth_db, bans_known=True),
         idempotency=PgIdempotency(auth_db),
+        maintenance=PgMaintenance(auth_db),
         admin=PgSchema(plan),
         signup=unit,
         pool_stats=lambda: {db.name: db.stats() for db in databases},

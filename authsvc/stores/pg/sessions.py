@@ -1,58 +1,86 @@
 """Sessions and rotating refresh tokens in Postgres (schema `authsvc`).
 
 Shared by both backends: with Supabase, identities live in Supabase Auth but sessions are
-still authsvc's own, in the Postgres at DATABASE_URL.
+still authsvc's own, in the Postgres at DATABASE_URL. Where the identities share this database
+(the Postgres backend, one database or split: sessions live with the identities), a session's
+check reads the user's ban in the same statement.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from authsvc.stores import RotateOutcome, Rotation
+from authsvc.stores import RotateOutcome, Rotation, SessionCheck
 from authsvc.stores.pg.database import Database
+
+# Deletes run in batches this size, so a purge of millions of rows never holds a long lock.
+PURGE_BATCH = 10000
+
+CREATE = """
+WITH session AS (
+    INSERT INTO authsvc.sessions (id, user_id, user_agent) VALUES (%(sid)s, %(uid)s, %(ua)s)
+    RETURNING id
+)
+INSERT INTO authsvc.refresh_tokens (token_hash, session_id, expires_at)
+SELECT %(hash)s, id, %(expires)s FROM session
+"""
 
 
 class PgSessions:
-    """SessionStore in the Postgres that holds the authsvc schema."""
+    """SessionStore in the Postgres that holds the authsvc schema; `bans_known` when auth.users
+    is in the same database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, bans_known: bool) -> None:
         self.db = db
+        self.bans_known = bans_known
+        ban = "u.banned_until" if bans_known else "NULL::timestamptz"
+        join = "LEFT JOIN auth.users u ON u.id = s.user_id" if bans_known else ""
+        self._check = (
+            f"SELECT s.user_id, s.revoked_at IS NULL AS active, {ban} AS banned_until "
+            f"FROM authsvc.sessions s {join} WHERE s.id = %s"
+        )
+        self._lock_token = (
+            "SELECT rt.session_id, rt.used_at, rt.expires_at < now() AS expired, "
+            "       rt.used_at > now() - make_interval(secs => %s) AS just_used, "
+            f"      s.user_id, s.revoked_at, {ban} AS banned_until "
+            "FROM authsvc.refresh_tokens rt JOIN authsvc.sessions s ON s.id = rt.session_id "
+            f"{join} WHERE rt.token_hash = %s FOR UPDATE OF rt, s"
+        )
 
     def create_session(
         self, user_id: UUID, refresh_hash: bytes, expires_at: datetime, user_agent: str | None
     ) -> UUID:
         session_id = uuid4()
-        with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO authsvc.sessions (id, user_id, user_agent) VALUES (%s, %s, %s)",
-                (session_id, user_id, (user_agent or "")[:512] or None),
-            )
-            conn.execute(
-                "INSERT INTO authsvc.refresh_tokens (token_hash, session_id, expires_at) "
-                "VALUES (%s, %s, %s)",
-                (refresh_hash, session_id, expires_at),
-            )
+        ua = (user_agent or "")[:512] or None
+        # One statement: the session and its first refresh token exist together or not at all.
+        self.db.execute(
+            CREATE,
+            {"sid": session_id, "uid": user_id, "ua": ua, "hash": refresh_hash,
+             "expires": expires_at},
+        )
         return session_id
 
     def rotate_refresh_token(
-        self, old_hash: bytes, new_hash: bytes, expires_at: datetime
+        self,
+        old_hash: bytes,
+        new_hash: bytes,
+        expires_at: datetime,
+        reuse_interval: int,
+        vet: Callable[[UUID, datetime | None], None],
     ) -> Rotation:
+        """Spend `old_hash` for a new token in the same session. `vet(user_id, banned_until)`
+        runs with the rows locked, before anything is written; what it raises aborts it all."""
         with self.db.transaction() as conn:
             # Row locks on the token and its session make two presentations of one token
-            # serial: the first rotates, the second sees used_at and is treated as reuse.
-            row = conn.execute(
-                "SELECT rt.session_id, rt.used_at, rt.expires_at < now() AS expired, "
-                "       s.user_id, s.revoked_at "
-                "FROM authsvc.refresh_tokens rt JOIN authsvc.sessions s ON s.id = rt.session_id "
-                "WHERE rt.token_hash = %s FOR UPDATE OF rt, s",
-                (old_hash,),
-            ).fetchone()
+            # serial: the first rotates; the second sees used_at.
+            row = conn.execute(self._lock_token, (reuse_interval, old_hash)).fetchone()
             if row is None:
                 return Rotation(RotateOutcome.UNKNOWN)
             session_id, user_id = row["session_id"], row["user_id"]
-            if row["used_at"] is not None:
-                # A spent token presented again: theft, whatever state the session is in.
+            if row["used_at"] is not None and not (row["just_used"] and not row["revoked_at"]):
+                # A spent token presented again after the reuse interval: theft.
                 conn.execute(
                     "UPDATE authsvc.sessions SET revoked_at = now(), "
                     "revoked_reason = 'refresh_token_reused' WHERE id = %s AND revoked_at IS NULL",
@@ -63,26 +91,27 @@ class PgSessions:
                 return Rotation(RotateOutcome.SESSION_ENDED, session_id, user_id)
             if row["expired"]:
                 return Rotation(RotateOutcome.EXPIRED, session_id, user_id)
+            vet(user_id, row["banned_until"])
+            if row["used_at"] is None:
+                conn.execute(
+                    "UPDATE authsvc.refresh_tokens SET used_at = now() WHERE token_hash = %s",
+                    (old_hash,),
+                )
+            # Within the reuse interval (parallel tabs, a retried request) a spent token gets
+            # another new token in the same session, and nothing is revoked.
             conn.execute(
-                "UPDATE authsvc.refresh_tokens SET used_at = now() WHERE token_hash = %s",
-                (old_hash,),
-            )
-            conn.execute(
-                "INSERT INTO authsvc.refresh_tokens (token_hash, session_id, expires_at) "
-                "VALUES (%s, %s, %s)",
-                (new_hash, session_id, expires_at),
-            )
-            conn.execute(
-                "UPDATE authsvc.sessions SET refreshed_at = now() WHERE id = %s", (session_id,)
+                "WITH token AS (INSERT INTO authsvc.refresh_tokens "
+                "(token_hash, session_id, expires_at) VALUES (%s, %s, %s)) "
+                "UPDATE authsvc.sessions SET refreshed_at = now() WHERE id = %s",
+                (new_hash, session_id, expires_at, session_id),
             )
             return Rotation(RotateOutcome.ROTATED, session_id, user_id)
 
-    def session_active(self, session_id: UUID) -> bool:
-        row = self.db.fetchone(
-            "SELECT 1 AS ok FROM authsvc.sessions WHERE id = %s AND revoked_at IS NULL",
-            (session_id,),
-        )
-        return row is not None
+    def check(self, session_id: UUID) -> SessionCheck | None:
+        row = self.db.fetchone(self._check, (session_id,))
+        if row is None:
+            return None
+        return SessionCheck(row["user_id"], row["active"], row["banned_until"], self.bans_known)
 
     def revoke_session(self, session_id: UUID, reason: str) -> None:
         self.db.execute(
@@ -97,3 +126,34 @@ class PgSessions:
             "WHERE user_id = %s AND revoked_at IS NULL",
             (reason, user_id),
         )
+
+    def purge(self, keep_spent_seconds: int) -> dict[str, int]:
+        """Delete what can never be used again: refresh tokens expired, or spent longer ago
+        than `keep_spent_seconds` (until then a spent token presented again is still caught as
+        reuse), and sessions revoked that long ago or left with no token at all."""
+        tokens = self._delete_batches(
+            "DELETE FROM authsvc.refresh_tokens WHERE ctid = ANY(ARRAY("
+            "SELECT ctid FROM authsvc.refresh_tokens "
+            "WHERE used_at < now() - make_interval(secs => %s) OR expires_at < now() "
+            "LIMIT %s))",
+            (keep_spent_seconds,),
+        )
+        sessions = self._delete_batches(
+            "DELETE FROM authsvc.sessions WHERE ctid = ANY(ARRAY("
+            "SELECT s.ctid FROM authsvc.sessions s "
+            "WHERE s.revoked_at < now() - make_interval(secs => %s) "
+            "OR (coalesce(s.refreshed_at, s.created_at) < now() - make_interval(secs => %s) "
+            "    AND NOT EXISTS (SELECT 1 FROM authsvc.refresh_tokens rt "
+            "                    WHERE rt.session_id = s.id)) "
+            "LIMIT %s))",
+            (keep_spent_seconds, keep_spent_seconds),
+        )
+        return {"refresh_tokens": tokens, "sessions": sessions}
+
+    def _delete_batches(self, query: str, params: tuple[object, ...]) -> int:
+        total = 0
+        while True:
+            deleted = self.db.execute(query, (*params, PURGE_BATCH))
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total

@@ -7,16 +7,19 @@ back on another connection before anyone answers (stores/units.py).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
-from authsvc.errors import DatabaseUnavailable
+from authsvc.errors import AuthError, DatabaseUnavailable
 from authsvc.stores import IdentityStore, NewProfile, Outcome, Profile, ProfileStore
 from authsvc.stores.pg import identities, profiles
 from authsvc.stores.pg.database import Database, translate
 from authsvc.stores.units import identity_missing, read_back
+
+log = logging.getLogger("authsvc.stores.pg")
 
 
 class TransactionalSignup:
@@ -92,6 +95,11 @@ class TransactionalSignup:
             return Outcome.GONE
         try:
             self.identities.delete_pending(self.user_id)  # its profile goes by the foreign key
-        except DatabaseUnavailable:
+        except AuthError as exc:
+            log.error(
+                "compensation could not delete the identity after a lost COMMIT; "
+                "`authsvc reconcile` finds it if it is pending",
+                extra={"user_id": str(self.user_id), "error": repr(exc)},
+            )
             return Outcome.REMAINS
         return read_back(self.identities, self.profiles, self.user_id)

@@ -22,7 +22,7 @@ from functools import partial
 from authsvc.config import Settings
 from authsvc.stores import Stores
 from authsvc.stores.pg.database import Database
-from authsvc.stores.pg.idempotency import PgIdempotency
+from authsvc.stores.pg.idempotency import PgIdempotency, PgMaintenance
 from authsvc.stores.pg.sessions import PgSessions
 from authsvc.stores.supabase.admin import SupabaseSchema
 from authsvc.stores.supabase.clients import SupabaseClients
@@ -42,8 +42,10 @@ def make_supabase_stores(settings: Settings) -> Stores:
         backend="supabase",
         identities=identities,
         profiles=profiles,
-        sessions=PgSessions(db),
+        # Bans live in Supabase Auth, not in this database: the services ask the identity.
+        sessions=PgSessions(db, bans_known=False),
         idempotency=PgIdempotency(db),
+        maintenance=PgMaintenance(db),
         admin=SupabaseSchema(db, clients),
         signup=partial(CompensatingSignup, identities, profiles),
         password_check=SupabasePasswordCheck(clients),
