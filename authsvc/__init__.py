@@ -74,6 +74,7 @@ class Runtime:
             refresh_ttl=self.settings.refresh_token_ttl,
             secret=self.secret,
             user_agent=user_agent,
+            previous_secrets=tuple(k.encode() for k in self.settings.previous_secret_keys),
         )
 
 
@@ -124,7 +125,9 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
 
     observability.init_app(app)
     errors.init_app(app)
-    tokens.init_app(app, settings.jwt_secret_key, settings.access_token_ttl)
+    tokens.init_app(
+        app, settings.jwt_secret_key, settings.access_token_ttl, settings.previous_secret_keys
+    )
     init_api(app)
     init_pages(app)
     metrics.init_app(app, settings, runtime.stores.pool_stats)

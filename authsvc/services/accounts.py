@@ -37,6 +37,7 @@ class Context:
     refresh_ttl: int
     secret: bytes  # keys the idempotency fingerprints
     user_agent: str | None = None
+    previous_secrets: tuple[bytes, ...] = ()  # still match fingerprints made before a rotation
 
 
 def _retried(what: str, call: Callable[[], T]) -> T:
@@ -66,7 +67,7 @@ def sign_up(
     """
     if idempotency_key is not None:
         profile, _replayed = signup.run_idempotent(
-            ctx.stores, ctx.hasher, data, idempotency_key, ctx.secret
+            ctx.stores, ctx.hasher, data, idempotency_key, ctx.secret, ctx.previous_secrets
         )
     else:
         profile = signup.run(ctx.stores, ctx.hasher, data)

@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -43,6 +44,7 @@ from authsvc import passwords
 from authsvc.errors import (
     AuthError,
     DatabaseUnavailable,
+    IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InternalError,
     Reason,
@@ -165,11 +167,12 @@ def _failure(exc: Exception, step: str, compensated: bool, user_id: UUID) -> Aut
 # -- idempotent signup ------------------------------------------------------------------------
 
 
-def fingerprint(data: SignupData, key: bytes) -> str:
-    """A keyed hash of the request body: equal bodies match, and the stored value reveals
-    nothing about the password."""
-    canonical = json.dumps(asdict(data), sort_keys=True, separators=(",", ":"))
-    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+def fingerprint(data: SignupData, keys: Sequence[bytes]) -> list[str]:
+    """Keyed hashes of the request body, one per key (the current key's first): equal bodies
+    match under the same key, a record made before a key rotation matches under the previous
+    key, and the stored value reveals nothing about the password."""
+    canonical = json.dumps(asdict(data), sort_keys=True, separators=(",", ":")).encode()
+    return [hmac.new(key, canonical, hashlib.sha256).hexdigest() for key in keys]
 
 
 def run_idempotent(
@@ -178,14 +181,17 @@ def run_idempotent(
     data: SignupData,
     idempotency_key: str,
     secret: bytes,
+    previous_secrets: Sequence[bytes] = (),
 ) -> tuple[Profile, bool]:
     """`run` once per key: (profile, replayed). A retry with the same key and body gets the
     first answer (the same user, or the same client error); another body is refused."""
-    print_ = fingerprint(data, secret)
-    record = stores.idempotency.claim(idempotency_key, print_)
+    prints = fingerprint(data, [secret, *previous_secrets])
+    record = stores.idempotency.claim(idempotency_key, prints[0])
     if record is not None:
-        if record.fingerprint != print_:
+        if record.fingerprint not in prints:
             raise IdempotencyKeyReused()
+        if record.status is None:  # still in flight, claimed under a previous key
+            raise IdempotencyKeyInFlight()
         if record.status == 201 and record.user_id is not None:
             profile = stores.profiles.get(record.user_id)
             if profile is not None:

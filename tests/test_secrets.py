@@ -1,0 +1,260 @@
+"""Secrets: rotating JWT_SECRET_KEY with AUTHSVC_PREVIOUS_SECRET_KEYS (tokens, cookies and
+idempotent retries keep working), owner-only files from their creation, passwords redacted from
+every form of connection string, and row values of database errors kept out of the logs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from authsvc import create_app
+from authsvc.config import ConfigError, load_settings
+from authsvc.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    TokenInvalid,
+)
+from authsvc.pages.browser import COOKIE_NAME, SessionCookie
+from authsvc.tokens import key_id
+from tests.conftest import PASSWORD, TEST_SECRET, AuthActions, app_overrides, count
+from tests.test_pages import Pages
+
+OLD = TEST_SECRET
+NEW = "rotated-signing-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0-long-enough"
+STRONG = "q8Zr-4vLk_T1pXe9WmB2nYc7HsJ0dGf3AuK6oPiR5tEw"
+STRONG_TOO = "Vb3n-Q7wXz_K1mLp9RtY5uIo2EaSd4FgH6jCk8NhT0ey"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def make_app(database_url: str, tmp_path: Path):
+    """Apps on the one test database, each with its own keys (instances before and after a
+    rotation)."""
+    apps: list[Any] = []
+
+    def make(secret: str, previous: str = "") -> Any:
+        app = create_app(app_overrides(database_url, tmp_path, JWT_SECRET_KEY=secret,
+                                       AUTHSVC_PREVIOUS_SECRET_KEYS=previous))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["authsvc"].stores.close()
+
+
+# -- access tokens ------------------------------------------------------------------------------
+
+
+def test_a_token_signed_before_a_rotation_still_works_and_new_ones_use_the_new_key(make_app):
+    old = make_app(OLD)
+    token = AuthActions(old.test_client()).signup()["data"]["session"]["access_token"]
+    rotated = make_app(NEW, previous=OLD)
+    client = rotated.test_client()
+    assert client.get("/api/v1/auth/me", headers=bearer(token)).status_code == 200
+
+    fresh = AuthActions(client).login()["data"]["session"]["access_token"]
+    assert jwt.get_unverified_header(fresh)["kid"] == key_id(NEW) != key_id(OLD)
+    assert jwt.decode(fresh, NEW, algorithms=["HS256"])["sub"]
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(fresh, OLD, algorithms=["HS256"])
+
+
+def test_without_the_previous_key_a_token_of_the_old_key_is_refused(make_app):
+    old = make_app(OLD)
+    token = AuthActions(old.test_client()).signup()["data"]["session"]["access_token"]
+    response = make_app(NEW).test_client().get("/api/v1/auth/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == TokenInvalid.code
+
+
+def test_the_key_id_is_a_short_hash_of_the_key_never_the_key(make_app):
+    token = AuthActions(make_app(NEW).test_client()).signup()["data"]["session"]["access_token"]
+    kid = jwt.get_unverified_header(token)["kid"]
+    assert len(kid) == 16 and int(kid, 16) >= 0
+    assert kid not in NEW and NEW[:8] not in json.dumps(jwt.get_unverified_header(token))
+
+
+def _claims(app: Any, secret: str) -> dict[str, Any]:
+    token = AuthActions(app.test_client()).signup()["data"]["session"]["access_token"]
+    return jwt.decode(token, secret, algorithms=["HS256"])
+
+
+def test_a_token_without_a_key_id_is_checked_against_the_current_key_only(make_app):
+    rotated = make_app(NEW, previous=OLD)
+    claims = _claims(rotated, NEW)
+    client = rotated.test_client()
+    unnamed = jwt.encode(claims, NEW, algorithm="HS256")  # as tokens were before key ids
+    assert "kid" not in jwt.get_unverified_header(unnamed)
+    assert client.get("/api/v1/auth/me", headers=bearer(unnamed)).status_code == 200
+    unnamed_old = jwt.encode(claims, OLD, algorithm="HS256")
+    assert client.get("/api/v1/auth/me", headers=bearer(unnamed_old)).status_code == 401
+
+
+def test_a_token_naming_a_key_the_service_does_not_hold_is_refused(make_app):
+    rotated = make_app(NEW, previous=OLD)
+    claims = _claims(rotated, NEW)
+    stranger = "an-attackers-own-key-5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b"
+    forged = jwt.encode(claims, stranger, algorithm="HS256", headers={"kid": key_id(stranger)})
+    response = rotated.test_client().get("/api/v1/auth/me", headers=bearer(forged))
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == TokenInvalid.code
+    # Naming a key we hold does not help a token signed with another one.
+    misnamed = jwt.encode(claims, stranger, algorithm="HS256", headers={"kid": key_id(OLD)})
+    assert rotated.test_client().get("/api/v1/auth/me", headers=bearer(misnamed)).status_code \
+        == 401
+
+
+# -- the hosted pages' cookie -------------------------------------------------------------------
+
+
+def test_a_browser_session_from_before_a_rotation_stays_signed_in_and_is_signed_anew(
+    make_app, tmp_path
+):
+    old = Pages(make_app(OLD).test_client())
+    assert old.signup().status_code == 303
+    before = old.cookie()
+
+    rotated = make_app(NEW, previous=OLD).test_client()
+    rotated.set_cookie(COOKIE_NAME, before)
+    page = rotated.get("/account")
+    assert page.status_code == 200 and "alice@example.com" in page.text
+    after = rotated.get_cookie(COOKIE_NAME).value
+    assert after != before
+
+    current_only = SessionCookie(load_settings({"JWT_SECRET_KEY": NEW,
+                                                "AUTHSVC_DATA_DIR": str(tmp_path)}))
+    resigned = current_only.read({COOKIE_NAME: after})
+    assert resigned.signed_in and not resigned.changed
+    assert not current_only.read({COOKIE_NAME: before}).signed_in
+
+
+def test_a_browser_session_used_during_the_rotation_outlives_the_previous_key(make_app):
+    old = Pages(make_app(OLD).test_client())
+    old.signup()
+    rotated = make_app(NEW, previous=OLD).test_client()
+    rotated.set_cookie(COOKIE_NAME, old.cookie())
+    assert rotated.get("/account").status_code == 200  # the cookie is signed anew here
+    # The previous key is dropped: the cookie still verifies, and the access token it holds
+    # (signed with the dropped key) is replaced through the refresh token.
+    later = make_app(NEW).test_client()
+    later.set_cookie(COOKIE_NAME, rotated.get_cookie(COOKIE_NAME).value)
+    page = later.get("/account")
+    assert page.status_code == 200 and "alice@example.com" in page.text
+    token = SessionCookie(later.application.extensions["authsvc"].settings).read(
+        {COOKIE_NAME: later.get_cookie(COOKIE_NAME).value}
+    ).access_token
+    assert jwt.get_unverified_header(token)["kid"] == key_id(NEW)
+
+
+def test_without_the_previous_key_a_cookie_of_the_old_key_is_a_new_anonymous_session(make_app):
+    old = Pages(make_app(OLD).test_client())
+    old.signup()
+    rotated = make_app(NEW).test_client()
+    rotated.set_cookie(COOKIE_NAME, old.cookie())
+    response = rotated.get("/account")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+
+
+# -- idempotent retries across a rotation -------------------------------------------------------
+
+
+def _signup_with_key(app: Any, key: str, email: str = "alice@example.com"):
+    return app.test_client().post(
+        "/api/v1/auth/signup",
+        json={"email": email, "password": PASSWORD},
+        headers={"Idempotency-Key": key},
+    )
+
+
+def test_a_retry_after_a_rotation_replays_the_first_answer(make_app, db):
+    first = _signup_with_key(make_app(OLD), "retry-1")
+    assert first.status_code == 201
+    rotated = make_app(NEW, previous=OLD)
+    again = _signup_with_key(rotated, "retry-1")
+    assert again.status_code == 201
+    assert again.get_json()["data"]["user"]["id"] == first.get_json()["data"]["user"]["id"]
+    assert count(db, "auth.users") == 1
+    # Still one key, one body: another body under the same key is refused.
+    other = _signup_with_key(rotated, "retry-1", email="bob@example.com")
+    assert other.status_code == 422
+    assert other.get_json()["error"]["code"] == IdempotencyKeyReused.code
+
+
+def test_without_the_previous_key_the_retry_does_not_match_its_first_request(make_app, db):
+    assert _signup_with_key(make_app(OLD), "retry-2").status_code == 201
+    again = _signup_with_key(make_app(NEW), "retry-2")
+    assert again.status_code == 422
+    assert again.get_json()["error"]["code"] == IdempotencyKeyReused.code
+    assert count(db, "auth.users") == 1
+
+
+def test_a_retry_after_a_rotation_while_the_first_request_runs_is_told_it_is_in_use(
+    make_app, db
+):
+    old, rotated = make_app(OLD), make_app(NEW, previous=OLD)
+    db.execute("CREATE FUNCTION public.fault_slow_profile() RETURNS trigger LANGUAGE plpgsql "
+               "AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
+    db.execute("CREATE TRIGGER fault_slow_profile BEFORE INSERT ON public.users "
+               "FOR EACH ROW EXECUTE FUNCTION public.fault_slow_profile()")
+    try:
+        answers: list[Any] = []
+        first = threading.Thread(target=lambda: answers.append(_signup_with_key(old, "retry-3")))
+        first.start()
+        deadline = time.monotonic() + 5
+        while not count(db, "authsvc.idempotency_keys") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        again = _signup_with_key(rotated, "retry-3")
+        first.join()
+    finally:
+        db.execute("DROP TRIGGER IF EXISTS fault_slow_profile ON public.users")
+        db.execute("DROP FUNCTION IF EXISTS public.fault_slow_profile()")
+    assert again.status_code == 409
+    assert again.get_json()["error"]["code"] == IdempotencyKeyInFlight.code
+    assert answers[0].status_code == 201
+    assert count(db, "auth.users") == 1
+
+
+# -- AUTHSVC_PREVIOUS_SECRET_KEYS in the settings -----------------------------------------------
+
+
+def prod(**env: str) -> dict[str, str]:
+    return {"AUTHSVC_ENV": "production", "DATABASE_URL": "postgresql://x@localhost/x",
+            "JWT_SECRET_KEY": STRONG, **env}
+
+
+def test_previous_keys_are_read_in_order_without_blanks_repeats_or_the_current_key():
+    settings = load_settings(prod(
+        AUTHSVC_PREVIOUS_SECRET_KEYS=f" {STRONG_TOO} ,, {STRONG},{NEW},{STRONG_TOO}"))
+    assert settings.previous_secret_keys == (STRONG_TOO, NEW)
+    assert settings.verification_keys == (STRONG, STRONG_TOO, NEW)
+
+
+def test_production_refuses_a_weak_previous_key_without_repeating_it():
+    with pytest.raises(ConfigError) as info:
+        load_settings(prod(AUTHSVC_PREVIOUS_SECRET_KEYS=f"{STRONG_TOO},changeme123"))
+    message = str(info.value)
+    assert "AUTHSVC_PREVIOUS_SECRET_KEYS" in message and "key 2" in message
+    assert "changeme123" not in message
+
+
+def test_development_accepts_any_previous_key(tmp_path):
+    settings = load_settings({"JWT_SECRET_KEY": STRONG, "AUTHSVC_DATA_DIR": str(tmp_path),
+                              "AUTHSVC_PREVIOUS_SECRET_KEYS": "old-dev-key"})
+    assert settings.previous_secret_keys == ("old-dev-key",)
+
+
+def test_settings_repr_hides_the_previous_keys():
+    settings = load_settings(prod(AUTHSVC_PREVIOUS_SECRET_KEYS=STRONG_TOO))
+    shown = repr(settings)
+    assert STRONG_TOO not in shown and STRONG not in shown
+    assert "previous_secret_keys='<redacted>'" in shown
