@@ -12,9 +12,10 @@ from typing import Any
 
 import jwt
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from authsvc import create_app
-from authsvc.config import ConfigError, load_settings
+from authsvc.config import ConfigError, load_settings, redact_url
 from authsvc.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
@@ -23,6 +24,7 @@ from authsvc.errors import (
 from authsvc.pages.browser import COOKIE_NAME, SessionCookie
 from authsvc.tokens import key_id
 from tests.conftest import PASSWORD, TEST_SECRET, AuthActions, app_overrides, count
+from tests.test_cli import run as run_cli
 from tests.test_pages import Pages
 
 OLD = TEST_SECRET
@@ -258,3 +260,79 @@ def test_settings_repr_hides_the_previous_keys():
     shown = repr(settings)
     assert STRONG_TOO not in shown and STRONG not in shown
     assert "previous_secret_keys='<redacted>'" in shown
+
+
+# -- connection strings: the password hidden in every form libpq accepts ------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cr3t@db.internal/authsvc", "postgresql://app:***@db.internal/authsvc"),
+        ("postgres://app:s3cr3t@db.internal:6543/authsvc?sslmode=require",
+         "postgres://app:***@db.internal:6543/authsvc?sslmode=require"),
+        ("postgresql://app:s3%40cr3t@db/authsvc", "postgresql://app:***@db/authsvc"),
+        ("postgresql://app@db/authsvc?sslmode=require&password=s3cr3t",
+         "postgresql://app@db/authsvc?sslmode=require&password=***"),
+        ("postgresql:///authsvc?host=/var/run/postgresql&pass%77ord=s3cr3t",
+         "postgresql:///authsvc?host=/var/run/postgresql&pass%77ord=***"),
+        ("postgresql://app:s3cr3t@db1:5432,db2:5433/authsvc?target_session_attrs=read-write",
+         "postgresql://app:***@db1:5432,db2:5433/authsvc?target_session_attrs=read-write"),
+        ("postgresql://app:s3cr3t@[::1]:5432/authsvc", "postgresql://app:***@[::1]:5432/authsvc"),
+        ("postgresql://app:s3@cr/3t?x@db/authsvc", "postgresql://app:***@db/authsvc"),
+        ("postgresql://app@tenant:s3cr3t@db/authsvc", "postgresql://app@tenant:***@db/authsvc"),
+        ("postgresql://app@db/authsvc?sslpassword=s3cr3t", "postgresql://app@db/authsvc?sslpassword=***"),
+        ("host=db password=s3cr3t dbname=authsvc", "host=db password=*** dbname=authsvc"),
+        ("host=db password = s3cr3t dbname=authsvc", "host=db password = *** dbname=authsvc"),
+        ("host=db password='s3 cr\\'3t' dbname=authsvc", "host=db password=*** dbname=authsvc"),
+        ("host=db1,db2 port=5432,5433 user=app password=s3cr3t",
+         "host=db1,db2 port=5432,5433 user=app password=***"),
+        ("application_name='password=x' password=s3cr3t",
+         "application_name='password=x' password=***"),
+        ("host=db sslpassword=s3cr3t", "host=db sslpassword=***"),
+        ("postgresql://db/authsvc", "postgresql://db/authsvc"),
+        ("host=db dbname=authsvc", "host=db dbname=authsvc"),
+    ],
+)
+def test_connection_strings_are_shown_without_their_password(url, shown):
+    assert redact_url(url) == shown
+    assert "s3" not in shown
+
+
+def test_settings_repr_hides_a_key_value_password(tmp_path):
+    settings = load_settings({"DATABASE_URL": "host=db user=app password='s3 cr3t' dbname=x",
+                              "JWT_SECRET_KEY": STRONG, "AUTHSVC_DATA_DIR": str(tmp_path)})
+    assert "s3 cr3t" not in repr(settings) and "password=***" in repr(settings)
+
+
+def _conninfo(url: str) -> str:
+    return " ".join(f"{k}='{v}'" for k, v in conninfo_to_dict(url).items())
+
+
+def _query_form(url: str) -> str:
+    p = conninfo_to_dict(url)
+    return f"postgresql://{p['user']}@{p['host']}:{p['port']}/{p['dbname']}?password={p['password']}"
+
+
+def _multi_host(url: str) -> str:
+    p = conninfo_to_dict(url)
+    return (f"postgresql://{p['user']}:{p['password']}@127.0.0.1:1,{p['host']}:{p['port']}"
+            f"/{p['dbname']}")
+
+
+@pytest.mark.parametrize("form", [_conninfo, _query_form, _multi_host])
+def test_the_command_line_never_prints_the_database_password(pg, tmp_path, form):
+    url = pg.create_database("authsvc_test_redact")
+    try:
+        password = conninfo_to_dict(url)["password"]
+        env = {"JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path / "data"),
+               "DATABASE_URL": form(url)}
+        migrated = run_cli(["migrate"], env, cwd=tmp_path)
+        assert migrated.returncode == 0, migrated.stderr
+        doctor = run_cli(["doctor"], env, cwd=tmp_path)
+        assert "ok   database" in doctor.stdout, doctor.stdout + doctor.stderr
+        assert "***" in migrated.stderr and "***" in doctor.stderr
+        for output in (migrated.stdout, migrated.stderr, doctor.stdout, doctor.stderr):
+            assert password not in output
+    finally:
+        pg.drop_database(url)
