@@ -5,6 +5,10 @@ every form of connection string, and row values of database errors kept out of t
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,7 +18,7 @@ import jwt
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from authsvc import create_app
+from authsvc import create_app, embedded
 from authsvc.config import ConfigError, load_settings, redact_url
 from authsvc.errors import (
     IdempotencyKeyInFlight,
@@ -260,6 +264,84 @@ def test_settings_repr_hides_the_previous_keys():
     shown = repr(settings)
     assert STRONG_TOO not in shown and STRONG not in shown
     assert "previous_secret_keys='<redacted>'" in shown
+
+
+# -- files holding secrets are owner-only from their creation -----------------------------------
+
+
+class ModeWatch:
+    """The permission bits of watched files, looked at whenever the process does anything
+    audited (open, chmod, rename, subprocess, socket...). Python calls audit hooks before the
+    operation, so a file written first and chmod-ed after is seen with its first mode."""
+
+    def __init__(self, *fragments: str) -> None:
+        self.fragments = fragments
+        self.paths: set[str] = set()
+        self.modes: dict[str, set[int]] = {}
+        self.active = False
+        self._busy = False
+        sys.addaudithook(self._hook)  # hooks cannot be removed; inactive once the test ends
+
+    def _hook(self, event: str, args: tuple) -> None:
+        if not self.active or self._busy:
+            return
+        self._busy = True
+        try:
+            if event in ("open", "os.rename") and args and isinstance(args[0], str | Path):
+                for path in (args[0], *(args[1:2] if event == "os.rename" else ())):
+                    if any(f in os.path.basename(os.fspath(path)) for f in self.fragments):
+                        self.paths.add(os.path.abspath(os.fspath(path)))
+            for path in self.paths:
+                try:
+                    mode = os.stat(path).st_mode & 0o777
+                except OSError:
+                    continue
+                self.modes.setdefault(path, set()).add(mode)
+        finally:
+            self._busy = False
+
+    def __enter__(self) -> ModeWatch:
+        self.active = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._hook("exit", ())
+        self.active = False
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)  # the usual umask: a plain write would make a 0644 file
+    yield
+    os.umask(previous)
+
+
+def test_the_embedded_database_files_are_owner_only_from_their_creation(umask_022):
+    data_dir = Path(tempfile.mkdtemp(prefix="authsvc-test-modes-"))
+    data_dir.chmod(0o755)  # reachable by the system user the cluster runs as, under root
+    try:
+        with ModeWatch("embedded.json", "pwfile") as watch:
+            cluster = embedded.ensure_running(data_dir)
+        assert cluster.password
+        names = {os.path.basename(p) for p in watch.modes}
+        assert "embedded.json" in names and ".pwfile" in names, watch.modes
+        assert all(modes == {0o600} for modes in watch.modes.values()), {
+            p: sorted(oct(m) for m in modes) for p, modes in watch.modes.items()
+        }
+        assert (data_dir / "embedded.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        embedded.stop(data_dir)
+        pointer = data_dir / "pgdata.path"
+        if pointer.exists():
+            shutil.rmtree(Path(pointer.read_text().strip()).parent, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_the_development_signing_key_file_is_owner_only_from_its_creation(tmp_path, umask_022):
+    with ModeWatch("jwt_secret") as watch:
+        settings = load_settings({"AUTHSVC_DATA_DIR": str(tmp_path), "JWT_SECRET_KEY": ""})
+    assert settings.jwt_secret_generated
+    assert watch.modes and all(modes == {0o600} for modes in watch.modes.values())
 
 
 # -- connection strings: the password hidden in every form libpq accepts ------------------------
