@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
@@ -23,6 +24,7 @@ from authsvc.config import ConfigError, load_settings, redact_url
 from authsvc.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
+    SignupFailed,
     TokenInvalid,
 )
 from authsvc.pages.browser import COOKIE_NAME, SessionCookie
@@ -418,3 +420,69 @@ def test_the_command_line_never_prints_the_database_password(pg, tmp_path, form)
             assert password not in output
     finally:
         pg.drop_database(url)
+
+
+# -- a failing constraint's row values never reach a log line ----------------------------------
+
+
+def _log_entries(err: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def _scrubbed_tracebacks(err: str) -> list[str]:
+    """The tracebacks logged, asserting that at least one carried a DETAIL (now redacted)."""
+    tracebacks = [e["traceback"] for e in _log_entries(err) if e.get("traceback")]
+    assert any("DETAIL:  <redacted>" in t for t in tracebacks), tracebacks
+    return tracebacks
+
+
+def test_a_refused_identity_row_with_its_email_and_hash_reaches_no_log_line(auth, db, capfd):
+    # A CHECK added NOT VALID refuses every new row; its DETAIL would list the whole row.
+    db.execute("ALTER TABLE auth.users ADD CONSTRAINT fault_refuse_rows CHECK (false) NOT VALID")
+    try:
+        body = auth.signup("victim@example.com", expect=500)
+    finally:
+        db.execute("ALTER TABLE auth.users DROP CONSTRAINT fault_refuse_rows")
+    assert body["error"]["code"] == SignupFailed.code
+    assert body["error"]["details"]["reason"] == "check_violation"
+    err = capfd.readouterr().err
+    _scrubbed_tracebacks(err)
+    for value in ("victim@example.com", "$argon2id$", PASSWORD):
+        assert value not in err
+
+
+def test_a_unique_violation_under_a_trigger_leaves_its_key_values_out_of_the_logs(
+    auth, db, capfd
+):
+    # A trigger copies each new profile into a table whose unique key already holds this
+    # username and email: the violation's DETAIL is "Key (username, email)=(...)".
+    db.execute("CREATE TABLE public.fault_claims (username text, email text, "
+               "UNIQUE (username, email))")
+    db.execute("INSERT INTO public.fault_claims VALUES ('taken_name', 'victim@example.com')")
+    db.execute("CREATE FUNCTION public.fault_claim() RETURNS trigger LANGUAGE plpgsql "
+               "SECURITY DEFINER SET search_path = public AS $$ BEGIN "
+               "INSERT INTO public.fault_claims VALUES (NEW.username, NEW.email); RETURN NEW; "
+               "END $$")
+    db.execute("CREATE TRIGGER fault_claim AFTER INSERT ON public.users "
+               "FOR EACH ROW EXECUTE FUNCTION public.fault_claim()")
+    try:
+        body = auth.signup("victim@example.com", username="taken_name", expect=500)
+    finally:
+        db.execute("DROP TRIGGER IF EXISTS fault_claim ON public.users")
+        db.execute("DROP FUNCTION IF EXISTS public.fault_claim()")
+        db.execute("DROP TABLE IF EXISTS public.fault_claims")
+    details = body["error"]["details"]
+    assert (details["step"], details["reason"]) == ("profile_insert", "unique_violation")
+    err = capfd.readouterr().err
+    _scrubbed_tracebacks(err)
+    for value in ("victim@example.com", "taken_name", "$argon2id$"):
+        assert value not in err
+
+
+def test_the_driver_error_itself_carries_the_values_the_logs_leave_out(db):
+    # What the tests above guard against: psycopg's message does include the DETAIL.
+    db.execute("CREATE TEMP TABLE fault_unique (email text UNIQUE)")
+    db.execute("INSERT INTO fault_unique VALUES ('victim@example.com')")
+    with pytest.raises(psycopg.errors.UniqueViolation) as info:
+        db.execute("INSERT INTO fault_unique VALUES ('victim@example.com')")
+    assert "Key (email)=(victim@example.com)" in str(info.value)
