@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import re
 import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from authsvc.redaction import redact_url
 
 # OWASP's password storage cheat sheet: argon2id with m=19 MiB, t=2, p=1 at the least.
 OWASP_MIN_TIME_COST = 2
@@ -97,57 +98,6 @@ class Settings:
     def with_database(self, url: str) -> Settings:
         """These settings, pointed at `url` for both tables (the embedded default)."""
         return replace(self, database_url=url, auth_database_url=url)
-
-
-REDACTED = "***"
-# libpq's parameters that carry a secret (a password, or the passphrase of the client key).
-_SECRET_PARAMS = frozenset({"password", "sslpassword"})
-# key = value, the value bare or single-quoted with backslash escapes (libpq's conninfo syntax).
-_HOSTS = re.compile(r"[A-Za-z0-9.\-_:,\[\]%]*")
-_CONNINFO_PAIR = re.compile(r"([A-Za-z_]+)(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
-
-
-def redact_url(url: str) -> str:
-    """A connection string with every password hidden, in each form libpq accepts: URLs
-    (postgresql:// or postgres://, one host or several, the password in the user info or in
-    the query) and key=value strings (values bare or quoted). For logs, `doctor` and repr."""
-    stripped = url.strip()
-    scheme, sep, rest = stripped.partition("://")
-    if sep and scheme.lower() in ("postgresql", "postgres"):
-        return _redact_uri(scheme, rest)
-    return _CONNINFO_PAIR.sub(_redact_pair, stripped)
-
-
-def _redact_pair(match: re.Match[str]) -> str:
-    key, equals, value = match.groups()
-    if key.lower() in _SECRET_PARAMS:
-        return f"{key}{equals}{REDACTED}"
-    return match.group(0)
-
-
-def _redact_uri(scheme: str, rest: str) -> str:
-    from urllib.parse import unquote
-
-    # libpq ends the user info at the first "@" before any "/". A password typed without
-    # percent-encoding may itself hold "@", "/" or "?", so take the last "@" that is followed
-    # by something shaped like a host list: whatever precedes it is hidden after the user name.
-    for at in (i for i in range(len(rest) - 1, -1, -1) if rest[i] == "@"):
-        after = rest[at + 1 :]
-        end = min((i for i in (after.find("/"), after.find("?")) if i >= 0), default=len(after))
-        if _HOSTS.fullmatch(after[:end]):
-            userinfo = rest[:at]
-            if ":" in userinfo:
-                rest = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{after}"
-            break
-    head, question, query = rest.partition("?")
-    if question:
-        params = []
-        for param in query.split("&"):
-            key, equals, _value = param.partition("=")
-            secret = equals and unquote(key).strip().lower() in _SECRET_PARAMS
-            params.append(f"{key}={REDACTED}" if secret else param)
-        rest = f"{head}?{'&'.join(params)}"
-    return f"{scheme}://{rest}"
 
 
 def _int(env: Mapping[str, Any], name: str, default: int, minimum: int = 0) -> int:
