@@ -64,7 +64,7 @@ class Runtime:
     @property
     def secrets(self) -> tuple[bytes, ...]:
         """The signing secrets, current first (previous ones still verify)."""
-        return tuple(s.encode() for s in signing_secrets(self.settings))
+        return tuple(s.encode() for s in self.settings.verification_keys)
 
     def context(self, user_agent: str | None = None) -> Context:
         """What the use cases need for one request (access tokens are minted by
@@ -82,10 +82,6 @@ class Runtime:
             refresh_reuse_interval=self.settings.refresh_reuse_interval,
             user_agent=user_agent,
         )
-
-
-def signing_secrets(settings: Settings) -> list[str]:
-    return [settings.jwt_secret_key, *getattr(settings, "previous_secret_keys", ())]
 
 
 def hasher_for(settings: Settings) -> Hasher:
@@ -130,7 +126,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
             {"signup": settings.rate_limit_signup, "login": settings.rate_limit_login},
             settings.redis_url,
         ),
-        sealer=Sealer(signing_secrets(settings), "idempotency responses"),
+        sealer=Sealer(list(settings.verification_keys), "idempotency responses"),
     )
     app.extensions["authsvc"] = runtime
     purger = Purger(runtime.stores, settings)
@@ -138,7 +134,9 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
 
     observability.init_app(app)
     errors.init_app(app)
-    tokens.init_app(app, settings.jwt_secret_key, settings.access_token_ttl)
+    tokens.init_app(
+        app, settings.jwt_secret_key, settings.access_token_ttl, settings.previous_secret_keys
+    )
     init_api(app)
     init_pages(app)
     metrics.init_app(app, settings, runtime.stores.pool_stats)

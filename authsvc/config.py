@@ -12,13 +12,20 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from authsvc.redaction import redact_url
+
 # OWASP's password storage cheat sheet: argon2id with m=19 MiB, t=2, p=1 at the least.
 OWASP_MIN_TIME_COST = 2
 OWASP_MIN_MEMORY_KIB = 19456
 OWASP_MIN_PARALLELISM = 1
 
 MIN_SECRET_LENGTH = 32
-_SECRET_FIELDS = {"jwt_secret_key", "supabase_service_role_key", "supabase_anon_key"}
+_SECRET_FIELDS = {
+    "jwt_secret_key",
+    "previous_secret_keys",
+    "supabase_service_role_key",
+    "supabase_anon_key",
+}
 
 
 class ConfigError(Exception):
@@ -34,6 +41,8 @@ class Settings:
     data_dir: Path = Path(".authsvc")
     jwt_secret_key: str = ""
     jwt_secret_generated: bool = False
+    # Former JWT_SECRET_KEYs (AUTHSVC_PREVIOUS_SECRET_KEYS): they verify, only the current signs.
+    previous_secret_keys: tuple[str, ...] = ()
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
     refresh_reuse_interval: int = 10
@@ -84,23 +93,15 @@ class Settings:
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
+    @property
+    def verification_keys(self) -> tuple[str, ...]:
+        """Every key that verifies tokens, cookies and idempotency fingerprints: the current
+        one first, then the previous ones in the order given."""
+        return (self.jwt_secret_key, *self.previous_secret_keys)
+
     def with_database(self, url: str) -> Settings:
         """These settings, pointed at `url` for both tables (the embedded default)."""
         return replace(self, database_url=url, auth_database_url=url)
-
-
-def redact_url(url: str) -> str:
-    """A connection URL with its password replaced, for logs and `doctor`."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
 
 
 def _int(env: Mapping[str, Any], name: str, default: int, minimum: int = 0) -> int:
@@ -224,6 +225,27 @@ def _jwt_secret(env: Mapping[str, Any], production: bool, data_dir: Path) -> tup
     return secret, True
 
 
+def _previous_secrets(env: Mapping[str, Any], production: bool, current: str) -> tuple[str, ...]:
+    """AUTHSVC_PREVIOUS_SECRET_KEYS: former signing keys, comma-separated, that still verify.
+
+    Production holds them to the same bar as JWT_SECRET_KEY: a weak key that still verifies
+    lets anyone who guesses it forge tokens and cookies just as well as a weak current one."""
+    raw = str(env.get("AUTHSVC_PREVIOUS_SECRET_KEYS") or "")
+    keys: list[str] = []
+    for position, key in enumerate((k.strip() for k in raw.split(",")), start=1):
+        if not key or key == current or key in keys:
+            continue
+        weakness = secret_weakness(key) if production else None
+        if weakness:
+            raise ConfigError(
+                f"AUTHSVC_PREVIOUS_SECRET_KEYS: key {position} is too weak to keep verifying "
+                f"tokens in production ({weakness}). Drop it from the list (tokens signed "
+                "with it are then refused and their users log in again)."
+            )
+        keys.append(key)
+    return tuple(keys)
+
+
 def load_settings(env: Mapping[str, Any], default_env: str = "development") -> Settings:
     """Validated Settings from `env` (the environment's names and values). Only the
     entrypoints (wsgi.py, the CLI) hand in os.environ; `default_env` is what AUTHSVC_ENV means
@@ -294,6 +316,7 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
             )
 
     jwt_secret, generated = _jwt_secret(env, production, data_dir)
+    previous_secrets = _previous_secrets(env, production, jwt_secret)
     metrics = _bool(env, "AUTHSVC_METRICS", False)
 
     return Settings(
@@ -304,6 +327,7 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         data_dir=data_dir,
         jwt_secret_key=jwt_secret,
         jwt_secret_generated=generated,
+        previous_secret_keys=previous_secrets,
         access_token_ttl=_int(env, "AUTHSVC_ACCESS_TOKEN_TTL", 900, 10),
         refresh_token_ttl=_int(env, "AUTHSVC_REFRESH_TOKEN_TTL", 30 * 24 * 3600, 60),
         refresh_reuse_interval=_int(env, "AUTHSVC_REFRESH_REUSE_INTERVAL", 10, 0),

@@ -99,6 +99,24 @@ def _run(args: list[str], user: pwd.struct_passwd | None, timeout: float = 60) -
     return proc.stdout
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` in a file that is owner-only (0600) from its creation: it is
+    written under a temporary name opened with that mode, then renamed over `path`, so no
+    other user can open it at any moment, nor find a half-written file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -189,8 +207,7 @@ def ensure_running(data_dir: Path) -> Cluster:
         bin_dir = find_bin_dir()
         if not (pgdata / "PG_VERSION").exists():
             state = _initdb(bin_dir, pgdata, user)
-            state_file.write_text(json.dumps(state))
-            state_file.chmod(0o600)
+            write_private(state_file, json.dumps(state))
         state = json.loads(state_file.read_text())
         port = _running_port(pgdata)
         if port is not None:
@@ -199,7 +216,7 @@ def ensure_running(data_dir: Path) -> Cluster:
         if not _port_free(port):
             port = _free_port()
         state["port"] = port
-        state_file.write_text(json.dumps(state))
+        write_private(state_file, json.dumps(state))
         _run(
             [
                 str(bin_dir / "pg_ctl"),
@@ -224,8 +241,7 @@ def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None) -> dict
     pgdata.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(24)
     pwfile = pgdata.parent / ".pwfile"
-    pwfile.write_text(password + "\n")
-    pwfile.chmod(0o600)
+    write_private(pwfile, password + "\n")
     if user is not None:
         for path in (pgdata, pwfile):
             os.chown(path, user.pw_uid, user.pw_gid)

@@ -17,6 +17,47 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SECRET_KEYS = re.compile(r"pass|secret|token|authorization|cookie|key|hash", re.I)
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
+# Row values that a database error carries: Postgres's DETAIL line ("Key (email)=(...)",
+# "Failing row contains (...)"), and PostgREST's `details`, which forwards the same text. A
+# value may hold a newline: a key's value runs to the words Postgres puts after it when they
+# follow, else to the end of the line.
+_KEY = r"(Key \((?:[^()\n]|\([^()\n]*\))*\)=\()"
+_ROW_VALUES = [
+    (
+        re.compile(r"""(["']details["']\s*:\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"""),
+        r"\1'<redacted>'",
+    ),
+    (
+        re.compile(
+            _KEY + r".*?(\) (?:already exists|is not present in table|is still referenced from "
+            r"table|conflicts with existing key))",
+            re.S,
+        ),
+        r"\1<redacted>\2",
+    ),
+    (re.compile(_KEY + r"(?!<redacted>).*$", re.M), r"\1<redacted>"),
+    (re.compile(r"(Failing row contains \().*$", re.M), r"\1<redacted>)"),
+    (re.compile(r"^(DETAIL:).*$", re.M), r"\1  <redacted>"),
+]
+
+
+def scrub(text: str) -> str:
+    """`text` without the row values a database error carries (DETAIL lines, keys, failing
+    rows, PostgREST's details): they hold emails, hashes and usernames."""
+    for pattern, replacement in _ROW_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value
+
 access_log = logging.getLogger("authsvc.access")
 
 
@@ -46,7 +87,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
         request_id = getattr(record, "request_id", None) or current_request_id()
         if request_id:
@@ -54,12 +95,14 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key in _STANDARD_ATTRS or key.startswith("_") or key == "request_id":
                 continue
-            entry[key] = "<redacted>" if _SECRET_KEYS.search(key) else value
+            entry[key] = "<redacted>" if _SECRET_KEYS.search(key) else _scrubbed(value)
         if record.exc_info:
             exc = record.exc_info[1]
             entry["exc_type"] = type(exc).__name__ if exc else None
-            entry["traceback"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(entry, default=str)
+            entry["traceback"] = scrub("".join(traceback.format_exception(*record.exc_info)))
+        if record.stack_info:
+            entry["stack"] = scrub(record.stack_info)
+        return json.dumps(entry, default=lambda v: scrub(str(v)))
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from flask import Flask, current_app, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt
+from jwt import InvalidSignatureError
 
 from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid, TokenRevoked
 from authsvc.services import sessions
@@ -26,7 +29,35 @@ def current_ids() -> tuple[UUID, UUID]:
     return UUID(claims["sub"]), UUID(claims["sid"])
 
 
-def init_app(app: Flask, secret: str, access_ttl: int) -> None:
+def key_id(key: str) -> str:
+    """The `kid` header naming `key`: a short hash of it, never the key itself."""
+    return hashlib.sha256(b"authsvc-jwt-kid:" + key.encode()).hexdigest()[:16]
+
+
+class SigningKeys:
+    """The current key signs; it and the previous keys verify, each found by its `kid`."""
+
+    def __init__(self, current: str, previous: Sequence[str] = ()) -> None:
+        self.current = current
+        self.current_kid = key_id(current)
+        self._by_kid = {key_id(k): k for k in (*previous, current)}
+
+    def for_header(self, header: dict[str, Any]) -> str:
+        """The key to verify a token with, from its (unverified) header. A token without a
+        `kid` predates key ids and was signed with the current key."""
+        if "kid" not in header:
+            return self.current
+        kid = header["kid"]
+        key = self._by_kid.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidSignatureError("the token names a key this service does not hold")
+        return key
+
+
+def init_app(app: Flask, secret: str, access_ttl: int, previous: Sequence[str] = ()) -> None:
+    """flask-jwt-extended for `app`: HS256 tokens signed with `secret` under its `kid`, verified
+    with it or a `previous` key, and every JWT error answered in the envelope."""
+    keys = SigningKeys(secret, previous)
     app.config.update(
         JWT_SECRET_KEY=secret,
         JWT_ALGORITHM="HS256",
@@ -36,6 +67,18 @@ def init_app(app: Flask, secret: str, access_ttl: int) -> None:
         JWT_ERROR_MESSAGE_KEY="message",
     )
     jwt = JWTManager(app)
+
+    @jwt.encode_key_loader
+    def signing_key(_identity: Any) -> str:
+        return keys.current
+
+    @jwt.additional_headers_loader
+    def key_header(_identity: Any) -> dict[str, str]:
+        return {"kid": keys.current_kid}
+
+    @jwt.decode_key_loader
+    def verification_key(header: dict, _payload: dict) -> str:
+        return keys.for_header(header)
 
     @app.before_request
     def reject_non_ascii_authorization() -> None:

@@ -269,7 +269,7 @@ def test_signup_creates_both_rows_signs_in_and_lands_on_the_account(pages, db):
     page = pages.client.get("/account?welcome=1")
     assert page.status_code == 200
     assert "Welcome! Your account is ready." in page.text
-    assert "Ada@example.com" in page.text and "Ada Lovelace" in page.text
+    assert "ada@example.com" in page.text and "Ada Lovelace" in page.text
     assert str(identity["id"]) in page.text
 
 

@@ -22,7 +22,7 @@ def test_signup_creates_the_identity_and_its_profile_with_one_id(auth, db):
     body = auth.signup("Alice@Example.COM", username="alice", display_name="Alice")
     user = body["data"]["user"]
     assert body["success"] is True
-    assert user["email"] == "Alice@example.com"  # domain lower-cased, local part kept
+    assert user["email"] == "alice@example.com"  # the whole address lower-cased
     identity = identity_row(db, "alice@example.com")
     profile = profile_row(db, user["id"])
     assert str(identity["id"]) == user["id"] == str(profile["id"])

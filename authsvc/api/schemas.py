@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from functools import cache
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, validate
 
 from authsvc.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
 from authsvc.passwords import MIN_LENGTH as PASSWORD_MIN_LENGTH
 
 USERNAME_PATTERN = r"^[a-z0-9_]{3,32}$"
-_EMAIL = re.compile(
-    r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-)
+EMAIL_MAX_LENGTH = 254
+EMAIL_INVALID = "Not a valid email address."
+
+# Never part of an address, whatever email-validator's own list of unsafe characters says:
+# controls (Cc), format characters (Cf: zero-width characters, bidi controls, BOM, soft hyphen),
+# surrogates, private use, unassigned code points, separators of lines, paragraphs and words.
+_EMAIL_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
 
 
 def normalize_email(value: str) -> str:
-    """Trimmed, with the domain lower-cased; the local part is kept as given."""
-    local, _, domain = value.strip().rpartition("@")
-    return f"{local}@{domain.lower()}"
+    """The one form of an address that is stored, compared and looked up: validated by
+    email-validator, trimmed, NFC, and lower-cased whole in Python (never by a database's
+    locale). Raises ValidationError for anything that is not an address."""
+    text = value.strip(" \t\r\n")  # what a form or a paste leaves around an address
+    for ch in text:
+        if unicodedata.category(ch) in _EMAIL_REFUSED_CATEGORIES:
+            name = unicodedata.name(ch, f"U+{ord(ch):04X}")
+            raise ValidationError(
+                f"{EMAIL_INVALID} It must not contain spaces, invisible or control characters "
+                f"(found {name})."
+            )
+    try:
+        checked = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValidationError(f"{EMAIL_INVALID} {exc}") from None
+    # email-validator has applied NFC; lower-casing can leave a string that is not NFC.
+    normalized = unicodedata.normalize("NFC", checked.normalized.lower())
+    if len(normalized) > EMAIL_MAX_LENGTH:
+        raise ValidationError(f"{EMAIL_INVALID} It is longer than {EMAIL_MAX_LENGTH} characters.")
+    return normalized
 
 
 class TextField(fields.String):
@@ -40,14 +60,10 @@ class TextField(fields.String):
 
 
 class EmailField(TextField):
-    """An email address: trimmed, domain lower-cased, at most 254 characters."""
+    """An email address, in its normalised form (see normalize_email)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        text = text.strip()
-        if len(text) > 254 or not _EMAIL.match(text):
-            raise ValidationError("Not a valid email address.")
-        return normalize_email(text)
+        return normalize_email(super()._deserialize(value, attr, data, **kwargs))
 
 
 def _no_control_characters(value: str) -> None:
@@ -77,7 +93,13 @@ _username: dict[str, Any] = {
 class SignupSchema(Schema):
     email = EmailField(
         required=True,
-        metadata={"format": "email", "maxLength": 254, "example": "alice@example.com"},
+        metadata={
+            "format": "email",
+            "maxLength": EMAIL_MAX_LENGTH,
+            "example": "alice@example.com",
+            "description": "trimmed, NFC and lower-cased; spaces, invisible and control "
+            "characters are refused",
+        },
     )
     password = TextField(
         required=True,

@@ -3,7 +3,8 @@
 It carries the per-session CSRF token and, once signed in, the session's access and refresh
 tokens. The tokens live only in this cookie: no page ever renders them, and no script can read
 them. The signature (a key derived from JWT_SECRET_KEY) stops anyone from planting a CSRF token
-of their choosing in the cookie.
+of their choosing in the cookie; cookies signed with a key in AUTHSVC_PREVIOUS_SECRET_KEYS are
+still accepted, and sent back signed with the current key.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class SessionCookie:
 
     def __init__(self, settings: Settings) -> None:
         self._serializer = URLSafeTimedSerializer(settings.jwt_secret_key, salt=_SALT)
+        # itsdangerous signs with the last key of a list and verifies with any of them.
+        keys = [*reversed(settings.previous_secret_keys), settings.jwt_secret_key]
+        self._any_key = URLSafeTimedSerializer(keys, salt=_SALT)
         self.secure = settings.production
         self.name = SECURE_COOKIE_NAME if self.secure else COOKIE_NAME
         self.max_age = settings.refresh_token_ttl
@@ -79,16 +83,29 @@ class SessionCookie:
         """The session the browser sent, or a new anonymous one (tampered, expired or absent)."""
         raw = cookies.get(self.name)
         if raw:
-            try:
-                data = self._serializer.loads(raw, max_age=self.max_age)
-            except BadSignature:
-                data = None
+            data, former_key = self._load(raw)
             if isinstance(data, dict) and isinstance(data.get("csrf"), str):
                 access, refresh = data.get("at"), data.get("rt")
                 if isinstance(access, str) and isinstance(refresh, str):
-                    return BrowserSession(data["csrf"], access, refresh)
-                return BrowserSession(data["csrf"])
+                    session = BrowserSession(data["csrf"], access, refresh)
+                else:
+                    session = BrowserSession(data["csrf"])
+                # Signed with a previous key: send it again under the current one, so it
+                # outlives that key's removal from AUTHSVC_PREVIOUS_SECRET_KEYS.
+                session.changed = former_key
+                return session
         return BrowserSession.new()
+
+    def _load(self, raw: str) -> tuple[Any, bool]:
+        """(the cookie's data or None, whether a previous key signed it)."""
+        try:
+            return self._serializer.loads(raw, max_age=self.max_age), False
+        except BadSignature:
+            pass
+        try:
+            return self._any_key.loads(raw, max_age=self.max_age), True
+        except BadSignature:
+            return None, False
 
     def write(self, response: Any, session: BrowserSession) -> None:
         data: dict[str, str] = {"csrf": session.csrf_token}

@@ -15,7 +15,7 @@ from uuid import UUID
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
-from jwt import ExpiredSignatureError, PyJWTError
+from jwt import ExpiredSignatureError, InvalidSignatureError, PyJWTError
 from marshmallow import Schema, ValidationError
 
 from authsvc import passwords
@@ -152,7 +152,9 @@ def _resolve_session(browser: BrowserSession) -> SignedIn | None:
     ctx = _context()
     try:
         claims = decode_token(browser.access_token)
-    except ExpiredSignatureError:
+    except (ExpiredSignatureError, InvalidSignatureError):
+        # Expired, or signed with a key retired since (the cookie's own signature vouches for
+        # what it holds): the refresh token, checked by the server, decides.
         try:
             session = accounts.refresh(ctx, browser.refresh_token or "")
         except AuthError as err:

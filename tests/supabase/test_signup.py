@@ -45,7 +45,7 @@ def test_signup_creates_the_supabase_user_and_its_profile_with_one_id(auth, fake
     user = body["data"]["user"]
     assert fake.users[user["id"]]["email"] == "alice@example.com"
     assert fake.state(user["id"]) == "complete"
-    assert fake.profiles[user["id"]]["email"] == "Alice@example.com"
+    assert fake.profiles[user["id"]]["email"] == "alice@example.com"
     assert fake.profiles[user["id"]]["username"] == "alice"
     assert user["email_confirmed"] is True
     assert body["data"]["session"]["access_token"] and body["data"]["session"]["refresh_token"]

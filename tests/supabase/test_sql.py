@@ -115,3 +115,60 @@ def test_the_profile_sql_applies_twice_and_enforces_its_policies(project):
     conn.execute("RESET ROLE")
     conn.execute("DELETE FROM auth.users WHERE id = %s", (bob,))
     assert conn.execute("SELECT count(*) FROM public.users").fetchone()[0] == 1
+
+
+USERNAME_CHECK_SQL = next(
+    (Path(__file__).parents[2] / "supabase" / "migrations").glob("*_authsvc_username_check.sql")
+)
+
+
+def _username_check_validated(conn: psycopg.Connection) -> bool | None:
+    row = conn.execute(
+        "SELECT convalidated FROM pg_constraint WHERE conname = 'users_username_check' "
+        "AND conrelid = 'public.users'::regclass"
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_users_own_update_through_postgrest_cannot_set_a_username_the_api_refuses(project):
+    conn = project
+    conn.execute(SQL.read_text())
+    conn.execute(USERNAME_CHECK_SQL.read_text())
+    conn.execute(USERNAME_CHECK_SQL.read_text())  # safe to run twice
+    assert _username_check_validated(conn) is True
+
+    alice = str(uuid4())
+    conn.execute("INSERT INTO auth.users VALUES (%s, 'a@x.io')", (alice,))
+    as_role(conn, "service_role")
+    conn.execute("INSERT INTO public.users (id, email) VALUES (%s, 'a@x.io')", (alice,))
+
+    # PostgREST runs a signed-in user's PATCH as `authenticated`, their id in the JWT claims.
+    as_role(conn, "authenticated", alice)
+    for bad in ("Alice", "al", "x" * 33, "al ice", "al\u00efce", "alice\n"):
+        with pytest.raises(psycopg.errors.CheckViolation) as refused:
+            conn.execute("UPDATE public.users SET username = %s WHERE id = %s", (bad, alice))
+        assert refused.value.diag.constraint_name == "users_username_check"
+    conn.execute("UPDATE public.users SET username = 'alice_01' WHERE id = %s", (alice,))
+    as_role(conn, "service_role")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("UPDATE public.users SET username = 'Bad Name' WHERE id = %s", (alice,))
+
+
+def test_the_username_check_is_added_not_valid_over_rows_that_break_it(project):
+    conn = project
+    conn.execute(SQL.read_text())
+    legacy, other = str(uuid4()), str(uuid4())
+    conn.execute("INSERT INTO auth.users VALUES (%s, 'l@x.io'), (%s, 'o@x.io')", (legacy, other))
+    conn.execute(
+        "INSERT INTO public.users (id, email, username) VALUES (%s, 'l@x.io', 'Legacy Name'), "
+        "(%s, 'o@x.io', 'other')",
+        (legacy, other),
+    )
+    conn.execute(USERNAME_CHECK_SQL.read_text())
+    assert _username_check_validated(conn) is False
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("UPDATE public.users SET username = 'New Bad' WHERE id = %s", (other,))
+    # Fixed rows: running the file again validates it.
+    conn.execute("UPDATE public.users SET username = 'legacy_name' WHERE id = %s", (legacy,))
+    conn.execute(USERNAME_CHECK_SQL.read_text())
+    assert _username_check_validated(conn) is True
