@@ -180,5 +180,5 @@ def test_readyz_and_version_in_supabase_mode(client, fake):
     assert ready.status_code == 200, ready.get_json()
     assert ready.get_json()["data"]["checks"] == {"database": "ok", "migrations": "ok"}
     version = client.get("/version").get_json()["data"]
-    assert version["backend"] == "supabase" and version["schema_version"] == "0002"
+    assert version["backend"] == "supabase" and version["schema_version"] == "0005"
     assert fake.all_requests() == []  # readiness never depends on Supabase being up
