@@ -1,5 +1,6 @@
-"""Rate limits in flask-limiter's notation ("10 per minute;100 per hour"), per client address
-and per account, with one budget per limit whichever worker or instance a request lands on.
+"""Rate limits in the `limits` library's notation ("10 per minute;100 per hour"), per client
+address and per account, with one budget per limit whichever worker or instance a request
+lands on.
 
 Counted by limits' sliding window counter strategy in a shared storage: the service's own
 Postgres (Stores.rate_limit_storage) by default, Redis when REDIS_URL is set.
