@@ -16,7 +16,7 @@ from flask import Flask
 from authsvc.background import Purger
 from authsvc.config import Settings, load_settings
 from authsvc.passwords import Hasher
-from authsvc.ratelimit import RateLimits
+from authsvc.ratelimit import RateLimits, redis_storage
 from authsvc.sealing import Sealer
 from authsvc.services.accounts import Context
 from authsvc.stores import Stores, make_stores
@@ -90,6 +90,21 @@ def hasher_for(settings: Settings) -> Hasher:
     )
 
 
+def rate_limits_for(settings: Settings, stores: Stores) -> RateLimits:
+    """The rate limits, counted in Redis with REDIS_URL, else in the service's own Postgres."""
+    storage = (
+        redis_storage(settings.redis_url, float(settings.connect_timeout))
+        if settings.redis_url
+        else stores.rate_limit_storage
+    )
+    rules = {
+        "signup": settings.rate_limit_signup,
+        "login": settings.rate_limit_login,
+        "refresh": settings.rate_limit_refresh,
+    }
+    return RateLimits(settings.rate_limits, rules, storage)
+
+
 def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     """Build the service from settings (or a mapping of the environment's names, for tests).
 
@@ -117,15 +132,21 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trusted_proxies:
+        # The client's address is the one the N-th proxy saw (X-Forwarded-For, N entries from
+        # the right); with no trusted proxy the header is ignored and the socket's address used.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0, x_host=0, x_port=0,
+            x_prefix=0,
+        )
+    stores = make_stores(settings)
     runtime = Runtime(
         settings=settings,
-        stores=make_stores(settings),
+        stores=stores,
         hasher=hasher_for(settings),
-        rate_limits=RateLimits(
-            settings.rate_limits,
-            {"signup": settings.rate_limit_signup, "login": settings.rate_limit_login},
-            settings.redis_url,
-        ),
+        rate_limits=rate_limits_for(settings, stores),
         sealer=Sealer(list(settings.verification_keys), "idempotency responses"),
     )
     app.extensions["authsvc"] = runtime

@@ -57,6 +57,9 @@ class Settings:
     rate_limits: bool = True
     rate_limit_signup: str = "10 per minute;50 per hour"
     rate_limit_login: str = "10 per minute;100 per hour"
+    rate_limit_refresh: str = "30 per minute;300 per hour"
+    # Proxies in front of the service whose X-Forwarded-For entries are believed (0: none).
+    trusted_proxies: int = 0
     argon2_time_cost: int = OWASP_MIN_TIME_COST
     argon2_memory_kib: int = OWASP_MIN_MEMORY_KIB
     argon2_parallelism: int = OWASP_MIN_PARALLELISM
@@ -88,7 +91,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value:
                 value = "<redacted>"
-            elif f.name in ("database_url", "auth_database_url") and value:
+            elif f.name in ("database_url", "auth_database_url", "redis_url") and value:
                 value = redact_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
@@ -185,12 +188,42 @@ def _rate_limit(env: Mapping[str, Any], name: str, default: str) -> str:
 
     spec = str(env.get(name) or default)
     try:
-        parse_many(spec)
+        items = parse_many(spec)
     except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
         raise ConfigError(
-            f"{name} must be limits like '10 per minute;100 per hour', got {spec!r}."
-        ) from None
+            f"{name} must be limits like '10 per minute;100 per hour' (each allowing at least "
+            f"one request), got {spec!r}."
+        )
     return spec
+
+
+REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
+
+
+def _redis_url(env: Mapping[str, Any]) -> str | None:
+    """REDIS_URL, checked: a redis:// URL and the redis package to speak to it."""
+    from urllib.parse import urlsplit
+
+    url = str(env.get("REDIS_URL") or "").strip()
+    if not url:
+        return None
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            f"REDIS_URL must be a {', '.join(s + '://' for s in REDIS_SCHEMES)} URL, got "
+            f"{redact_url(url)!r}."
+        )
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            "REDIS_URL needs the redis package: pip install 'authsvc[redis]' (or pip install "
+            "redis)."
+        )
+    return url
 
 
 def _git_sha(env: Mapping[str, Any]) -> str | None:
@@ -338,10 +371,14 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         supabase_service_role_key=service_key,
         supabase_anon_key=anon_key,
         supabase_email_confirm=_bool(env, "AUTHSVC_SUPABASE_EMAIL_CONFIRM", True),
-        redis_url=env.get("REDIS_URL") or None,
+        redis_url=_redis_url(env),
         rate_limits=rate_limits,
         rate_limit_signup=_rate_limit(env, "AUTHSVC_RATE_LIMIT_SIGNUP", Settings.rate_limit_signup),
         rate_limit_login=_rate_limit(env, "AUTHSVC_RATE_LIMIT_LOGIN", Settings.rate_limit_login),
+        rate_limit_refresh=_rate_limit(
+            env, "AUTHSVC_RATE_LIMIT_REFRESH", Settings.rate_limit_refresh
+        ),
+        trusted_proxies=_int(env, "AUTHSVC_TRUSTED_PROXIES", 0, 0),
         argon2_time_cost=time_cost,
         argon2_memory_kib=memory_kib,
         argon2_parallelism=parallelism,

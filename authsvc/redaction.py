@@ -17,10 +17,12 @@ _CONNINFO_PAIR = re.compile(r"([A-Za-z_]+)(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
 def redact_url(url: str) -> str:
     """A connection string with every password hidden, in each form libpq accepts: URLs
     (postgresql:// or postgres://, one host or several, the password in the user info or in
-    the query) and key=value strings (values bare or quoted). For logs, `doctor` and repr."""
+    the query) and key=value strings (values bare or quoted); other URLs (redis://) too. For
+    logs, `doctor` and repr."""
     stripped = url.strip()
     scheme, sep, rest = stripped.partition("://")
-    if sep and scheme.lower() in ("postgresql", "postgres"):
+    if sep and scheme.replace("+", "").replace("-", "").isalnum():
+        # postgresql:// and postgres://, and any other URL (redis://, rediss://) alike.
         return _redact_uri(scheme, rest)
     return _CONNINFO_PAIR.sub(_redact_pair, stripped)
 

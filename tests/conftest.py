@@ -23,6 +23,7 @@ TABLES = (
     "authsvc.refresh_tokens",
     "authsvc.idempotency_keys",
     "authsvc.maintenance",
+    "authsvc.rate_limits",
 )
 TEST_SECRET = "test-signing-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0-long-enough"
 PASSWORD = "correct horse battery staple"

@@ -37,6 +37,7 @@ SERVICE_TABLES = (
     "authsvc.refresh_tokens",
     "authsvc.idempotency_keys",
     "authsvc.maintenance",
+    "authsvc.rate_limits",
 )
 SERVICE_READ_ONLY_TABLES = ("authsvc._yoyo_migration",)
 SERVICE_GRANTS = (

@@ -7,11 +7,14 @@ this behaviour whichever backend they are handed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from limits import parse
+from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from authsvc.config import load_settings
 from authsvc.errors import EmailTaken, UsernameTaken
@@ -191,3 +194,27 @@ def test_reconcile_finds_and_repairs_the_same_drift_in_every_layout(stores):
     assert stores.identities.get(unfinished) is None
     assert stores.identities.get(whole) is not None and stores.profiles.get(whole) is not None
     assert all(stores.profiles.get(i) is None for i in orphans)
+
+
+def test_rate_limit_counters_serve_the_limits_strategies(stores):
+    # Rate-limit counters are always authsvc's own Postgres; any of limits' strategies that the
+    # storage supports counts there exactly.
+    storage = stores.rate_limit_storage
+    assert storage.check() is True
+    sliding = SlidingWindowCounterRateLimiter(storage)
+    three = parse("3 per hour")
+    assert [sliding.hit(three, "contract", "a") for _ in range(4)] == [True, True, True, False]
+    assert sliding.hit(three, "contract", "b") is True  # another key, its own budget
+    stats = sliding.get_window_stats(three, "contract", "a")
+    assert stats.remaining == 0 and time.time() < stats.reset_time <= time.time() + 3600
+    assert sliding.test(three, "contract", "a") is False
+    sliding.clear(three, "contract", "a")
+    assert sliding.get_window_stats(three, "contract", "a").remaining == 3
+    fixed = FixedWindowRateLimiter(storage)
+    two = parse("2 per minute")
+    assert [fixed.hit(two, "contract", "a") for _ in range(3)] == [True, True, False]
+    assert storage.get(two.key_for("contract", "a")) == 3
+    reset_time = fixed.get_window_stats(two, "contract", "a").reset_time
+    assert time.time() < reset_time <= time.time() + 60
+    assert storage.reset() == 2  # "b"'s sliding counter and the fixed one ("a"'s was cleared)
+    assert fixed.hit(two, "contract", "a") is True

@@ -142,10 +142,12 @@ def login_view(body: dict[str, Any]):
         401: (errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked,
               errors.RefreshTokenReused),
         403: (errors.UserBanned,),
+        429: (errors.RateLimited,),
     }
 )
 def refresh_view(body: dict[str, Any]):
     """Exchange a refresh token for a new session pair; the old refresh token is spent."""
+    _runtime().rate_limits.hit("refresh", _client())
     session = accounts.refresh(_context(), body["refresh_token"])
     return envelope_ok({"session": session.as_dict()})
 

@@ -1,10 +1,11 @@
 """The ports the services are written against, the rows they pass around, and make_stores().
 
 Ports by what varies (docs/architecture.md has the table): identities and profiles per backend
-(Postgres, Supabase), sessions and idempotency always authsvc's own Postgres, schema
-administration on its own. A signup's writes go through a SignupUnit: a transaction in one
-database (pg/signup.py), compensating deletes otherwise (units.py). Stores translate their
-driver's errors into `authsvc.errors`; nothing above a store ever sees a driver exception.
+(Postgres, Supabase); sessions, idempotency and rate-limit counters (a storage for the `limits`
+library) always authsvc's own Postgres; schema administration on its own. A signup's writes go
+through a SignupUnit: a transaction in one database (pg/signup.py), compensating deletes
+otherwise (units.py). Stores translate their driver's errors into `authsvc.errors`; nothing
+above a store ever sees a driver exception.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 if TYPE_CHECKING:
+    from limits.storage import Storage as RateLimitStorage
+
     from authsvc.config import Settings
 
 PENDING = "pending"
@@ -250,6 +253,8 @@ class Stores:
     maintenance: MaintenanceStore
     admin: SchemaAdmin
     signup: Callable[[UUID], SignupUnit]
+    # Rate-limit counters shared by every worker and instance (used unless REDIS_URL is set).
+    rate_limit_storage: RateLimitStorage
     password_check: RemotePasswordCheck | None = None
     # {database name: pool numbers} of the Postgres pools behind these stores (metrics).
     pool_stats: Callable[[], dict[str, dict[str, int]]] = dict

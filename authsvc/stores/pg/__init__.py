@@ -2,8 +2,8 @@
 in one database (the default) or two (AUTH_DATABASE_URL differs from DATABASE_URL).
 
 In one database a signup is one transaction (TransactionalSignup); across two, each write
-commits on its own and compensation deletes (units.CompensatingSignup). Sessions, refresh tokens
-and idempotency keys live with the identities.
+commits on its own and compensation deletes (units.CompensatingSignup). Sessions, refresh tokens,
+idempotency keys and rate-limit counters live with the identities.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.idempotency import PgIdempotency, PgMaintenance
 from authsvc.stores.pg.identities import PgIdentities
 from authsvc.stores.pg.profiles import PgProfiles
+from authsvc.stores.pg.ratelimits import PgRateLimits
 from authsvc.stores.pg.schema import PgSchema
 from authsvc.stores.pg.sessions import PgSessions
 from authsvc.stores.pg.signup import TransactionalSignup
@@ -51,6 +52,7 @@ def make_postgres_stores(settings: Settings) -> Stores:
         maintenance=PgMaintenance(auth_db),
         admin=PgSchema(plan),
         signup=unit,
+        rate_limit_storage=PgRateLimits(auth_db),
         pool_stats=lambda: {db.name: db.stats() for db in databases},
         _open=[db.open for db in databases],
         _close=[db.close for db in databases],

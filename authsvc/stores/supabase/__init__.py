@@ -4,11 +4,11 @@ sessions in Postgres.
 - Identities are Supabase Auth users, written with the service role key (identities.py).
 - Profiles are rows of `public.users` in the Supabase project (created by the SQL under
   `supabase/`), written through PostgREST with the same key (profiles.py).
-- Sessions, refresh tokens and idempotency keys stay authsvc's own, in schema `authsvc` of the
-  Postgres at DATABASE_URL (Supabase's own database through its connection string, or any
-  other Postgres; with none configured, the embedded one). They are not behind PostgREST
-  because refresh-token rotation needs row locks held across several statements of one
-  transaction, which the REST API cannot express.
+- Sessions, refresh tokens, idempotency keys and rate-limit counters stay authsvc's own, in
+  schema `authsvc` of the Postgres at DATABASE_URL (Supabase's own database through its
+  connection string, or any other Postgres; with none configured, the embedded one). They are
+  not behind PostgREST because refresh-token rotation needs row locks held across several
+  statements of one transaction, which the REST API cannot express.
 
 Nothing is shared by a transaction, so a signup compensates by deleting
 (units.CompensatingSignup), the same unit split Postgres uses. Installed with the `supabase`
@@ -23,6 +23,7 @@ from authsvc.config import Settings
 from authsvc.stores import Stores
 from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.idempotency import PgIdempotency, PgMaintenance
+from authsvc.stores.pg.ratelimits import PgRateLimits
 from authsvc.stores.pg.sessions import PgSessions
 from authsvc.stores.supabase.admin import SupabaseSchema
 from authsvc.stores.supabase.clients import SupabaseClients
@@ -48,6 +49,7 @@ def make_supabase_stores(settings: Settings) -> Stores:
         maintenance=PgMaintenance(db),
         admin=SupabaseSchema(db, clients),
         signup=partial(CompensatingSignup, identities, profiles),
+        rate_limit_storage=PgRateLimits(db),
         password_check=SupabasePasswordCheck(clients),
         pool_stats=lambda: {db.name: db.stats()},
         _open=[db.open],
