@@ -18,6 +18,11 @@ OWASP_MIN_PARALLELISM = 1
 
 MIN_SECRET_LENGTH = 32
 _SECRET_FIELDS = {"jwt_secret_key", "supabase_service_role_key", "supabase_anon_key"}
+_URL_FIELDS = {
+    "database_url", "auth_database_url", "database_direct_url", "auth_database_direct_url"
+}
+# Supavisor's transaction mode listens on 6543 (session mode and direct connections on 5432).
+SUPAVISOR_TRANSACTION_PORT = 6543
 
 
 class ConfigError(Exception):
@@ -30,6 +35,11 @@ class Settings:
     backend: str = "postgres"
     database_url: str | None = None
     auth_database_url: str | None = None
+    # Behind a transaction-mode pooler (PgBouncer, Supavisor on 6543): "transaction"; else "none".
+    db_pooler: str = "none"
+    # The same databases without the pooler, for work that needs a session of its own.
+    database_direct_url: str | None = None
+    auth_database_direct_url: str | None = None
     data_dir: Path = Path(".authsvc")
     jwt_secret_key: str = ""
     jwt_secret_generated: bool = False
@@ -65,20 +75,50 @@ class Settings:
         """Identities and profiles live in two databases."""
         return bool(self.auth_database_url) and self.auth_database_url != self.database_url
 
+    def direct(self, command: str) -> Settings:
+        """These settings on the direct URLs (when given), for `command`'s work that needs a
+        session of its own; ConfigError naming the variable to set when a transaction-mode
+        pooler stands in front of a database and no direct URL is given."""
+        pairs = [("DATABASE_DIRECT_URL", self.database_direct_url)]
+        if self.split:
+            pairs.append(("AUTH_DATABASE_DIRECT_URL", self.auth_database_direct_url))
+        missing = [name for name, url in pairs if not url]
+        if self.db_pooler == "transaction" and missing:
+            raise ConfigError(
+                f"{command} needs a direct connection to the database, not the "
+                "transaction-mode pooler (AUTHSVC_DB_POOLER=transaction), which may run each "
+                "transaction on another server connection and so holds no session and no "
+                f"session lock. Set {' and '.join(missing)} to the direct (unpooled) connection "
+                "string (Supabase: the direct connection, port 5432)."
+            )
+        return replace(
+            self,
+            database_url=self.database_direct_url or self.database_url,
+            auth_database_url=self.auth_database_direct_url or self.auth_database_url,
+            db_pooler="none",
+        )
+
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value:
                 value = "<redacted>"
-            elif f.name in ("database_url", "auth_database_url") and value:
+            elif f.name in _URL_FIELDS and value:
                 value = redact_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
     def with_database(self, url: str) -> Settings:
         """These settings, pointed at `url` for both tables (the embedded default)."""
-        return replace(self, database_url=url, auth_database_url=url)
+        return replace(
+            self,
+            database_url=url,
+            auth_database_url=url,
+            db_pooler="none",
+            database_direct_url=None,
+            auth_database_direct_url=None,
+        )
 
 
 def redact_url(url: str) -> str:
@@ -120,6 +160,35 @@ def _bool(env: Mapping[str, Any], name: str, default: bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be on or off, got {raw!r}.")
+
+
+def _db_pooler(
+    env: Mapping[str, Any], url: str | None, auth_url: str | None, warnings: list[str]
+) -> str:
+    """AUTHSVC_DB_POOLER: none or transaction; a warning when a URL looks like Supavisor's
+    transaction mode and the setting does not say so."""
+    raw = str(env.get("AUTHSVC_DB_POOLER") or "").strip().lower()
+    if raw not in ("", "none", "transaction"):
+        raise ConfigError(
+            f"AUTHSVC_DB_POOLER must be none or transaction, got {raw!r}: transaction when "
+            "DATABASE_URL goes through PgBouncer or Supavisor in transaction mode."
+        )
+    if not raw:
+        from urllib.parse import urlsplit
+
+        for name, value in (("DATABASE_URL", url), ("AUTH_DATABASE_URL", auth_url)):
+            try:
+                port = urlsplit(value).port if value else None
+            except ValueError:
+                port = None
+            if port == SUPAVISOR_TRANSACTION_PORT:
+                warnings.append(
+                    f"{name} uses port {port}, Supavisor's transaction mode: set "
+                    "AUTHSVC_DB_POOLER=transaction (and DATABASE_DIRECT_URL for migrations), "
+                    "or the service's prepared statements will fail at random"
+                )
+                break
+    return raw or "none"
 
 
 def secret_weakness(secret: str) -> str | None:
@@ -189,6 +258,17 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     if auth_database_url and not database_url:
         raise ConfigError("AUTH_DATABASE_URL is set but DATABASE_URL is not; set both.")
 
+    direct_url = env.get("DATABASE_DIRECT_URL") or None
+    auth_direct_url = env.get("AUTH_DATABASE_DIRECT_URL") or None
+    if (direct_url or auth_direct_url) and not database_url:
+        raise ConfigError(
+            "DATABASE_DIRECT_URL or AUTH_DATABASE_DIRECT_URL is set but DATABASE_URL is not; "
+            "set DATABASE_URL too (the pooled connection string the service runs on)."
+        )
+    if auth_direct_url is None and auth_database_url == database_url:
+        auth_direct_url = direct_url  # one database: one direct URL
+    pooler = _db_pooler(env, database_url, auth_database_url, warnings)
+
     data_dir = Path(str(env.get("AUTHSVC_DATA_DIR") or ".authsvc")).expanduser().absolute()
 
     time_cost = _int(env, "AUTHSVC_ARGON2_TIME_COST", OWASP_MIN_TIME_COST, 1)
@@ -232,6 +312,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         backend=backend,
         database_url=database_url,
         auth_database_url=auth_database_url,
+        db_pooler=pooler,
+        database_direct_url=direct_url,
+        auth_database_direct_url=auth_direct_url,
         data_dir=data_dir,
         jwt_secret_key=jwt_secret,
         jwt_secret_generated=generated,
