@@ -15,6 +15,7 @@ from psycopg import errors as pgerr
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from authsvc.config import ConfigError
 from authsvc.errors import AuthError, DatabaseUnavailable, EmailTaken, StorageError, UsernameTaken
 
 log = logging.getLogger("authsvc.stores")
@@ -115,6 +116,7 @@ class Database:
         pool_timeout: float = 5.0,
         max_size: int = 10,
         statement_timeout_ms: int = 15000,
+        pooler: str = "none",
     ) -> None:
         self.url = url
         self.name = name
@@ -124,7 +126,19 @@ class Database:
             "autocommit": True,
             "row_factory": dict_row,
         }
-        if statement_timeout_ms:
+        # Behind a transaction-mode pooler (PgBouncer, Supavisor; AUTHSVC_DB_POOLER=transaction)
+        # each transaction may run on another server connection, so nothing may rely on the
+        # session: no `options` startup parameter (PgBouncer refuses the connection with
+        # "unsupported startup parameter: options"; the statement timeout is then a server-side
+        # setting, ALTER ROLE ... SET statement_timeout, which `authsvc doctor` checks), no
+        # server-side prepared statements (psycopg prepares a query on its 5th run; the next
+        # transaction elsewhere fails with 'prepared statement "_pg3_0" does not exist'), and
+        # no session advisory lock (_migration_lock refuses). A direct connection keeps the
+        # startup parameter: it costs no round trip.
+        self.transaction_pooler = pooler == "transaction"
+        if self.transaction_pooler:
+            self._kwargs["prepare_threshold"] = None
+        elif statement_timeout_ms:
             self._kwargs["options"] = f"-c statement_timeout={statement_timeout_ms}"
         self._pool_timeout = pool_timeout
         self._max_size = max_size
@@ -287,6 +301,15 @@ def _yoyo_backend(db: Database) -> Any:
 @contextmanager
 def _migration_lock(db: Database) -> Iterator[None]:
     """Serialise migrations across instances; the lock dies with the connection if we do."""
+    if db.transaction_pooler:
+        # The pooler hands each transaction whatever server connection is free: a session
+        # lock taken through it would be held by a connection nobody controls. `authsvc
+        # migrate` runs on Settings.direct() instead.
+        variable = f"{db.name.upper()}_DIRECT_URL"  # "auth_database" -> AUTH_DATABASE_...
+        raise ConfigError(
+            f"migrations need a direct connection: set {variable} (AUTHSVC_DB_POOLER="
+            "transaction says this URL goes through a transaction-mode pooler)"
+        )
     conn = db.connect_direct()
     try:
         conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
@@ -344,3 +367,45 @@ def migration_status(db: Database, sets: list[str]) -> dict[str, Any]:
         # schema version.
         "latest": max(m.split("_", 1)[0] for m in applied) if applied else None,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# `authsvc doctor`'s look at how connections behave across transactions, the way a
+# transaction-mode pooler breaks them.
+
+_PROBE = "SELECT pg_backend_pid() AS pid, current_user AS role, setting::int AS timeout_ms " \
+    "FROM pg_settings WHERE name = 'statement_timeout'"
+
+
+def probe_transactions(db: Database) -> dict[str, Any]:
+    """Two transactions in a row on one connection made the way the service makes them, with
+    another connection's transaction in between (a pooler hands that one the server connection
+    the first just gave back, so the second transaction lands elsewhere). The first prepares its
+    statement as psycopg would on its fifth run; the second reuses it.
+
+    Returns {"backends": (pid, pid) or None, "role", "timeout_ms" (the server's
+    statement_timeout as the service sees it), "error": None or the driver's message}.
+    """
+    found: dict[str, Any] = {"backends": None, "role": None, "timeout_ms": None, "error": None}
+    conns: list[psycopg.Connection] = []
+    try:
+        first = db.connect_direct()
+        conns.append(first)
+        with first.transaction():
+            row = first.execute(_PROBE, prepare=True).fetchone()
+        second = db.connect_direct()
+        conns.append(second)
+        with second.transaction():
+            second.execute("SELECT 1")
+            with first.transaction():
+                again = first.execute(_PROBE, prepare=True).fetchone()
+        found.update(backends=(row["pid"], again["pid"]), role=row["role"],
+                     timeout_ms=again["timeout_ms"])
+    except DatabaseUnavailable as exc:
+        found["error"] = str(exc.__cause__ or exc.message).strip()
+    except psycopg.Error as exc:
+        found["error"] = str(exc).strip()
+    finally:
+        for conn in conns:
+            conn.close()
+    return found

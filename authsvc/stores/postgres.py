@@ -213,6 +213,7 @@ class PostgresStore(PgSessions):
             "pool_timeout": settings.pool_timeout,
             "max_size": settings.pool_max_size,
             "statement_timeout_ms": settings.statement_timeout_ms,
+            "pooler": settings.db_pooler,
         }
         self.hasher = hasher
         self.split = settings.split

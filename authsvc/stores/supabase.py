@@ -214,6 +214,7 @@ class SupabaseStore(PgSessions):
             pool_timeout=settings.pool_timeout,
             max_size=settings.pool_max_size,
             statement_timeout_ms=settings.statement_timeout_ms,
+            pooler=settings.db_pooler,
         )
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
