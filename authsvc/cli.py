@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["DATABASE_URL"] = settings.database_url or ""
     if settings.auth_database_url:
         os.environ["AUTH_DATABASE_URL"] = settings.auth_database_url
-    store = _store(settings)
+    store = _store(settings.direct("`authsvc serve`, which migrates first,"))
     try:
         applied = store.migrate()
     finally:
@@ -102,7 +102,7 @@ def _stop_embedded(settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = _settings_with_database()
+    settings = _settings_with_database().direct("`authsvc migrate`")
     store = _store(settings)
     try:
         applied = store.migrate()
@@ -122,6 +122,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings_with_database()
+        if args.repair:
+            # Repairs run on the direct connection, as migrations do.
+            settings = settings.direct("`authsvc reconcile --repair`")
         store = _store(settings)
         try:
             result, remaining = reconcile.run(store, settings.reconcile_grace_seconds, args.repair)
@@ -189,6 +192,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - reported as a failed check
             checks.append(("database", False, f"embedded database: {exc}"))
             return _print_checks(checks)
+    checks.extend(_pooler_checks(settings))
     store = _store(settings)
     try:
         states = store.check()
@@ -210,6 +214,109 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return _print_checks(checks)
+
+
+def _pooler_checks(settings: Settings) -> list[tuple[str, bool, str]]:
+    """The pooler setting, checked the way a transaction-mode pooler breaks connections (two
+    transactions in a row, each on whatever server connection it gives), the server-side
+    statement timeout behind one, and the direct URLs that migrations need."""
+    from authsvc.stores.pg import Database, probe_transactions
+
+    mode = settings.db_pooler
+    options = {
+        "connect_timeout": settings.connect_timeout,
+        "statement_timeout_ms": settings.statement_timeout_ms,
+    }
+    targets = [("database", "DATABASE_URL", settings.database_url, settings.database_direct_url)]
+    if settings.split:
+        targets.append(
+            ("auth_database", "AUTH_DATABASE_URL", settings.auth_database_url,
+             settings.auth_database_direct_url)
+        )
+    checks: list[tuple[str, bool, str]] = []
+    for name, variable, url, direct_url in targets:
+        suffix = f" ({name})" if settings.split else ""
+        probe = probe_transactions(Database(url or "", name, pooler=mode, **options))
+        verdict = _pooler_verdict(probe, mode, variable)
+        if verdict is not None:  # None: unreachable, which the database check reports
+            checks.append((f"pooler{suffix}", *verdict))
+        if mode == "transaction" and probe["error"] is None and settings.statement_timeout_ms:
+            checks.append(
+                (f"statement timeout{suffix}", *_timeout_verdict(probe, settings))
+            )
+        direct_variable = variable.replace("_URL", "_DIRECT_URL")
+        if direct_url:
+            direct = probe_transactions(Database(direct_url, name, **options))
+            checks.append((f"direct url{suffix}", *_direct_verdict(direct, direct_variable)))
+        elif mode == "transaction":
+            checks.append((
+                f"direct url{suffix}",
+                False,
+                f"{direct_variable} is not set: `authsvc migrate` and `authsvc reconcile "
+                f"--repair` refuse to run through the pooler -> set {direct_variable} to the "
+                "direct (unpooled) connection string",
+            ))
+    return checks
+
+
+def _pooler_verdict(probe: dict[str, Any], mode: str, variable: str) -> tuple[bool, str] | None:
+    error, pids = probe["error"], probe["backends"]
+    fix = "-> set AUTHSVC_DB_POOLER=transaction (and DATABASE_DIRECT_URL for migrations)"
+    if error and "startup parameter" in error:
+        return False, f"{variable} goes through a pooler that refused to connect ({error}) {fix}"
+    if error and "prepared statement" in error:
+        return False, (
+            f"a statement prepared in one transaction was gone in the next ({error}): "
+            f"{variable} goes through a transaction-mode pooler {fix}"
+        )
+    if error:
+        return None
+    moved = pids[0] != pids[1]
+    if mode == "transaction":
+        where = (
+            f"ran on server connections {pids[0]} and {pids[1]}"
+            if moved
+            else f"kept server connection {pids[0]} (no pooler seen; the setting is harmless)"
+        )
+        return True, (
+            f"AUTHSVC_DB_POOLER=transaction: two transactions {where}, without prepared "
+            "statements or session state"
+        )
+    if moved:
+        return False, (
+            f"two transactions on one connection ran on server connections {pids[0]} and "
+            f"{pids[1]}: {variable} goes through a transaction-mode pooler {fix}"
+        )
+    return True, f"AUTHSVC_DB_POOLER=none: two transactions kept server connection {pids[0]}"
+
+
+def _timeout_verdict(probe: dict[str, Any], settings: Settings) -> tuple[bool, str]:
+    role, actual, wanted = probe["role"], probe["timeout_ms"], settings.statement_timeout_ms
+    if not actual:
+        return False, (
+            f"the server sets no statement_timeout for role {role}, and through a "
+            f"transaction-mode pooler it cannot be sent at connect time -> run ALTER ROLE "
+            f"{role} SET statement_timeout = '{wanted}ms' (AUTHSVC_DB_STATEMENT_TIMEOUT_MS) on "
+            "the direct connection, then reconnect the pooler's server connections"
+        )
+    note = "" if actual == wanted else f" (AUTHSVC_DB_STATEMENT_TIMEOUT_MS is {wanted})"
+    return True, f"the server's statement_timeout for role {role} is {actual} ms{note}"
+
+
+def _direct_verdict(probe: dict[str, Any], variable: str) -> tuple[bool, str]:
+    fix = "-> point it at the database itself (Supabase: the direct connection, port 5432)"
+    pids = probe["backends"]
+    if probe["error"]:
+        return False, f"{variable} failed: {probe['error']} {fix}"
+    if pids[0] != pids[1]:
+        return False, (
+            f"{variable} ran two transactions on server connections {pids[0]} and {pids[1]}: "
+            f"it goes through a pooler too {fix}"
+        )
+    return True, (
+        f"{variable} keeps its session (server connection {pids[0]} across two transactions): "
+        "migrations and repairs use it"
+    )
 
 
 def _store_checks(store: Any, settings: Settings) -> list[tuple[str, bool, str]]:
