@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install authsvc and what it needs on this machine: Postgres server binaries (for the embedded
-# default database) and, with --test, the test tools and Debian's Chromium for the browser tests.
+# default database) and, with --test, the test tools, Debian's Chromium for the browser tests and
+# Debian's PgBouncer for the tests behind a connection pooler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
 fi
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   packages+=(chromium)
+fi
+# The tests run the service behind Debian's PgBouncer in transaction mode (tests/pgbouncer.py).
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null; then
+  packages+=(pgbouncer)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
