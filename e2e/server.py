@@ -17,6 +17,7 @@ import gunicorn
 
 from e2e.helpers import PostgresRows
 from tests.conftest import CHEAP_ARGON2, TEST_SECRET
+from tests.pgbouncer import service_env as behind_pooler
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
@@ -91,7 +92,7 @@ def service_env(database_url: str, data_dir: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         **CHEAP_ARGON2,
     )
-    return env
+    return behind_pooler(env)
 
 
 def start(database_url: str, data_dir: Path, log_path: Path) -> Service:

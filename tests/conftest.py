@@ -14,6 +14,8 @@ from authsvc import create_app
 from authsvc.config import load_settings
 from authsvc.passwords import Hasher
 from authsvc.stores import make_store
+from tests.pgbouncer import enabled as pgbouncer_enabled
+from tests.pgbouncer import service_env
 from tests.pgcluster import PgServer
 
 TABLES = (
@@ -35,7 +37,7 @@ CHEAP_ARGON2 = {
 
 
 def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, Any]:
-    return {
+    return service_env({
         "TESTING": True,
         "DATABASE_URL": database_url,
         "AUTH_DATABASE_URL": "",
@@ -49,7 +51,7 @@ def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, A
         "AUTHSVC_DB_CONNECT_TIMEOUT": "2",
         **CHEAP_ARGON2,
         **extra,
-    }
+    })
 
 
 def migrate(database_url: str, auth_database_url: str | None = None) -> None:
@@ -62,7 +64,7 @@ def migrate(database_url: str, auth_database_url: str | None = None) -> None:
 
 def migrate_with(env: dict[str, Any]) -> None:
     """The migrations of the store these settings name (`authsvc migrate`'s code)."""
-    settings = load_settings(env)
+    settings = load_settings(service_env(env)).direct("`authsvc migrate`")
     store = make_store(settings, Hasher(1, 8, 1))
     try:
         store.migrate()
@@ -197,4 +199,6 @@ def auth(client) -> AuthActions:
 
 def pytest_report_header(config: Any) -> str:
     where = os.environ.get("TEST_DATABASE_URL") and "TEST_DATABASE_URL" or "throwaway cluster"
+    if pgbouncer_enabled():
+        where += ", the service behind PgBouncer in transaction mode (AUTHSVC_TEST_POOLER)"
     return f"authsvc tests: real Postgres from {where}"

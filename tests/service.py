@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.pgbouncer import service_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -58,7 +60,8 @@ class Gunicorn:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "--bind",
              f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=REPO, env=clean_env(**env), stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=REPO, env=clean_env(**service_env(env)), stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def logs(self) -> str:

@@ -11,14 +11,15 @@ from authsvc.services import signup
 from authsvc.stores.postgres import PostgresStore
 from tests import faults
 from tests.conftest import PASSWORD, TEST_SECRET, assert_no_trace, identity_row, profile_row
+from tests.pgbouncer import service_env
 
 HASHER = Hasher(1, 8, 1)
 
 
 @pytest.fixture
 def pg_store(database_url, tmp_path):
-    settings = load_settings({"DATABASE_URL": database_url, "AUTH_DATABASE_URL": "",
-                              "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)})
+    settings = load_settings(service_env({"DATABASE_URL": database_url, "AUTH_DATABASE_URL": "",
+                              "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)}))
     store = PostgresStore(settings, HASHER)
     yield store
     store.close()
@@ -68,8 +69,8 @@ def test_verify_returned_refuses_no_row_and_other_rows():
 @pytest.fixture
 def split_store(split_urls, tmp_path):
     app_url, auth_url = split_urls
-    settings = load_settings({"DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url,
-                              "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)})
+    settings = load_settings(service_env({"DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url,
+                              "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)}))
     store = PostgresStore(settings, HASHER)
     assert store.split
     yield store

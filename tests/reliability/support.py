@@ -24,6 +24,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from authsvc import embedded
+from tests import pgbouncer
 from tests.conftest import CHEAP_ARGON2, PASSWORD, TEST_SECRET, truncate
 from tests.pgcluster import PgServer
 
@@ -281,7 +282,7 @@ class Service:
             and k not in ("DATABASE_URL", "AUTH_DATABASE_URL", "POSTGRES_URL", "REDIS_URL",
                           "WEB_CONCURRENCY", "JWT_SECRET_KEY", "PORT", "HOST")
         }
-        env.update(
+        env.update(pgbouncer.service_env(
             {
                 **self.layout.env(),
                 "JWT_SECRET_KEY": TEST_SECRET,
@@ -292,7 +293,7 @@ class Service:
                 **CHEAP_ARGON2,
                 **self.extra_env,
             }
-        )
+        ))
         return env
 
     def start(self) -> Service:
@@ -404,8 +405,10 @@ def workers_holding(service: Service, held: Iterable[dict[str, Any]]) -> dict[in
     """worker pid -> how many of the `held` backends (pg_stat_activity rows with client_port
     and server_port) it is connected to."""
     inodes = _tcp_inodes()
-    wanted = {inodes[(h["client_port"], h["server_port"])] for h in held
-              if (h["client_port"], h["server_port"]) in inodes}
+    # Behind PgBouncer a backend's client is the pooler: follow it to the service's connection.
+    ends = [pgbouncer.client_of(h["server_port"], h["pid"]) or (h["client_port"], h["server_port"])
+            for h in held]
+    wanted = {inodes[end] for end in ends if end in inodes}
     out: dict[int, int] = {}
     for pid in service.worker_pids():
         n = len(_socket_inodes(pid) & wanted)
@@ -509,14 +512,14 @@ def cli(layout_env: dict[str, str], *args: str, data_dir: Path,
         if not k.startswith(("AUTHSVC_", "SUPABASE_"))
         and k not in ("DATABASE_URL", "AUTH_DATABASE_URL", "POSTGRES_URL")
     }
-    env.update({
+    env.update(pgbouncer.service_env({
         **layout_env,
         "JWT_SECRET_KEY": TEST_SECRET,
         "AUTHSVC_ENV": "development",
         "AUTHSVC_DATA_DIR": str(data_dir),
         **CHEAP_ARGON2,
         **(extra_env or {}),
-    })
+    }))
     proc = subprocess.run(
         [sys.executable, "-m", "authsvc.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
