@@ -26,6 +26,8 @@ import pytest
 from authsvc import create_app
 from authsvc.config import ConfigError, Settings, load_settings
 from authsvc.errors import SignupFailed
+from authsvc.passwords import Hasher
+from authsvc.stores import make_store
 from authsvc.stores.pg import _ADVISORY_LOCK_KEY
 from tests import faults
 from tests.conftest import PASSWORD, TEST_SECRET, app_overrides, assert_no_trace, migrate, truncate
@@ -118,6 +120,32 @@ def test_direct_settings_take_the_direct_urls_or_name_the_one_missing():
         POOLED.replace("6543", "5432"))
     with pytest.raises(ConfigError, match="DATABASE_URL is not"):
         settings(DATABASE_DIRECT_URL=DIRECT)
+
+
+def test_the_store_refuses_to_take_the_migration_lock_through_the_pooler(pg, bouncer):
+    """Whoever calls migrate() with the pooled settings (not Settings.direct()) is stopped
+    before any lock or DDL, with the variable to set."""
+    app_url = pg.create_database("authsvc_pooler_guard")
+    auth_url = pg.create_database("authsvc_pooler_guard_auth")
+    try:
+        for env, variable in (
+            ({"DATABASE_URL": bouncer.url(app_url)}, "DATABASE_DIRECT_URL"),
+            ({"DATABASE_URL": bouncer.url(app_url), "AUTH_DATABASE_URL": bouncer.url(auth_url)},
+             "AUTH_DATABASE_DIRECT_URL"),
+        ):
+            store = make_store(settings(AUTHSVC_DB_POOLER="transaction", **env),
+                               Hasher(1, 8, 1))
+            try:
+                with pytest.raises(ConfigError, match=f"set {variable}"):
+                    store.migrate()
+            finally:
+                store.close()
+        for url in (app_url, auth_url):
+            with psycopg.connect(url, autocommit=True) as conn:
+                assert conn.execute("SELECT to_regclass('auth.users')").fetchone()[0] is None
+    finally:
+        pg.drop_database(app_url)
+        pg.drop_database(auth_url)
 
 
 # -- the two failures, and what doctor says about them --------------------------------------

@@ -373,8 +373,10 @@ def migration_status(db: Database, sets: list[str]) -> dict[str, Any]:
 # `authsvc doctor`'s look at how connections behave across transactions, the way a
 # transaction-mode pooler breaks them.
 
-_PROBE = "SELECT pg_backend_pid() AS pid, current_user AS role, setting::int AS timeout_ms " \
+_PROBE = (
+    "SELECT pg_backend_pid() AS pid, current_user AS role, setting::int AS timeout_ms "
     "FROM pg_settings WHERE name = 'statement_timeout'"
+)
 
 
 def probe_transactions(db: Database) -> dict[str, Any]:
