@@ -252,7 +252,7 @@ def through_pgbouncer(env: Mapping[str, Any]) -> dict[str, Any]:
     """`env` with its database URLs through PgBouncer and the direct ones as *_DIRECT_URL.
 
     A URL whose server does not answer (a test of an unreachable database) is left alone, and
-    so is one that comes with its direct URL already.
+    so is one that comes with its direct URL already or goes through a PgBouncer already.
     """
     out = dict(env)
     for var, direct_var in DIRECT.items():
@@ -260,7 +260,10 @@ def through_pgbouncer(env: Mapping[str, Any]) -> dict[str, Any]:
         if not url or out.get(direct_var):
             continue  # none, or already split into a pooled and a direct URL
         params = conninfo_to_dict(url)
-        if not _answers(params.get("host", "127.0.0.1"), int(params.get("port", 5432))):
+        port = int(params.get("port", 5432))
+        if port in {b.listen_port for b in _running.values()}:
+            continue  # already through one of ours (a test of the pooler itself)
+        if not _answers(params.get("host", "127.0.0.1"), port):
             continue
         out[direct_var] = url
         out[var] = pooled(url)
