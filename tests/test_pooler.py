@@ -419,7 +419,7 @@ def pooled_layouts(outage_cluster: PgServer) -> dict[str, Layout]:
     app_url = outage_cluster.create_database("authsvc_pooled_app")
     auth_url = outage_cluster.create_database("authsvc_pooled_auth")
     migrate(app_url, auth_url)
-    server = outage_cluster
+    server = outage_cluster  # both layouts on it: stopping it takes both databases down
     return {
         "one": Layout("pgbouncer-one", one, one, app_server=server, auth_server=server),
         "split": Layout("pgbouncer-split", app_url, auth_url, app_server=server,
@@ -428,7 +428,7 @@ def pooled_layouts(outage_cluster: PgServer) -> dict[str, Layout]:
 
 
 @pytest.fixture(scope="module")
-def pooled_services(tmp_path_factory) -> Iterator[dict[str, Service]]:
+def pooled_services() -> Iterator[dict[str, Service]]:
     running: dict[str, Service] = {}
     yield running
     for service in running.values():
