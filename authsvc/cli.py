@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # The embedded database this command starts is stopped when the server exits; one that
     # was already running is left running.
     with _database(settings) as settings:
-        with _stores(settings) as stores:
+        with _stores(settings.direct("`authsvc serve`, which migrates first,")) as stores:
             applied = stores.admin.migrate()
         if applied:
             log.info("migrations applied", extra={"migrations": applied})
@@ -131,7 +131,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    with _database(settings) as settings, _stores(settings) as stores:
+    with (
+        _database(settings) as settings,
+        _stores(settings.direct("`authsvc migrate`")) as stores,
+    ):
         applied = stores.admin.migrate()
         status = stores.admin.migration_status()
     if applied:
@@ -146,8 +149,13 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from authsvc.services import reconcile
 
     try:
-        with _database(settings) as settings, _stores(settings) as stores:
-            result, remaining = reconcile.run(stores, settings.reconcile_grace_seconds, args.repair)
+        with _database(settings) as settings:
+            if args.repair:  # repairs run on the direct connection, as migrations do
+                settings = settings.direct("`authsvc reconcile --repair`")
+            with _stores(settings) as stores:
+                result, remaining = reconcile.run(
+                    stores, settings.reconcile_grace_seconds, args.repair
+                )
     except Exception as exc:  # noqa: BLE001 - whatever stopped it, the answer is exit 2
         # Exit 1 means "drift remains": a crash must not be mistaken for that by a scheduler.
         if isinstance(exc, AuthError):
@@ -211,6 +219,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     ]
     try:
         with _database(settings) as settings, _stores(settings) as stores:
+            checks.extend(stores.admin.connection_checks())
             checks.extend(_store_checks(stores, settings))
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         message = exc.message if isinstance(exc, AuthError) else str(exc)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import importlib.util
-import math
-import os
-import secrets
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from authsvc.envvars import (  # noqa: F401 - ConfigError, secret_weakness: config's API
+    MIN_SECRET_LENGTH,
+    SUPAVISOR_TRANSACTION_PORT,
+    ConfigError,
+    _bool,
+    _db_pooler,
+    _git_sha,
+    _int,
+    _jwt_secret,
+    _metrics_dir,
+    _previous_secrets,
+    _rate_limit,
+    _redis_url,
+    default_data_dir,
+    secret_weakness,
+)
 from authsvc.redaction import redact_url
 
 # OWASP's password storage cheat sheet: argon2id with m=19 MiB, t=2, p=1 at the least.
@@ -19,17 +31,19 @@ OWASP_MIN_TIME_COST = 2
 OWASP_MIN_MEMORY_KIB = 19456
 OWASP_MIN_PARALLELISM = 1
 
-MIN_SECRET_LENGTH = 32
 _SECRET_FIELDS = {
     "jwt_secret_key",
     "previous_secret_keys",
     "supabase_service_role_key",
     "supabase_anon_key",
 }
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message says what to set."""
+_URL_FIELDS = {
+    "database_url",
+    "auth_database_url",
+    "database_direct_url",
+    "auth_database_direct_url",
+    "redis_url",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,11 @@ class Settings:
     backend: str = "postgres"
     database_url: str | None = None
     auth_database_url: str | None = None
+    # Behind a transaction-mode pooler (PgBouncer, Supavisor on 6543): "transaction"; else "none".
+    db_pooler: str = "none"
+    # The same databases without the pooler, for work that needs a session of its own.
+    database_direct_url: str | None = None
+    auth_database_direct_url: str | None = None
     data_dir: Path = Path(".authsvc")
     jwt_secret_key: str = ""
     jwt_secret_generated: bool = False
@@ -85,13 +104,36 @@ class Settings:
         """Identities and profiles live in two databases."""
         return bool(self.auth_database_url) and self.auth_database_url != self.database_url
 
+    def direct(self, command: str) -> Settings:
+        """These settings on the direct URLs (when given), for `command`'s work that needs a
+        session of its own; ConfigError naming the variable to set when a transaction-mode
+        pooler stands in front of a database and no direct URL is given."""
+        pairs = [("DATABASE_DIRECT_URL", self.database_direct_url)]
+        if self.split:
+            pairs.append(("AUTH_DATABASE_DIRECT_URL", self.auth_database_direct_url))
+        missing = [name for name, url in pairs if not url]
+        if self.db_pooler == "transaction" and missing:
+            raise ConfigError(
+                f"{command} needs a direct connection to the database, not the "
+                "transaction-mode pooler (AUTHSVC_DB_POOLER=transaction), which may run each "
+                "transaction on another server connection and so holds no session and no "
+                f"session lock. Set {' and '.join(missing)} to the direct (unpooled) connection "
+                "string (Supabase: the direct connection, port 5432)."
+            )
+        return replace(
+            self,
+            database_url=self.database_direct_url or self.database_url,
+            auth_database_url=self.auth_database_direct_url or self.auth_database_url,
+            db_pooler="none",
+        )
+
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value:
                 value = "<redacted>"
-            elif f.name in ("database_url", "auth_database_url", "redis_url") and value:
+            elif f.name in _URL_FIELDS and value:
                 value = redact_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
@@ -104,179 +146,14 @@ class Settings:
 
     def with_database(self, url: str) -> Settings:
         """These settings, pointed at `url` for both tables (the embedded default)."""
-        return replace(self, database_url=url, auth_database_url=url)
-
-
-def _int(env: Mapping[str, Any], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}.") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}.")
-    return value
-
-
-def _bool(env: Mapping[str, Any], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if isinstance(raw, bool):
-        return raw
-    lowered = str(raw).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be on or off, got {raw!r}.")
-
-
-def _metrics_dir(env: Mapping[str, Any]) -> Path | None:
-    """PROMETHEUS_MULTIPROC_DIR, where each worker process keeps its metrics, when it is set."""
-    raw = env.get("PROMETHEUS_MULTIPROC_DIR")
-    if not raw:
-        return None
-    path = Path(str(raw))
-    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(
-            "PROMETHEUS_MULTIPROC_DIR must be a writable directory (every worker process keeps "
-            f"its metrics there), got {str(raw)!r}."
+        return replace(
+            self,
+            database_url=url,
+            auth_database_url=url,
+            db_pooler="none",
+            database_direct_url=None,
+            auth_database_direct_url=None,
         )
-    return path
-
-
-def secret_weakness(secret: str) -> str | None:
-    """Why `secret` is too weak to sign tokens with, or None when it is strong enough."""
-    if not secret:
-        return "it is not set"
-    if len(secret) < MIN_SECRET_LENGTH:
-        return f"it is {len(secret)} characters long; use at least {MIN_SECRET_LENGTH}"
-    counts = Counter(secret)
-    entropy = -sum(c / len(secret) * math.log2(c / len(secret)) for c in counts.values())
-    # A rough estimate from character frequencies (it undercounts short random strings, so the
-    # bar is lower than the 128 bits a good key has): refuses repeats and simple patterns.
-    if len(counts) < 8 or entropy * len(secret) < 80:
-        return "it repeats too few distinct characters to be unguessable"
-    if any(secret == (secret[:k] * (len(secret) // k + 1))[: len(secret)] for k in range(1, 17)):
-        return "it repeats one short pattern"
-    lowered = secret.lower()
-    for word in ("secret", "changeme", "password", "example", "jwt-secret"):
-        if word in lowered and len(secret) < 64:
-            return f"it contains the word {word!r}"
-    return None
-
-
-def default_data_dir(cwd: Path, home: Path) -> Path:
-    """Where the embedded database and local state live when AUTHSVC_DATA_DIR is not set: the
-    nearest `.authsvc` up from `cwd`, else one at the nearest project root (a directory with
-    pyproject.toml or .git), else a per-user directory. Never a fresh one wherever a command
-    happens to run."""
-    for directory in (cwd, *cwd.parents):
-        if (directory / ".authsvc").is_dir():
-            return directory / ".authsvc"
-    for directory in (cwd, *cwd.parents):
-        if (directory / "pyproject.toml").is_file() or (directory / ".git").exists():
-            return directory / ".authsvc"
-    return home / ".local" / "share" / "authsvc"
-
-
-def _rate_limit(env: Mapping[str, Any], name: str, default: str) -> str:
-    from limits import parse_many
-
-    spec = str(env.get(name) or default)
-    try:
-        items = parse_many(spec)
-    except ValueError:
-        items = []
-    if not items or any(item.amount < 1 for item in items):
-        raise ConfigError(
-            f"{name} must be limits like '10 per minute;100 per hour' (each allowing at least "
-            f"one request), got {spec!r}."
-        )
-    return spec
-
-
-REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
-
-
-def _redis_url(env: Mapping[str, Any]) -> str | None:
-    """REDIS_URL, checked: a redis:// URL and the redis package to speak to it."""
-    from urllib.parse import urlsplit
-
-    url = str(env.get("REDIS_URL") or "").strip()
-    if not url:
-        return None
-    try:
-        scheme = urlsplit(url).scheme
-    except ValueError:
-        scheme = ""
-    if scheme not in REDIS_SCHEMES:
-        raise ConfigError(
-            f"REDIS_URL must be a {', '.join(s + '://' for s in REDIS_SCHEMES)} URL, got "
-            f"{redact_url(url)!r}."
-        )
-    if importlib.util.find_spec("redis") is None:
-        raise ConfigError(
-            "REDIS_URL needs the redis package: pip install 'authsvc[redis]' (or pip install "
-            "redis)."
-        )
-    return url
-
-
-def _git_sha(env: Mapping[str, Any]) -> str | None:
-    for name in ("GIT_SHA", "SOURCE_VERSION", "GIT_COMMIT"):
-        if env.get(name):
-            return str(env[name])
-    return None
-
-
-def _jwt_secret(env: Mapping[str, Any], production: bool, data_dir: Path) -> tuple[str, bool]:
-    secret = str(env.get("JWT_SECRET_KEY") or "")
-    if production:
-        weakness = secret_weakness(secret)
-        if weakness:
-            raise ConfigError(
-                "AUTHSVC_ENV=production needs a strong JWT_SECRET_KEY, but "
-                f"{weakness}. Generate one with: "
-                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-            )
-        return secret, False
-    if secret:
-        return secret, False
-    # Development: one random key per data dir, kept so tokens survive a restart.
-    path = data_dir / "jwt_secret"
-    if path.exists():
-        return path.read_text().strip(), True
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
-    return secret, True
-
-
-def _previous_secrets(env: Mapping[str, Any], production: bool, current: str) -> tuple[str, ...]:
-    """AUTHSVC_PREVIOUS_SECRET_KEYS: former signing keys, comma-separated, that still verify.
-
-    Production holds them to the same bar as JWT_SECRET_KEY: a weak key that still verifies
-    lets anyone who guesses it forge tokens and cookies just as well as a weak current one."""
-    raw = str(env.get("AUTHSVC_PREVIOUS_SECRET_KEYS") or "")
-    keys: list[str] = []
-    for position, key in enumerate((k.strip() for k in raw.split(",")), start=1):
-        if not key or key == current or key in keys:
-            continue
-        weakness = secret_weakness(key) if production else None
-        if weakness:
-            raise ConfigError(
-                f"AUTHSVC_PREVIOUS_SECRET_KEYS: key {position} is too weak to keep verifying "
-                f"tokens in production ({weakness}). Drop it from the list (tokens signed "
-                "with it are then refused and their users log in again)."
-            )
-        keys.append(key)
-    return tuple(keys)
 
 
 def load_settings(env: Mapping[str, Any], default_env: str = "development") -> Settings:
@@ -308,6 +185,18 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         data_dir = Path(str(env["AUTHSVC_DATA_DIR"])).expanduser().absolute()
     else:
         data_dir = default_data_dir(Path.cwd(), Path(str(env.get("HOME") or Path.home())))
+
+    direct_url = env.get("DATABASE_DIRECT_URL") or None
+    auth_direct_url = env.get("AUTH_DATABASE_DIRECT_URL") or None
+    if (direct_url or auth_direct_url) and not database_url:
+        raise ConfigError(
+            "DATABASE_DIRECT_URL or AUTH_DATABASE_DIRECT_URL is set but DATABASE_URL is not; "
+            "set DATABASE_URL too (the pooled connection string the service runs on)."
+        )
+    if auth_direct_url is None and auth_database_url == database_url:
+        auth_direct_url = direct_url  # one database: one direct URL
+    pooler = _db_pooler(env, database_url, auth_database_url, warnings)
+
 
     time_cost = _int(env, "AUTHSVC_ARGON2_TIME_COST", OWASP_MIN_TIME_COST, 1)
     memory_kib = _int(env, "AUTHSVC_ARGON2_MEMORY_KIB", OWASP_MIN_MEMORY_KIB, 8)
@@ -357,6 +246,9 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         backend=backend,
         database_url=database_url,
         auth_database_url=auth_database_url,
+        db_pooler=pooler,
+        database_direct_url=direct_url,
+        auth_database_direct_url=auth_direct_url,
         data_dir=data_dir,
         jwt_secret_key=jwt_secret,
         jwt_secret_generated=generated,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install authsvc and what it needs on this machine: Postgres server binaries (for the embedded
 # default database) and, with --test, the test tools, Debian's Chromium for the browser tests and
-# Debian's redis-server for the rate-limit tests against Redis.
+# Debian's redis-server for the rate-limit tests against Redis, and Debian's PgBouncer for
+# the tests behind a connection pooler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
 fi
 if [ "${1:-}" = "--test" ] && ! command -v redis-server >/dev/null; then
   packages+=(redis-server)
+fi
+# The tests run the service behind Debian's PgBouncer in transaction mode (tests/pgbouncer.py).
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null; then
+  packages+=(pgbouncer)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""

@@ -232,6 +232,10 @@ class MaintenanceStore(Protocol):
 
 
 class SchemaAdmin(Protocol):
+    def connection_checks(self) -> list[tuple[str, bool, str]]:
+        """`authsvc doctor`'s checks of how connections behave (a pooler in front?), made
+        before anything else, on connections of their own."""
+
     def check(self) -> dict[str, str]:
         """Each database's state: {"database": "ok" | "<why not>"}."""
 

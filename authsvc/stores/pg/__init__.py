@@ -50,7 +50,7 @@ def make_postgres_stores(settings: Settings) -> Stores:
         sessions=PgSessions(auth_db, bans_known=True),
         idempotency=PgIdempotency(auth_db),
         maintenance=PgMaintenance(auth_db),
-        admin=PgSchema(plan),
+        admin=PgSchema(plan, settings),
         signup=unit,
         rate_limit_storage=PgRateLimits(auth_db),
         pool_stats=lambda: {db.name: db.stats() for db in databases},

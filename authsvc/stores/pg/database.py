@@ -132,6 +132,7 @@ class Database:
         pool_timeout: float = 5.0,
         max_size: int = 10,
         statement_timeout_ms: int = 15000,
+        pooler: str = "none",
     ) -> None:
         self.url = url
         self.name = name
@@ -141,7 +142,19 @@ class Database:
             "autocommit": True,
             "row_factory": dict_row,
         }
-        if statement_timeout_ms:
+        # Behind a transaction-mode pooler (PgBouncer, Supavisor; AUTHSVC_DB_POOLER=transaction)
+        # each transaction may run on another server connection, so nothing may rely on the
+        # session: no `options` startup parameter (PgBouncer refuses the connection with
+        # "unsupported startup parameter: options"; the statement timeout is then a server-side
+        # setting, ALTER ROLE ... SET statement_timeout, which `authsvc doctor` checks), no
+        # server-side prepared statements (psycopg prepares a query on its 5th run; the next
+        # transaction elsewhere fails with 'prepared statement "_pg3_0" does not exist'), and
+        # no session advisory lock (_migration_lock refuses). A direct connection keeps the
+        # startup parameter: it costs no round trip.
+        self.transaction_pooler = pooler == "transaction"
+        if self.transaction_pooler:
+            self._kwargs["prepare_threshold"] = None
+        elif statement_timeout_ms:
             self._kwargs["options"] = f"-c statement_timeout={statement_timeout_ms}"
         self._pool_timeout = pool_timeout
         self._max_size = max_size
@@ -158,6 +171,7 @@ class Database:
             pool_timeout=settings.pool_timeout,
             max_size=settings.pool_max_size,
             statement_timeout_ms=settings.statement_timeout_ms,
+            pooler=settings.db_pooler,
         )
 
     def open(self) -> ConnectionPool:

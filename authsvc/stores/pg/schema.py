@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from authsvc.config import ConfigError, Settings
 from authsvc.errors import DatabaseUnavailable, Reason, StorageError
 from authsvc.stores.pg.database import Database
 
@@ -51,6 +52,15 @@ def _yoyo_backend(db: Database) -> Any:
 @contextmanager
 def _migration_lock(db: Database) -> Iterator[None]:
     """Serialise migrations across instances; the lock dies with the connection if we do."""
+    if db.transaction_pooler:
+        # The pooler hands each transaction whatever server connection is free: a session
+        # lock taken through it would be held by a connection nobody controls. `authsvc
+        # migrate` runs on Settings.direct() instead.
+        variable = f"{db.name.upper()}_DIRECT_URL"  # "auth_database" -> AUTH_DATABASE_...
+        raise ConfigError(
+            f"migrations need a direct connection: set {variable} (AUTHSVC_DB_POOLER="
+            "transaction says this URL goes through a transaction-mode pooler)"
+        )
     conn = db.connect_direct()
     try:
         conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
@@ -113,8 +123,15 @@ def migration_status(db: Database, sets: list[str]) -> dict[str, Any]:
 class PgSchema:
     """SchemaAdmin for databases we migrate: `plan` lists each database and its sets."""
 
-    def __init__(self, plan: list[tuple[Database, list[str]]]) -> None:
+    def __init__(self, plan: list[tuple[Database, list[str]]], settings: Settings) -> None:
         self.plan = plan
+        self.settings = settings
+
+    def connection_checks(self) -> list[tuple[str, bool, str]]:
+        """How the connections behave across transactions (a transaction-mode pooler)."""
+        from authsvc.stores.pg.pooler import pooler_checks
+
+        return pooler_checks(self.settings)
 
     def check(self) -> dict[str, str]:
         return {db.name: db.ping() for db, _ in self.plan}

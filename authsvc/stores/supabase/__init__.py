@@ -47,7 +47,7 @@ def make_supabase_stores(settings: Settings) -> Stores:
         sessions=PgSessions(db, bans_known=False),
         idempotency=PgIdempotency(db),
         maintenance=PgMaintenance(db),
-        admin=SupabaseSchema(db, clients),
+        admin=SupabaseSchema(db, clients, settings),
         signup=partial(CompensatingSignup, identities, profiles),
         rate_limit_storage=PgRateLimits(db),
         password_check=SupabasePasswordCheck(clients),

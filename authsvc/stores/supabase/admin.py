@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from authsvc.config import Settings
 from authsvc.errors import AuthError, DatabaseUnavailable, StorageError
 from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.schema import PgSchema
@@ -20,10 +21,13 @@ _INSERTS_PROFILE = re.compile(r"insert\s+into\s+(public\s*\.\s*)?\"?users\"?[\s(
 class SupabaseSchema:
     """SchemaAdmin: migrations of authsvc's own tables, and the project's health."""
 
-    def __init__(self, db: Database, clients: SupabaseClients) -> None:
+    def __init__(self, db: Database, clients: SupabaseClients, settings: Settings) -> None:
         self.db = db
         self.clients = clients
-        self._ours = PgSchema([(db, ["sessions"])])
+        self._ours = PgSchema([(db, ["sessions"])], settings)
+
+    def connection_checks(self) -> list[tuple[str, bool, str]]:
+        return self._ours.connection_checks()
 
     def check(self) -> dict[str, str]:
         """The sessions database; Supabase's reachability is `authsvc doctor`'s business, so a
