@@ -159,11 +159,6 @@ def test_doctor_names_the_table_its_role_cannot_write_and_what_to_grant(
     assert "auth.users" not in line  # only what is missing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="doctor asks has_table_privilege(t, 'SELECT,INSERT,UPDATE,DELETE'), which is true "
-    "when any one of them is held: a role that lacks only DELETE passes",
-)
 def test_doctor_names_a_single_missing_privilege(
     database_url, owner_url, service_role, env, tmp_path
 ):

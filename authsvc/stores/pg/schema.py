@@ -120,6 +120,20 @@ def migration_status(db: Database, sets: list[str]) -> dict[str, Any]:
     }
 
 
+# The tables of each migration set that the service reads and writes.
+TABLES = {
+    "auth": ["auth.users"],
+    "app": ["public.users"],
+    "sessions": [
+        "authsvc.sessions",
+        "authsvc.refresh_tokens",
+        "authsvc.idempotency_keys",
+        "authsvc.maintenance",
+        "authsvc.rate_limits",
+    ],
+}
+
+
 class PgSchema:
     """SchemaAdmin for databases we migrate: `plan` lists each database and its sets."""
 
@@ -154,28 +168,29 @@ class PgSchema:
     def diagnose(self) -> list[tuple[str, bool, str]]:
         """Privileges of the connecting role on each of our tables, and triggers on auth.users
         that would fight the saga."""
-        tables = {
-            "auth": ["auth.users"],
-            "app": ["public.users"],
-            "sessions": ["authsvc.sessions", "authsvc.refresh_tokens", "authsvc.idempotency_keys"],
-        }
         missing = []
         for db, sets in self.plan:
-            for table in (t for name in sets for t in tables[name]):
+            for table in (t for name in sets for t in TABLES[name]):
+                # One privilege at a time: has_table_privilege with a list is true when any
+                # one of them is held.
                 row = db.fetchone(
-                    "SELECT current_user AS role, "
-                    "has_table_privilege(%s, 'SELECT,INSERT,UPDATE,DELETE') AS ok",
-                    (table,),
+                    "SELECT current_user AS role, array_remove(ARRAY["
+                    + ", ".join(
+                        f"CASE WHEN has_table_privilege(%(t)s, '{p}') THEN NULL ELSE '{p}' END"
+                        for p in ("SELECT", "INSERT", "UPDATE", "DELETE")
+                    )
+                    + "], NULL) AS lacking",
+                    {"t": table},
                 )
-                if row and not row["ok"]:
-                    missing.append(f"{row['role']} on {table}")
+                if row and row["lacking"]:
+                    missing.append(f"{'/'.join(row['lacking'])} for {row['role']} on {table}")
         checks = [
             (
                 "roles",
                 not missing,
                 "the database role can read and write every table"
                 if not missing
-                else "missing SELECT/INSERT/UPDATE/DELETE for "
+                else "missing "
                 + "; ".join(missing)
                 + " -> GRANT them to the role in DATABASE_URL",
             )
