@@ -1,27 +1,29 @@
 """The service under gunicorn on a fresh database, and Debian's Chromium to drive it.
 
 One gunicorn (two workers, gunicorn.conf.py read from the repository root) serves every test of
-the session on a free loopback port; each test starts from empty tables. Chromium is the
-machine's own (/usr/bin/chromium, or $AUTHSVC_E2E_CHROMIUM): Playwright's browser download is
-not used. A failing test keeps a screenshot and a Playwright trace under test-results/ (open a
-trace with `playwright show-trace <file>`); the service's log is test-results/gunicorn.log.
+the session on a free loopback port (tests/service.py); each test starts from empty tables.
+Chromium is the machine's own (/usr/bin/chromium, or $AUTHSVC_E2E_CHROMIUM): Playwright's
+browser download is not used. Everything a run produces goes under test-results/ (pytest
+--output; git-ignored), never into the repository: the service's log test-results/gunicorn.log;
+per test, the screenshots the journeys take of the pages they check, and for a failing test a
+screenshot and a Playwright trace (open it with `playwright show-trace <file>`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import APIRequestContext, Playwright
+from playwright.sync_api import APIRequestContext, Locator, Page, Playwright, expect
 
-from e2e import server
-from e2e.server import Service
+from e2e.helpers import PostgresRows
 from tests.conftest import migrate, truncate
 from tests.pgcluster import PgServer
+from tests.service import Gunicorn, ServiceFailed, service_env
 
-SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM = os.environ.get("AUTHSVC_E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -49,28 +51,46 @@ def e2e_postgres() -> Iterator[PgServer]:
     pg.stop()
 
 
+@dataclass
+class Service:
+    """The service the journeys drive: its gunicorn, and its database as the service connects to
+    it and as the owner (for faults and assertions)."""
+
+    gunicorn: Gunicorn
+    database_url: str
+    owner_url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.gunicorn.base
+
+    @property
+    def rows(self) -> PostgresRows:
+        """The service's tables, for the helpers in e2e.helpers."""
+        return PostgresRows(self.owner_url)
+
+
 @pytest.fixture(scope="session")
 def service(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
             pytestconfig: pytest.Config) -> Iterator[Service]:
     """gunicorn serving wsgi:app, the way the Procfile runs it, on a fresh database."""
-    database_url = e2e_postgres.create_database("authsvc_e2e")
-    migrate(database_url)
+    owner_url = e2e_postgres.create_database("authsvc_e2e")
+    migrate(owner_url)
+    database_url = e2e_postgres.service_url(owner_url)
     output = Path(pytestconfig.getoption("--output", "test-results")).absolute()
-    output.mkdir(parents=True, exist_ok=True)
+    env = service_env(tmp_path_factory.mktemp("authsvc-data"), DATABASE_URL=database_url)
     try:
-        running = server.start(
-            database_url, tmp_path_factory.mktemp("authsvc-data"), output / "gunicorn.log"
-        )
-    except server.ServiceFailed as exc:
+        gunicorn = Gunicorn.started(env, log_path=output / "gunicorn.log")
+    except ServiceFailed as exc:
         pytest.fail(str(exc))
-    yield running
-    running.stop()
+    yield Service(gunicorn, database_url, owner_url)
+    gunicorn.stop()
 
 
 @pytest.fixture(autouse=True)
 def _empty_tables(service: Service) -> None:
     """Every journey starts from empty tables (the running service keeps its pools)."""
-    truncate(service.database_url)
+    truncate(service.owner_url)
 
 
 # -- Playwright ---------------------------------------------------------------------------------
@@ -108,12 +128,20 @@ def api(playwright: Playwright, service: Service) -> Iterator[APIRequestContext]
 
 
 @pytest.fixture
-def shoot():
-    """Save a full-page screenshot to e2e/screenshots/<name>.png (kept in the repository)."""
-    SCREENSHOTS.mkdir(exist_ok=True)
+def shoot(output_path: str):
+    """Save a full-page screenshot of what a test checked, to its own folder under
+    test-results/ (pytest-playwright's output_path), as <name>.png. It states what the page
+    shows: each of `shows`, a locator or a text, must be visible, or no picture is taken."""
+    folder = Path(output_path)
 
-    def take(page, name: str) -> Path:
-        path = SCREENSHOTS / f"{name}.png"
+    def take(page: Page, name: str, *shows: Locator | str) -> Path:
+        if not shows:
+            raise TypeError(f"screenshot {name!r}: name what the page must show")
+        for shown in shows:
+            expect(page.get_by_text(shown).first if isinstance(shown, str) else shown
+                   ).to_be_visible()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")
         return path
 

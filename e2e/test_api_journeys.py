@@ -11,8 +11,8 @@ from authsvc.errors import (
     TokenRevoked,
     ValidationFailed,
 )
+from e2e.conftest import Service
 from e2e.helpers import assert_user_absent, assert_user_complete, find_user
-from e2e.server import Service
 from tests import faults
 
 PASSWORD = "correct horse battery staple"
@@ -86,7 +86,7 @@ def test_a_taken_email_is_409_through_the_api_and_the_first_account_stays(
 def test_a_signup_that_fails_in_the_database_names_the_step_and_leaves_neither_row(
     api: APIRequestContext, service: Service
 ):
-    with faults.profile_insert_raises(service.database_url):
+    with faults.profile_insert_raises(service.owner_url):
         response = api.post("/api/v1/auth/signup",
                             data={"email": "carol@example.com", "password": PASSWORD})
     assert response.status == 500

@@ -6,8 +6,8 @@ import re
 
 from playwright.sync_api import Browser, Page, expect
 
+from e2e.conftest import Service
 from e2e.helpers import assert_user_absent, assert_user_complete, find_user
-from e2e.server import Service
 from tests import faults
 
 PASSWORD = "correct horse battery staple"
@@ -34,7 +34,8 @@ def test_a_person_signs_up_edits_the_profile_logs_out_and_logs_back_in(
     expect(page).to_have_url(re.compile(r"/login$"))
     page.get_by_role("link", name="Create an account").click()
     expect(page).to_have_title("Create your account · authsvc")
-    shoot(page, "signup")
+    shoot(page, "signup", page.get_by_role("heading", level=1, name="Create your account"),
+          page.get_by_role("button", name="Create account"))
 
     fill_signup(page, "ada@example.com", username="ada", display_name="Ada Lovelace")
     page.get_by_role("button", name="Create account").click()
@@ -42,7 +43,8 @@ def test_a_person_signs_up_edits_the_profile_logs_out_and_logs_back_in(
     expect(page.get_by_role("status")).to_have_text("Welcome! Your account is ready.")
     expect(page.get_by_role("heading", level=1)).to_have_text("Ada Lovelace")
     expect(page.get_by_text("ada@example.com").first).to_be_visible()
-    shoot(page, "account")
+    shoot(page, "account", page.get_by_role("heading", level=1, name="Ada Lovelace"),
+          "Welcome! Your account is ready.")
     rows = assert_user_complete("ada@example.com", service.rows)
     assert rows.tables == ("public.users", "auth.users")
     expect(page.get_by_text(rows.id)).to_be_visible()
@@ -58,14 +60,16 @@ def test_a_person_signs_up_edits_the_profile_logs_out_and_logs_back_in(
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_role("status")).to_have_text("Your profile was saved.")
     expect(page.get_by_role("heading", level=1)).to_have_text("Ada King")
-    shoot(page, "account-saved")
+    shoot(page, "account-saved", page.get_by_role("heading", level=1, name="Ada King"),
+          "Your profile was saved.")
     rows = assert_user_complete("ada@example.com", service.rows)
     assert (rows.profile["username"], rows.profile["display_name"]) == ("ada_king", "Ada King")
 
     page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page).to_have_url(re.compile(r"/login\?signed_out=1$"))
     expect(page.get_by_role("status")).to_have_text("You have signed out.")
-    shoot(page, "login-signed-out")
+    shoot(page, "login-signed-out", page.get_by_role("heading", level=1, name="Log in"),
+          "You have signed out.")
     page.goto("/account")
     expect(page).to_have_url(re.compile(r"/login$"))
 
@@ -73,7 +77,7 @@ def test_a_person_signs_up_edits_the_profile_logs_out_and_logs_back_in(
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("That email and password don't match an account")
     expect(alert).to_be_focused()
-    shoot(page, "login-error")
+    shoot(page, "login-error", alert)
 
     log_in(page, "ADA@example.com")
     expect(page).to_have_url(re.compile(r"/account$"))
@@ -99,7 +103,7 @@ def test_a_taken_email_is_explained_next_to_the_email_field(page: Page, service:
     expect(page.get_by_role("alert")).to_be_focused()
     for other in ("Password", "Username", "Display name"):
         expect(page.get_by_label(other, exact=True)).not_to_have_attribute("aria-invalid", "true")
-    shoot(page, "signup-email-taken")
+    shoot(page, "signup-email-taken", page.locator("#email-error"))
     # The error summary takes the keyboard straight to the field.
     page.get_by_role("alert").get_by_role("link").click()
     expect(page).to_have_url(re.compile(r"#email$"))
@@ -112,7 +116,7 @@ def test_a_signup_that_fails_in_the_database_says_so_and_leaves_neither_row(
 ):
     page.goto("/signup")
     fill_signup(page, "carol@example.com", username="carol", display_name="Carol")
-    with faults.profile_insert_raises(service.database_url):
+    with faults.profile_insert_raises(service.owner_url):
         page.get_by_role("button", name="Create account").click()
         alert = page.get_by_role("alert")
         expect(alert).to_contain_text("We couldn't create your account")
@@ -122,7 +126,7 @@ def test_a_signup_that_fails_in_the_database_says_so_and_leaves_neither_row(
     )
     expect(alert).to_contain_text("SIGNUP_FAILED")
     expect(alert).to_be_focused()
-    shoot(page, "signup-failed")
+    shoot(page, "signup-failed", alert)
     assert find_user("carol@example.com", service.rows) is None
     assert_user_absent("carol@example.com", service.rows)
 
@@ -152,7 +156,8 @@ def test_the_signup_form_explains_every_problem_beside_its_field(page: Page, ser
         expect(field).to_have_accessible_description(re.compile(re.escape(message)))
     display_name = page.get_by_label("Display name", exact=True)
     expect(display_name).not_to_have_attribute("aria-invalid", "true")
-    shoot(page, "signup-errors")
+    shoot(page, "signup-errors", page.get_by_role("alert"),
+          *(page.locator(f"#{name}-error") for name in ("email", "password", "username")))
     assert find_user("not-an-email", service.rows) is None
 
 
@@ -174,9 +179,12 @@ def test_the_pages_fit_a_phone_screen(browser: Browser, service: Service, shoot)
     )
     try:
         phone = context.new_page()
-        for path, name in (("/signup", "signup-phone"), ("/login", "login-phone")):
+        pages = (("/signup", "signup-phone", "Create your account", "Create account"),
+                 ("/login", "login-phone", "Log in", "Log in"))
+        for path, name, title, button in pages:
             phone.goto(path)
             assert phone.evaluate("document.documentElement.scrollWidth <= innerWidth")
-            shoot(phone, name)
+            shoot(phone, name, phone.get_by_role("heading", level=1, name=title),
+                  phone.get_by_role("button", name=button, exact=True))
     finally:
         context.close()

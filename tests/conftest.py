@@ -76,19 +76,51 @@ def pg() -> Iterator[PgServer]:
 
 
 @pytest.fixture(scope="session")
-def database_url(pg: PgServer) -> str:
+def owner_url(pg: PgServer) -> str:
+    """The session's migrated database, as the admin user who owns its tables: for faults
+    (triggers, constraints, policies, revokes) and raw-SQL assertions, never for the service."""
     url = pg.create_database()
     migrate(url)
     return url
 
 
 @pytest.fixture(scope="session")
-def split_urls(pg: PgServer) -> tuple[str, str]:
-    """(profile database, identity database) for the split deployment."""
+def database_url(pg: PgServer, owner_url: str) -> str:
+    """The same database as the service connects to it: the non-superuser service role."""
+    return pg.service_url(owner_url)
+
+
+@pytest.fixture(scope="session")
+def split_owner_urls(pg: PgServer) -> tuple[str, str]:
+    """(profile database, identity database) for the split deployment, as their owner."""
     app_url = pg.create_database("authsvc_test_app")
     auth_url = pg.create_database("authsvc_test_auth")
     migrate(app_url, auth_url)
     return app_url, auth_url
+
+
+@pytest.fixture(scope="session")
+def split_urls(pg: PgServer, split_owner_urls: tuple[str, str]) -> tuple[str, str]:
+    """(profile database, identity database) as the service connects to them."""
+    app_url, auth_url = split_owner_urls
+    return pg.service_url(app_url), pg.service_url(auth_url)
+
+
+@pytest.fixture
+def service_role(pg: PgServer, database_url: str) -> str:
+    """The service's role, for tests whose faults only bite a role that neither is a superuser,
+    nor bypasses row-level security, nor owns the tables (skipped when there is none)."""
+    if pg.service_role is None:
+        pytest.skip(pg.service_role_missing)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT current_user, r.rolsuper, r.rolbypassrls, "
+            "pg_get_userbyid(c.relowner) = current_user AS owns "
+            "FROM pg_roles r, pg_class c "
+            "WHERE r.rolname = current_user AND c.oid = 'public.users'::regclass"
+        ).fetchone()
+    assert row == (pg.service_role, False, False, False), row
+    return pg.service_role
 
 
 def truncate(url: str) -> None:
@@ -104,10 +136,11 @@ def truncate(url: str) -> None:
 @pytest.fixture(autouse=True)
 def _clean(request: pytest.FixtureRequest) -> None:
     """Every test that touches a database starts from empty tables (no rollback wrapper)."""
-    if "database_url" in request.fixturenames:
-        truncate(request.getfixturevalue("database_url"))
-    if "split_urls" in request.fixturenames:
-        for url in request.getfixturevalue("split_urls"):
+    names = request.fixturenames
+    if "database_url" in names or "owner_url" in names:
+        truncate(request.getfixturevalue("owner_url"))
+    if "split_urls" in names or "split_owner_urls" in names:
+        for url in request.getfixturevalue("split_owner_urls"):
             truncate(url)
 
 
@@ -129,9 +162,9 @@ def stores(app):
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection]:
-    """A raw connection for assertions: never the code under test."""
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+def db(owner_url: str) -> Iterator[psycopg.Connection]:
+    """A raw connection for assertions, as the tables' owner: never the code under test."""
+    with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 
 

@@ -62,17 +62,40 @@ def not_valid_check(url: str, table: str = "public.users",
 
 
 @contextmanager
-def revoked_insert(url: str, table: str = "public.users") -> Iterator[None]:
-    """Row-level security that allows no insert for the (non-superuser) owner."""
+def rls_refuses_insert(url: str, table: str = "public.users") -> Iterator[None]:
+    """Row-level security on `table` with a read policy and no insert policy: a role that is not
+    the owner and does not bypass RLS (the service's) may read rows but insert none, as on a
+    Supabase table whose policies forgot the service. Run as the table's owner."""
     _exec(url, f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-    _exec(url, f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
     _exec(url, f"CREATE POLICY authsvc_fault_read ON {table} FOR SELECT USING (true)")
     try:
         yield
     finally:
         _exec(url, f"DROP POLICY IF EXISTS authsvc_fault_read ON {table}")
-        _exec(url, f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
         _exec(url, f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+
+
+@contextmanager
+def revoked(url: str, privilege: str, table: str = "public.users") -> Iterator[None]:
+    """`privilege` (INSERT, UPDATE, ...) on `table` revoked from every role that holds it but
+    the owner (the service's role among them), and granted back afterwards. Run as the owner."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        grantees = [
+            row[0] for row in conn.execute(
+                "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+                "ELSE quote_ident(pg_get_userbyid(a.grantee)) END "
+                "FROM pg_class c, aclexplode(c.relacl) a "
+                "WHERE c.oid = %s::regclass AND a.privilege_type = %s "
+                "AND a.grantee <> c.relowner",
+                (table, privilege.upper()),
+            )
+        ]
+        assert grantees, f"no role but the owner holds {privilege} on {table}: nothing to revoke"
+        conn.execute(f"REVOKE {privilege} ON {table} FROM {', '.join(grantees)}")
+    try:
+        yield
+    finally:
+        _exec(url, f"GRANT {privilege} ON {table} TO {', '.join(grantees)}")
 
 
 def terminate_service_backends(url: str) -> int:

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import CHEAP_ARGON2, PASSWORD, TEST_SECRET, count
-from tests.service import Gunicorn, request
+from tests.conftest import PASSWORD, count
+from tests.service import Gunicorn, request, service_env, wait_for
 
 
 @pytest.fixture
 def server(database_url, tmp_path):
-    service = Gunicorn({"DATABASE_URL": database_url, "JWT_SECRET_KEY": TEST_SECRET,
-                        "AUTHSVC_DATA_DIR": str(tmp_path), "AUTHSVC_RATE_LIMITS": "off",
-                        "AUTHSVC_ENV": "production", **CHEAP_ARGON2,
-                        "AUTHSVC_ARGON2_TIME_COST": "2", "AUTHSVC_ARGON2_MEMORY_KIB": "19456"})
-    service.wait_ready()
+    service = Gunicorn.started(
+        service_env(tmp_path, DATABASE_URL=database_url, AUTHSVC_ENV="production",
+                    AUTHSVC_ARGON2_TIME_COST="2", AUTHSVC_ARGON2_MEMORY_KIB="19456"),
+        log_path=tmp_path / "gunicorn.log",
+    )
     yield service
     service.stop()
 
@@ -53,20 +53,43 @@ def test_duplicate_signups_across_workers_give_one_account(server, db):
     assert count(db, "auth.users") == 1 and count(db, "public.users") == 1
 
 
-def test_a_killed_worker_is_replaced_and_service_continues(server):
-    victim = server.worker_pids()[0]
-    os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+def test_a_killed_worker_is_replaced_and_the_new_one_serves(server, db):
+    master = server.master
+    before = server.worker_pids()
+    assert len(before) == 2, before
+    victim, survivor = before
+    server.kill_worker(victim)
+
+    def replaced() -> list[int] | None:
         pids = server.worker_pids()
-        if victim not in pids and len(pids) == 2:
-            break
-        time.sleep(0.2)
-    assert victim not in server.worker_pids()
-    for i in range(4):
-        status, body, _ = request(server.base, "POST", "/api/v1/auth/signup",
-                                  {"email": f"after{i}@example.com", "password": PASSWORD})
-        assert status == 201, body
+        return pids if len(pids) == 2 and victim not in pids else None
+
+    after = wait_for(replaced, 30, "gunicorn to start a worker in place of the killed one")
+    (new,) = set(after) - set(before)
+    assert survivor in after and server.master == master and server.running
+    server.wait_ready()
+
+    # The old worker is paused, so only the new one can accept: every signup below must be
+    # answered, and each connection be held by the new worker.
+    os.kill(survivor, signal.SIGSTOP)
+    try:
+        for i in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+            try:
+                conn.request("POST", "/api/v1/auth/signup",
+                             body=json.dumps({"email": f"after{i}@example.com",
+                                              "password": PASSWORD}),
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                body = json.loads(response.read())
+                assert response.status == 201, body
+                assert server.worker_serving(conn.sock.getsockname()[1]) == new
+            finally:
+                conn.close()
+    finally:
+        os.kill(survivor, signal.SIGCONT)
+    assert server.worker_pids() == sorted([survivor, new])
+    assert count(db, "auth.users") == 3 and count(db, "public.users") == 3
 
 
 def test_access_log_lines_are_json_with_the_request_id(server):

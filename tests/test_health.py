@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import re
 import socket
-
-import psycopg
+import time
 
 from authsvc import __version__, create_app
 from authsvc.errors import DatabaseUnavailable, NotReady
+from tests import faults
 from tests.conftest import PASSWORD, app_overrides
+
+# API.md: 503 DATABASE_UNAVAILABLE "within a few seconds". With the default time-outs an answer
+# takes about 3 s (the wait for a pooled connection); 5 s is still "a few" on a loaded machine.
+UNAVAILABLE_WITHIN = 5.0
 
 
 def closed_port_url() -> str:
@@ -47,22 +51,34 @@ def test_readyz_is_503_naming_pending_migrations(pg, tmp_path):
         pg.drop_database(url)
 
 
-def test_without_a_database_readyz_and_api_answer_503_quickly(tmp_path):
-    app = create_app(app_overrides(closed_port_url(), tmp_path))
+def test_without_a_database_readyz_and_api_answer_503_within_a_few_seconds(tmp_path):
+    overrides = app_overrides(closed_port_url(), tmp_path)
+    # The defaults users get: 3 s to connect, 3 s to wait for a pooled connection.
+    del overrides["AUTHSVC_DB_CONNECT_TIMEOUT"], overrides["AUTHSVC_DB_POOL_TIMEOUT"]
+    app = create_app(overrides)
     client = app.test_client()
+
+    def timed(call, *args, **kwargs):
+        started = time.monotonic()
+        response = call(*args, **kwargs)
+        elapsed = time.monotonic() - started
+        assert elapsed < UNAVAILABLE_WITHIN, f"{args[0]} answered after {elapsed:.1f} s"
+        return response
+
     try:
-        ready = client.get("/readyz")
+        ready = timed(client.get, "/readyz")
         assert ready.status_code == 503
         checks = ready.get_json()["error"]["details"]["checks"]
         assert checks["database"] != "ok"
-        response = client.post("/api/v1/auth/signup",
-                               json={"email": "a@example.com", "password": PASSWORD})
+        response = timed(client.post, "/api/v1/auth/signup",
+                         json={"email": "a@example.com", "password": PASSWORD})
         assert response.status_code == 503
         assert response.get_json()["error"]["code"] == DatabaseUnavailable.code
         assert response.headers["Retry-After"]
-        login = client.post("/api/v1/auth/login",
-                            json={"email": "a@example.com", "password": PASSWORD})
+        login = timed(client.post, "/api/v1/auth/login",
+                      json={"email": "a@example.com", "password": PASSWORD})
         assert login.status_code == 503
+        assert login.get_json()["error"]["code"] == DatabaseUnavailable.code
         # Liveness does no I/O and stays green.
         assert client.get("/healthz").status_code == 200
     finally:
@@ -84,10 +100,8 @@ def test_version_git_sha_can_come_from_the_environment(database_url, tmp_path):
     app.extensions["authsvc"].stores.close()
 
 
-def test_the_service_recovers_when_its_connections_are_killed(auth, database_url):
+def test_the_service_recovers_when_its_connections_are_killed(auth, owner_url):
     auth.signup()
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE application_name = 'authsvc' AND pid <> pg_backend_pid()")
+    assert faults.terminate_service_backends(owner_url) >= 1  # the pool's idle connections
     auth.login()
     assert auth.client.get("/readyz").status_code == 200

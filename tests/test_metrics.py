@@ -179,9 +179,9 @@ def test_refused_signups_count_under_their_error_code(client):
     assert moved(before, after, "authsvc_http_requests_total", route=SIGNUP, status="409") == 1
 
 
-def test_a_failed_signup_counts_its_step_and_its_compensation(client, database_url):
+def test_a_failed_signup_counts_its_step_and_its_compensation(client, owner_url):
     before = scrape(client)
-    with faults.profile_insert_raises(database_url):
+    with faults.profile_insert_raises(owner_url):
         body = AuthActions(client).signup("victim@example.com", expect=500)
     assert body["error"]["code"] == SignupFailed.code
     after = scrape(client)
@@ -193,7 +193,9 @@ def test_a_failed_signup_counts_its_step_and_its_compensation(client, database_u
     assert moved(before, after, "authsvc_http_requests_total", route=SIGNUP, status="500") == 1
 
 
-def test_a_signup_that_could_not_be_undone_is_counted_for_reconcile(split_urls, tmp_path):
+def test_a_signup_that_could_not_be_undone_is_counted_for_reconcile(
+    split_urls, split_owner_urls, tmp_path
+):
     """Two databases: the profile is refused and the identity's delete too, so a pending
     identity remains; that is the count an operator watches to run `authsvc reconcile`."""
     app_url, auth_url = split_urls
@@ -201,8 +203,8 @@ def test_a_signup_that_could_not_be_undone_is_counted_for_reconcile(split_urls, 
     client = app.test_client()
     try:
         before = scrape(client)
-        with faults.profile_insert_raises(app_url), \
-                faults.trigger(auth_url, "auth.users", "RAISE EXCEPTION 'no delete';",
+        with faults.profile_insert_raises(split_owner_urls[0]), \
+                faults.trigger(split_owner_urls[1], "auth.users", "RAISE EXCEPTION 'no delete';",
                                when="BEFORE DELETE", name="authsvc_fault_del_identity"):
             body = AuthActions(client).signup("stuck@example.com", expect=500)
         after = scrape(client)
@@ -242,10 +244,10 @@ def test_odd_methods_share_one_method_label(client):
 # -- the hosted pages ------------------------------------------------------------------------------
 
 
-def test_signups_on_the_hosted_form_are_counted_like_the_api(app, client, db, database_url):
+def test_signups_on_the_hosted_form_are_counted_like_the_api(app, client, db, owner_url):
     before = scrape(client)
     assert Pages(app.test_client()).signup("page@example.com").status_code == 303
-    with faults.profile_insert_raises(database_url):
+    with faults.profile_insert_raises(owner_url):
         assert Pages(app.test_client()).signup("page-victim@example.com").status_code == 500
     refused = client.post("/signup", data={"email": "nocsrf@example.com", "password": PASSWORD})
     assert refused.status_code == 400
@@ -267,7 +269,9 @@ def test_signups_on_the_hosted_form_are_counted_like_the_api(app, client, db, da
 # -- connection pools ------------------------------------------------------------------------------
 
 
-def test_pool_gauges_show_a_request_waiting_for_the_only_connection(database_url, tmp_path):
+def test_pool_gauges_show_a_request_waiting_for_the_only_connection(
+    database_url, owner_url, tmp_path
+):
     """Pool of one: a signup holds the connection (a trigger sleeps in its transaction) while a
     login waits for it; /metrics needs no connection and shows both."""
     app = metrics_app(database_url, tmp_path, AUTHSVC_DB_POOL_SIZE="1",
@@ -292,7 +296,7 @@ def test_pool_gauges_show_a_request_waiting_for_the_only_connection(database_url
         idle = scrape(client)
         assert pool(idle, "max") == 1 and pool(idle, "size") == 1
         assert pool(idle, "available") == 1 and pool(idle, "requests_waiting") == 0
-        with faults.profile_insert_sleeps(database_url, 1.5):
+        with faults.profile_insert_sleeps(owner_url, 1.5):
             holder = threading.Thread(target=call, args=("signup", SIGNUP, "slow@example.com"))
             holder.start()
             wait_for(lambda: pool(scrape(client), "available") == 0, 5, "the signup's connection")

@@ -347,9 +347,9 @@ def test_a_taken_username_is_explained_next_to_the_username_field(pages, app, db
     ],
 )
 def test_a_signup_that_fails_in_the_database_says_so_and_that_nothing_was_created(
-    pages, db, database_url, fault, step
+    pages, db, owner_url, fault, step
 ):
-    with fault(database_url):
+    with fault(owner_url):
         response = pages.signup("carol@example.com", username="carol")
     assert response.status_code == 500
     assert response.content_type.startswith("text/html")
@@ -360,6 +360,19 @@ def test_a_signup_that_fails_in_the_database_says_so_and_that_nothing_was_create
     assert "Traceback" not in response.text and "INSERT" not in response.text
     assert_no_trace(db, "carol@example.com")
     assert pages.client.get("/account").status_code == 302  # not signed in
+
+
+def test_a_signup_the_database_refuses_the_service_says_why_in_words(
+    pages, db, owner_url, service_role
+):
+    with faults.rls_refuses_insert(owner_url):
+        response = pages.signup("carol@example.com", username="carol")
+    assert response.status_code == 500
+    assert "Something went wrong while saving your profile" in response.text
+    assert "the service is not allowed to write the profile" in response.text
+    assert "Nothing was created: there is no account for carol@example.com" in response.text
+    assert "row-level security" not in response.text
+    assert_no_trace(db, "carol@example.com")
 
 
 # -- login, account, logout -----------------------------------------------------------------

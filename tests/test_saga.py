@@ -31,8 +31,8 @@ def test_the_saga_runs_without_an_app(pg_store, db):
     assert identity_row(db, "plain@example.com")["signup_state"] == "complete"
 
 
-def test_the_saga_names_the_step_and_compensates(pg_store, db, database_url):
-    with faults.profile_insert_returns_null(database_url), pytest.raises(SignupFailed) as info:
+def test_the_saga_names_the_step_and_compensates(pg_store, db, owner_url):
+    with faults.profile_insert_returns_null(owner_url), pytest.raises(SignupFailed) as info:
         signup.run(pg_store, HASHER, signup.SignupData("plain@example.com", PASSWORD))
     assert info.value.step == "profile_verify" and info.value.reason == "no_row_returned"
     assert info.value.details["compensated"] is True
@@ -76,11 +76,11 @@ def split_store(split_urls, tmp_path):
     stores.close()
 
 
-def split_rows(split_urls, email):
+def split_rows(split_owner_urls, email):
     import psycopg
     from psycopg.rows import dict_row
 
-    app_url, auth_url = split_urls
+    app_url, auth_url = split_owner_urls
     with psycopg.connect(auth_url, row_factory=dict_row) as a, \
             psycopg.connect(app_url, row_factory=dict_row) as p:
         identity = a.execute("SELECT * FROM auth.users WHERE lower(email) = lower(%s)",
@@ -90,9 +90,9 @@ def split_rows(split_urls, email):
     return identity, profile
 
 
-def test_split_signup_writes_both_databases(split_store, split_urls):
+def test_split_signup_writes_both_databases(split_store, split_owner_urls):
     profile = signup.run(split_store, HASHER, signup.SignupData("two@example.com", PASSWORD))
-    identity, row = split_rows(split_urls, "two@example.com")
+    identity, row = split_rows(split_owner_urls, "two@example.com")
     assert identity["id"] == row["id"] == profile.id
     assert identity["signup_state"] == "complete"
 
@@ -107,20 +107,41 @@ def test_split_signup_writes_both_databases(split_store, split_urls):
     ],
 )
 def test_split_signup_compensates_by_deleting_across_databases(
-    split_store, split_urls, fault, step, reason
+    split_store, split_owner_urls, fault, step, reason
 ):
-    with fault(split_urls[0]), pytest.raises(SignupFailed) as info:
+    with fault(split_owner_urls[0]), pytest.raises(SignupFailed) as info:
         signup.run(split_store, HASHER, signup.SignupData("two@example.com", PASSWORD))
     assert (info.value.step, info.value.reason) == (step, reason)
     assert info.value.details["compensated"] is True
-    assert split_rows(split_urls, "two@example.com") == (None, None)
+    assert split_rows(split_owner_urls, "two@example.com") == (None, None)
 
 
-def test_split_duplicate_email_is_409_with_no_leftover(split_store, split_urls):
+@pytest.mark.parametrize(
+    ("fault", "where", "step"),
+    [
+        (faults.rls_refuses_insert, "profiles", "profile_insert"),
+        (lambda url: faults.revoked(url, "INSERT", "public.users"), "profiles", "profile_insert"),
+        (lambda url: faults.revoked(url, "UPDATE", "auth.users"), "identities", "complete"),
+    ],
+    ids=["rls-profile", "revoked-profile-insert", "revoked-identity-update"],
+)
+def test_split_signup_refused_by_the_roles_privileges_deletes_what_it_wrote(
+    split_store, split_owner_urls, service_role, fault, where, step
+):
+    app_url, auth_url = split_owner_urls
+    with fault(app_url if where == "profiles" else auth_url), \
+            pytest.raises(SignupFailed) as info:
+        signup.run(split_store, HASHER, signup.SignupData("two@example.com", PASSWORD, "two"))
+    assert (info.value.step, info.value.reason) == (step, "permission_denied")
+    assert info.value.details["compensated"] is True
+    assert split_rows(split_owner_urls, "two@example.com") == (None, None)
+
+
+def test_split_duplicate_email_is_409_with_no_leftover(split_store, split_owner_urls):
     signup.run(split_store, HASHER, signup.SignupData("two@example.com", PASSWORD, "two"))
     with pytest.raises(EmailTaken):
         signup.run(split_store, HASHER, signup.SignupData("TWO@example.com", PASSWORD, "other"))
     import psycopg
 
-    with psycopg.connect(split_urls[0]) as conn:
+    with psycopg.connect(split_owner_urls[0]) as conn:
         assert conn.execute("SELECT count(*) FROM public.users").fetchone()[0] == 1

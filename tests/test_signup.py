@@ -8,7 +8,14 @@ import pytest
 
 from authsvc.errors import EmailTaken, SignupFailed, UsernameTaken, ValidationFailed, WeakPassword
 from tests import faults
-from tests.conftest import PASSWORD, assert_no_trace, count, identity_row, profile_row
+from tests.conftest import (
+    PASSWORD,
+    TABLES,
+    assert_no_trace,
+    count,
+    identity_row,
+    profile_row,
+)
 
 
 def test_signup_creates_the_identity_and_its_profile_with_one_id(auth, db):
@@ -110,8 +117,8 @@ def _signup_failed(auth, email="victim@example.com", **fields):
     return error
 
 
-def test_signup_compensates_when_a_trigger_raises_on_the_profile_insert(auth, db, database_url):
-    with faults.profile_insert_raises(database_url):
+def test_signup_compensates_when_a_trigger_raises_on_the_profile_insert(auth, db, owner_url):
+    with faults.profile_insert_raises(owner_url):
         error = _signup_failed(auth)
     assert error["details"]["step"] == "profile_insert"
     assert error["details"]["reason"] == "trigger_raised"
@@ -121,8 +128,8 @@ def test_signup_compensates_when_a_trigger_raises_on_the_profile_insert(auth, db
     assert_no_trace(db, "victim@example.com")
 
 
-def test_signup_compensates_when_the_profile_insert_returns_no_row(auth, db, database_url):
-    with faults.profile_insert_returns_null(database_url):
+def test_signup_compensates_when_the_profile_insert_returns_no_row(auth, db, owner_url):
+    with faults.profile_insert_returns_null(owner_url):
         error = _signup_failed(auth)
     assert error["details"] == {
         "step": "profile_verify", "reason": "no_row_returned", "compensated": True,
@@ -132,8 +139,8 @@ def test_signup_compensates_when_the_profile_insert_returns_no_row(auth, db, dat
     assert_no_trace(db, "victim@example.com")
 
 
-def test_signup_compensates_when_a_trigger_rewrites_the_returned_row(auth, db, database_url):
-    with faults.profile_email_rewritten(database_url):
+def test_signup_compensates_when_a_trigger_rewrites_the_returned_row(auth, db, owner_url):
+    with faults.profile_email_rewritten(owner_url):
         error = _signup_failed(auth)
     assert error["details"]["step"] == "profile_verify"
     assert error["details"]["reason"] == "email_mismatch"
@@ -142,9 +149,9 @@ def test_signup_compensates_when_a_trigger_rewrites_the_returned_row(auth, db, d
 
 
 def test_signup_compensates_when_a_not_valid_check_constraint_refuses_the_row(
-    auth, db, database_url
+    auth, db, owner_url
 ):
-    with faults.not_valid_check(database_url):
+    with faults.not_valid_check(owner_url):
         error = _signup_failed(auth)
     assert error["details"]["step"] == "profile_insert"
     assert error["details"]["reason"] == "check_violation"
@@ -152,8 +159,8 @@ def test_signup_compensates_when_a_not_valid_check_constraint_refuses_the_row(
     assert_no_trace(db, "victim@example.com")
 
 
-def test_signup_compensates_when_the_identity_insert_is_refused(auth, db, database_url):
-    with faults.not_valid_check(database_url, table="auth.users"):
+def test_signup_compensates_when_the_identity_insert_is_refused(auth, db, owner_url):
+    with faults.not_valid_check(owner_url, table="auth.users"):
         error = _signup_failed(auth)
     assert error["details"]["step"] == "identity_create"
     assert error["details"]["reason"] == "check_violation"
@@ -161,10 +168,10 @@ def test_signup_compensates_when_the_identity_insert_is_refused(auth, db, databa
 
 
 def test_signup_reports_a_connection_killed_mid_insert_and_leaves_nothing(
-    auth, db, database_url
+    auth, db, owner_url
 ):
-    with faults.profile_insert_sleeps(database_url, 2), faults.terminate_when_sleeping(
-        database_url, 0.5
+    with faults.profile_insert_sleeps(owner_url, 2), faults.terminate_when_sleeping(
+        owner_url, 0.5
     ):
         error = _signup_failed(auth)
     assert error["details"]["step"] == "profile_insert"
@@ -175,8 +182,43 @@ def test_signup_reports_a_connection_killed_mid_insert_and_leaves_nothing(
     auth.signup("after@example.com")
 
 
-def test_a_failed_signup_can_be_retried_with_the_same_email(auth, db, database_url):
-    with faults.profile_insert_raises(database_url):
+# The service's role is refused by the database itself: row-level security without a policy for
+# it, or a privilege taken away. Only a role that is not a superuser, does not bypass RLS and
+# does not own the tables meets these (the `service_role` fixture checks that it is one).
+PRIVILEGE_FAULTS = [
+    (lambda url: faults.rls_refuses_insert(url, "public.users"), "profile_insert"),
+    (lambda url: faults.revoked(url, "INSERT", "public.users"), "profile_insert"),
+    (lambda url: faults.rls_refuses_insert(url, "auth.users"), "identity_create"),
+    (lambda url: faults.revoked(url, "INSERT", "auth.users"), "identity_create"),
+    (lambda url: faults.revoked(url, "UPDATE", "auth.users"), "complete"),
+]
+PRIVILEGE_FAULT_IDS = ["rls-profile", "revoked-profile-insert", "rls-identity",
+                       "revoked-identity-insert", "revoked-identity-update"]
+
+
+@pytest.mark.parametrize(("fault", "step"), PRIVILEGE_FAULTS, ids=PRIVILEGE_FAULT_IDS)
+def test_signup_refused_by_the_roles_privileges_names_the_step_and_leaves_nothing(
+    auth, db, owner_url, service_role, fault, step
+):
+    with fault(owner_url):
+        error = _signup_failed(auth, username="victim")
+    assert error["details"] == {
+        "step": step, "reason": "permission_denied", "compensated": True,
+        "hint": "the database role lacks a privilege or a row-level security policy refused "
+                "the row",
+    }
+    # The database's own words stay in the log.
+    assert "violates" not in str(error) and "permission denied for" not in str(error)
+    assert_no_trace(db, "victim@example.com")
+    for table in TABLES:
+        assert count(db, table) == 0, f"{table} kept a row of the refused signup"
+    # Nothing blocks the email or the username once the privilege is back.
+    auth.signup("victim@example.com", username="victim")
+    auth.login("victim@example.com")
+
+
+def test_a_failed_signup_can_be_retried_with_the_same_email(auth, db, owner_url):
+    with faults.profile_insert_raises(owner_url):
         _signup_failed(auth, "retry@example.com")
     auth.signup("retry@example.com")
     assert identity_row(db, "retry@example.com")["signup_state"] == "complete"

@@ -27,21 +27,22 @@ LAYOUTS = ("one_database", "split", "supabase")
 def stores(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Stores]:
     env: dict[str, Any] = {"JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)}
     fake = None
-    if request.param == "one_database":
-        env["DATABASE_URL"] = request.getfixturevalue("database_url")
-    elif request.param == "split":
+    if request.param == "split":
         app_url, auth_url = request.getfixturevalue("split_urls")
         env.update(DATABASE_URL=app_url, AUTH_DATABASE_URL=auth_url)
+        owners = request.getfixturevalue("split_owner_urls")
     else:
-        env.update(
-            DATABASE_URL=request.getfixturevalue("database_url"),  # sessions only
+        env["DATABASE_URL"] = request.getfixturevalue("database_url")
+        owners = (request.getfixturevalue("owner_url"),)
+    if request.param == "supabase":
+        env.update(  # DATABASE_URL holds the sessions only
             AUTHSVC_BACKEND="supabase",
             SUPABASE_URL=SUPABASE_URL,
             SUPABASE_SERVICE_ROLE_KEY=SERVICE_KEY,
             SUPABASE_ANON_KEY=ANON_KEY,
         )
         fake = FakeSupabase().__enter__()
-    for url in {env["DATABASE_URL"], env.get("AUTH_DATABASE_URL", env["DATABASE_URL"])}:
+    for url in owners:
         truncate(url)  # every test starts from empty tables
     built = make_stores(load_settings(env))
     yield built

@@ -1,19 +1,15 @@
-"""Real parts for the reliability suite: gunicorn instances, an HTTP client for loopback, a gate
-that holds a signup inside a database statement, the real CLI, and raw-SQL views of a layout.
+"""Real parts for the reliability suite: a gate that holds a signup inside a database statement,
+the real CLI, raw-SQL views of a layout, and which worker holds which database connection. The
+service itself runs under tests/service.py's Gunicorn.
 
 Nothing here patches the service: faults are database objects, signals and stopped servers.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,8 +20,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from authsvc import embedded
-from tests.conftest import CHEAP_ARGON2, PASSWORD, TEST_SECRET, truncate
+from tests.conftest import truncate
 from tests.pgcluster import PgServer
+from tests.service import Gunicorn, clean_env, service_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,23 +34,6 @@ STEPS = ("identity_create", "profile_insert", "profile_verify", "complete")
 
 def report(line: str) -> None:
     REPORT.append(line)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- stopping and starting a throwaway cluster ------------------------------------------------
@@ -81,74 +61,6 @@ def start_server(server: PgServer) -> None:
     )
 
 
-# -- HTTP on loopback ------------------------------------------------------------------------
-
-
-class NoAnswer(Exception):
-    """The connection closed without a response (the worker died)."""
-
-
-@dataclass
-class Reply:
-    status: int
-    body: dict[str, Any]
-    elapsed: float
-
-    @property
-    def error(self) -> dict[str, Any]:
-        return self.body.get("error") or {}
-
-    @property
-    def code(self) -> str | None:
-        return self.error.get("code")
-
-    @property
-    def user_id(self) -> str | None:
-        data = self.body.get("data") or {}
-        return (data.get("user") or {}).get("id")
-
-
-def call(
-    port: int,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 60,
-) -> Reply:
-    """One request on a fresh connection (no keep-alive, so a killed worker only ever takes
-    the requests it was serving)."""
-    started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        payload = json.dumps(body).encode() if body is not None else None
-        hdrs = {"Connection": "close", **(headers or {})}
-        if payload is not None:
-            hdrs["Content-Type"] = "application/json"
-        try:
-            conn.request(method, path, body=payload, headers=hdrs)
-            response = conn.getresponse()
-            raw = response.read()
-        except (ConnectionError, http.client.RemoteDisconnected, http.client.IncompleteRead) as exc:
-            raise NoAnswer(repr(exc)) from exc
-        parsed = json.loads(raw) if raw else {}
-        return Reply(response.status, parsed, time.monotonic() - started)
-    finally:
-        conn.close()
-
-
-def signup(port: int, email: str, password: str = PASSWORD, key: str | None = None,
-           timeout: float = 60, **fields: Any) -> Reply:
-    headers = {"Idempotency-Key": key} if key else None
-    return call(port, "POST", "/api/v1/auth/signup",
-                {"email": email, "password": password, **fields}, headers, timeout)
-
-
-def login(port: int, email: str, password: str = PASSWORD, timeout: float = 60) -> Reply:
-    return call(port, "POST", "/api/v1/auth/login", {"email": email, "password": password},
-                timeout=timeout)
-
-
 def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
 
@@ -159,11 +71,15 @@ def unique_email(tag: str = "user") -> str:
 @dataclass
 class Layout:
     """Where the tables live. `app_url` holds public.users, `auth_url` auth.users and the
-    authsvc schema; in the one-database layout they are the same URL."""
+    authsvc schema; in the one-database layout they are the same URL. Those two are the
+    owner's, for faults and raw SQL; the service (and its command line) connects with the
+    service role's URLs of the same databases."""
 
     name: str
     app_url: str
     auth_url: str
+    service_app_url: str
+    service_auth_url: str
     app_server: PgServer | None = None
     auth_server: PgServer | None = None
 
@@ -172,7 +88,8 @@ class Layout:
         return self.app_url != self.auth_url
 
     def env(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.app_url, "AUTH_DATABASE_URL": self.auth_url}
+        """The service's database settings."""
+        return {"DATABASE_URL": self.service_app_url, "AUTH_DATABASE_URL": self.service_auth_url}
 
     def truncate(self) -> None:
         for url in {self.app_url, self.auth_url}:
@@ -239,179 +156,10 @@ class Layout:
         return out
 
 
-# -- gunicorn --------------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out.extend(int(p) for p in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-class Service:
-    """`python -m gunicorn -w N wsgi:app` from the project root, on a free loopback port."""
-
-    def __init__(self, layout: Layout, data_dir: Path, workers: int = 2,
-                 extra_env: dict[str, str] | None = None, name: str = "") -> None:
-        self.layout = layout
-        self.data_dir = data_dir
-        self.workers_wanted = workers
-        self.extra_env = extra_env or {}
-        self.name = name or layout.name
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / f"gunicorn-{self.name}.log"
-
-    def env(self) -> dict[str, str]:
-        env = {
-            k: v for k, v in os.environ.items()
-            if not k.startswith(("AUTHSVC_", "SUPABASE_", "GUNICORN_"))
-            and k not in ("DATABASE_URL", "AUTH_DATABASE_URL", "POSTGRES_URL", "REDIS_URL",
-                          "WEB_CONCURRENCY", "JWT_SECRET_KEY", "PORT", "HOST")
-        }
-        env.update(
-            {
-                **self.layout.env(),
-                "JWT_SECRET_KEY": TEST_SECRET,
-                "AUTHSVC_ENV": "development",
-                "AUTHSVC_BACKEND": "postgres",
-                "AUTHSVC_DATA_DIR": str(self.data_dir),
-                "AUTHSVC_RATE_LIMITS": "off",
-                **CHEAP_ARGON2,
-                **self.extra_env,
-            }
-        )
-        return env
-
-    def start(self) -> Service:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-w", str(self.workers_wanted), "wsgi:app",
-                 "--bind", f"127.0.0.1:{self.port}"],
-                cwd=ROOT, env=self.env(), stdout=log, stderr=log, start_new_session=True,
-            )
-        finally:
-            log.close()
-        self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {self.log_tail()}")
-            if len([p for p in children(self.proc.pid) if _alive(p)]) < self.workers_wanted:
-                return False
-            try:
-                return call(self.port, "GET", "/healthz", timeout=5).status == 200
-            except (OSError, NoAnswer):
-                return False
-
-        wait_for(ready, timeout, f"gunicorn {self.name} to answer", interval=0.1)
-
-    @property
-    def master(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def worker_pids(self) -> list[int]:
-        return sorted(p for p in children(self.master) if _alive(p))
-
-    def kill_worker(self, pid: int) -> None:
-        """SIGKILL one worker and wait until it is dead (not one more instruction of it runs
-        after this returns)."""
-        assert pid in children(self.master), "not one of our workers"
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(pid), 30, f"worker {pid} to die")
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.proc = None
-
-    # convenience
-    def call(self, method: str, path: str, **kw: Any) -> Reply:
-        return call(self.port, method, path, **kw)
-
-    def call_readyz(self) -> Reply:
-        return call(self.port, "GET", "/readyz")
-
-    def signup(self, email: str, **kw: Any) -> Reply:
-        return signup(self.port, email, **kw)
-
-    def login(self, email: str, **kw: Any) -> Reply:
-        return login(self.port, email, **kw)
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    out: set[int] = set()
-    for fd in Path(f"/proc/{pid}/fd").glob("*"):
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(int(target[8:-1]))
-    return out
-
-
-def _tcp_inodes() -> dict[tuple[int, int], int]:
-    """(local port, remote port) -> socket inode, for every TCP socket of the machine. (A local
-    port alone is ambiguous: Linux reuses an ephemeral port towards another destination.)"""
-    out: dict[tuple[int, int], int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            local = int(parts[1].rsplit(":", 1)[1], 16)
-            remote = int(parts[2].rsplit(":", 1)[1], 16)
-            out[(local, remote)] = int(parts[9])
-    return out
-
-
-def workers_holding(service: Service, held: Iterable[dict[str, Any]]) -> dict[int, int]:
+def workers_holding(service: Gunicorn, held: Iterable[dict[str, Any]]) -> dict[int, int]:
     """worker pid -> how many of the `held` backends (pg_stat_activity rows with client_port
     and server_port) it is connected to."""
-    inodes = _tcp_inodes()
-    wanted = {inodes[(h["client_port"], h["server_port"])] for h in held
-              if (h["client_port"], h["server_port"]) in inodes}
-    out: dict[int, int] = {}
-    for pid in service.worker_pids():
-        n = len(_socket_inodes(pid) & wanted)
-        if n:
-            out[pid] = n
-    return out
+    return service.holders((h["client_port"], h["server_port"]) for h in held)
 
 
 # -- a gate: hold statements inside a pg_sleep loop until released ---------------------------
@@ -452,6 +200,8 @@ class Gate:
         _, table, event, _ = STEP_STATEMENTS[self.step]
         self._exec(
             "CREATE TABLE IF NOT EXISTS public.authsvc_gate (closed boolean)",
+            # The trigger runs as the service's role, which must see the gate.
+            "GRANT SELECT ON public.authsvc_gate TO PUBLIC",
             "DELETE FROM public.authsvc_gate",
             "INSERT INTO public.authsvc_gate VALUES (true)",
             "CREATE OR REPLACE FUNCTION public.authsvc_gate_fn() RETURNS trigger "
@@ -504,19 +254,7 @@ class CliResult:
 
 def cli(layout_env: dict[str, str], *args: str, data_dir: Path,
         extra_env: dict[str, str] | None = None, timeout: float = 180) -> CliResult:
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("AUTHSVC_", "SUPABASE_"))
-        and k not in ("DATABASE_URL", "AUTH_DATABASE_URL", "POSTGRES_URL")
-    }
-    env.update({
-        **layout_env,
-        "JWT_SECRET_KEY": TEST_SECRET,
-        "AUTHSVC_ENV": "development",
-        "AUTHSVC_DATA_DIR": str(data_dir),
-        **CHEAP_ARGON2,
-        **(extra_env or {}),
-    })
+    env = clean_env(**service_env(data_dir, **{**layout_env, **(extra_env or {})}))
     proc = subprocess.run(
         [sys.executable, "-m", "authsvc.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,

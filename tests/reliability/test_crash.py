@@ -9,15 +9,8 @@ import pytest
 
 from authsvc.errors import InvalidCredentials, SignupFailed
 from tests import faults
-from tests.reliability.support import (
-    Gate,
-    NoAnswer,
-    reconcile,
-    report,
-    unique_email,
-    wait_for,
-    workers_holding,
-)
+from tests.reliability.support import Gate, reconcile, report, unique_email, workers_holding
+from tests.service import NoAnswer, wait_for
 
 
 @pytest.mark.parametrize("step", ["identity_create", "profile_insert"])

@@ -7,7 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from authsvc.errors import EmailTaken, UsernameTaken
-from tests.reliability.support import Reply, report, unique_email
+from tests.reliability.support import report, unique_email
+from tests.service import Reply
 
 ROUNDS = 12
 RACERS = 8  # half on each instance

@@ -15,23 +15,21 @@ from tests import faults
 from tests.reliability.support import (
     Gate,
     Layout,
-    Reply,
-    Service,
     reconcile,
     report,
     start_server,
     stop_server,
     unique_email,
-    wait_for,
 )
+from tests.service import Gunicorn, Reply, wait_for
 
-# API.md: 503 "within a few seconds". The pool waits AUTHSVC_DB_POOL_TIMEOUT (default 5 s)
+# API.md: 503 "within a few seconds". The pool waits AUTHSVC_DB_POOL_TIMEOUT (default 3 s)
 # for a connection; this bound is generous on purpose, for a loaded CI machine.
 BOUND = 10.0
 
 
 @pytest.fixture(params=["one", "split"])
-def outage(request, outage_layouts, services) -> Iterator[tuple[Layout, Service]]:
+def outage(request, outage_layouts, services) -> Iterator[tuple[Layout, Gunicorn]]:
     layout = outage_layouts[request.param]
     for server in layout.servers():
         start_server(server)
@@ -47,7 +45,7 @@ def _stopped(*servers) -> None:
         stop_server(server)
 
 
-def _recovers(service: Service, pids: list[int]) -> float:
+def _recovers(service: Gunicorn, pids: list[int]) -> float:
     """Seconds until a signup succeeds again; the same processes must serve it."""
     started = time.monotonic()
 

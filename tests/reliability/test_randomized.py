@@ -8,12 +8,12 @@ faults injected at every step of the saga through real means, then the real
 - a signup whose worker was SIGKILLed left nothing, or (its last statement having landed
   after the kill) a whole user, never half of one.
 
-The seed is printed; AUTHSVC_CHAOS_SEED=<seed> replays the same schedule.
+The seed is printed at the end of the run, whether it passed or failed (see conftest.py);
+AUTHSVC_CHAOS_SEED=<seed> replays the same schedule.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections import Counter
@@ -30,9 +30,6 @@ from tests import faults
 from tests.reliability.support import (
     Gate,
     Layout,
-    NoAnswer,
-    Reply,
-    Service,
     reconcile,
     report,
     start_server,
@@ -40,6 +37,7 @@ from tests.reliability.support import (
     unique_email,
     workers_holding,
 )
+from tests.service import Gunicorn, NoAnswer, Reply
 
 MIN_SIGNUPS = 1000
 CLEAN_BATCH = 20
@@ -96,6 +94,16 @@ PLAIN: dict[str, tuple[Callable[[Layout], AbstractContextManager[Any]], str, str
         lambda lay: faults.trigger(lay.auth_url, "auth.users", "RAISE EXCEPTION 'refused';",
                                    when="BEFORE UPDATE"),
         "complete", "trigger_raised"),
+    # The service's role refused by the database (it is no superuser and owns no table).
+    "profile_rls_without_insert_policy": (
+        lambda lay: faults.rls_refuses_insert(lay.app_url),
+        "profile_insert", "permission_denied"),
+    "profile_insert_revoked": (
+        lambda lay: faults.revoked(lay.app_url, "INSERT", "public.users"),
+        "profile_insert", "permission_denied"),
+    "complete_update_revoked": (
+        lambda lay: faults.revoked(lay.auth_url, "UPDATE", "auth.users"),
+        "complete", "permission_denied"),
     "compensation_deletes_refused": (_compensation_blocked, "profile_verify", "email_mismatch"),
     "compensation_profile_delete_refused": (
         _profile_delete_refused, "profile_verify", "email_mismatch"),
@@ -126,7 +134,7 @@ class Attempt:
 @dataclass
 class Run:
     layout: Layout
-    service: Service
+    service: Gunicorn
     rng: random.Random
     attempts: list[Attempt] = field(default_factory=list)
     faults: Counter = field(default_factory=Counter)
@@ -261,14 +269,14 @@ def _schedule(rng: random.Random) -> list[tuple[str, ...]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["one", "split"])
 def test_randomized_signups_under_faults_never_leave_half_a_user(
-    outage_layouts, services, state_dir, which
+    outage_layouts, services, state_dir, which, chaos_seed
 ):
     layout = outage_layouts[which]
     for server in layout.servers():
         start_server(server)
     layout.truncate()
     service = services.get(layout, name="chaos", extra_env={"AUTHSVC_DB_POOL_TIMEOUT": "2"})
-    seed = int(os.environ.get("AUTHSVC_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+    seed = chaos_seed
     rng = random.Random(seed)
     run = Run(layout, service, rng)
     started = time.monotonic()

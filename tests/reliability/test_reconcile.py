@@ -15,7 +15,8 @@ import pytest
 from authsvc.passwords import Hasher
 from tests import faults
 from tests.conftest import PASSWORD, migrate
-from tests.reliability.support import Layout, cli, free_port, reconcile, report
+from tests.reliability.support import Layout, cli, reconcile, report
+from tests.service import free_port
 
 OLD = "1 hour"  # well past the default grace period of 300 s
 HASH = Hasher(1, 8, 1).hash(PASSWORD)
@@ -33,11 +34,12 @@ def scratch_url(pg) -> str:
 
 
 @pytest.fixture(params=["one", "split"])
-def drift_layout(request, scratch_url, split_urls) -> Iterator[Layout]:
+def drift_layout(request, pg, scratch_url, split_owner_urls, split_urls) -> Iterator[Layout]:
     if request.param == "one":
-        layout = Layout("one", scratch_url, scratch_url)
+        service_url = pg.service_url(scratch_url)
+        layout = Layout("one", scratch_url, scratch_url, service_url, service_url)
     else:
-        layout = Layout("split", *split_urls)
+        layout = Layout("split", *split_owner_urls, *split_urls)
     layout.truncate()
     yield layout
     layout.truncate()

@@ -43,16 +43,23 @@ def migrate_sessions(database_url: str, data_dir: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def sessions_url(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+def sessions_owner_url(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The sessions database, as its owner (migrations, assertions)."""
     url = pg.create_database("authsvc_test_supabase")
     migrate_sessions(url, tmp_path_factory.mktemp("supabase-migrate"))
     return url
 
 
+@pytest.fixture(scope="session")
+def sessions_url(pg: PgServer, sessions_owner_url: str) -> str:
+    """The sessions database as the service connects to it (the non-superuser service role)."""
+    return pg.service_url(sessions_owner_url)
+
+
 @pytest.fixture(autouse=True)
 def _clean_sessions(request: pytest.FixtureRequest) -> None:
-    if "sessions_url" in request.fixturenames:
-        truncate(request.getfixturevalue("sessions_url"))
+    if "sessions_owner_url" in request.fixturenames:
+        truncate(request.getfixturevalue("sessions_owner_url"))
 
 
 @pytest.fixture
@@ -69,9 +76,9 @@ def app(sessions_url: str, tmp_path: Any, fake: FakeSupabase):
 
 
 @pytest.fixture
-def sessions_db(sessions_url: str) -> Iterator[psycopg.Connection]:
+def sessions_db(sessions_owner_url: str) -> Iterator[psycopg.Connection]:
     """A raw connection to the sessions database, for assertions."""
-    with psycopg.connect(sessions_url, autocommit=True, row_factory=dict_row) as conn:
+    with psycopg.connect(sessions_owner_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 
 
