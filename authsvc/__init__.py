@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 
 from authsvc.config import Settings, load_settings
+from authsvc.mail.queue import MailQueue
 from authsvc.passwords import Hasher
 from authsvc.ratelimit import RateLimits
 from authsvc.services.accounts import Context
@@ -56,6 +57,7 @@ class Runtime:
     stores: Stores
     hasher: Hasher
     rate_limits: RateLimits
+    mail: MailQueue | None = None
     started_at: datetime = field(default_factory=lambda: STARTED_AT)
 
     @property
@@ -74,7 +76,32 @@ class Runtime:
             refresh_ttl=self.settings.refresh_token_ttl,
             secret=self.secret,
             user_agent=user_agent,
+            mail=self.mail,
+            public_url=self.settings.public_url,
+            require_email_confirmation=self.settings.require_email_confirmation,
         )
+
+
+def lifecycle_limits(settings: Settings) -> dict[str, str]:
+    """The account lifecycle's rate limits by name (anonymous signups harder than signups)."""
+    return {
+        "anonymous": settings.rate_limit_anonymous,
+        "verify": settings.rate_limit_verify,
+        "password_forgot": settings.rate_limit_forgot,
+        "password_reset": settings.rate_limit_reset,
+    }
+
+
+def mail_queue(settings: Settings) -> MailQueue:
+    """The mail sender for these settings (a bad SMTP_URL stops the start here)."""
+    from authsvc.mail import make_mailer
+
+    return MailQueue(
+        make_mailer(settings),
+        settings.mail_from,
+        attempts=settings.mail_attempts,
+        pause=settings.mail_retry_seconds,
+    )
 
 
 def hasher_for(settings: Settings) -> Hasher:
@@ -116,10 +143,18 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
         hasher=hasher_for(settings),
         rate_limits=RateLimits(
             settings.rate_limits,
-            {"signup": settings.rate_limit_signup, "login": settings.rate_limit_login},
+            {
+                "signup": settings.rate_limit_signup,
+                "login": settings.rate_limit_login,
+                **lifecycle_limits(settings),
+            },
             settings.redis_url,
         ),
+        mail=mail_queue(settings),
     )
+    # The mail sender stops (finishing what is queued) wherever the stores are closed: in a
+    # gunicorn worker's exit, and in every test that closes its app's stores.
+    runtime.stores._close.insert(0, runtime.mail.close)
     app.extensions["authsvc"] = runtime
 
     observability.init_app(app)

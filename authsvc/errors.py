@@ -303,22 +303,16 @@ class NotAnonymous(AuthError):
 
 
 class UpgradeFailed(AuthError):
-    """Giving an anonymous account its email and password failed after it started writing."""
+    """An anonymous account's upgrade failed after it started writing (like SignupFailed)."""
 
     status, code = 500, "UPGRADE_FAILED"
-    message = "The account could not be upgraded."
 
     def __init__(self, step: str, reason: Reason | str, compensated: bool) -> None:
-        outcome = (
-            "Nothing was changed; it is safe to retry."
-            if compensated
-            else "The profile may show the new email while the account stays anonymous; retry."
-        )
-        reason = str(reason)
-        super().__init__(
-            f"The account could not be upgraded: step {step} failed ({reason}). {outcome}",
-            {"step": step, "reason": reason, "compensated": compensated},
-        )
+        outcome = "Nothing was changed; retry." if compensated else (
+            "The profile may show the new email while the account stays anonymous; retry.")
+        details = {"step": step, "reason": str(reason), "compensated": compensated}
+        text = f"The account could not be upgraded: step {step} failed ({reason}). {outcome}"
+        super().__init__(text, details)
 
 
 def envelope_ok(data: Any) -> dict[str, Any]:

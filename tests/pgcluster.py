@@ -36,6 +36,7 @@ SERVICE_TABLES = (
     "authsvc.sessions",
     "authsvc.refresh_tokens",
     "authsvc.idempotency_keys",
+    "authsvc.one_time_tokens",  # the account lifecycle's mailed links
 )
 SERVICE_READ_ONLY_TABLES = ("authsvc._yoyo_migration",)
 SERVICE_GRANTS = (

@@ -44,7 +44,11 @@ SERVER_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
 TOKEN_ERRORS = (errors.AuthRequired, errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked)
 
 
-def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool = True):
+def errors_doc(
+    extra: dict[int, tuple[type[errors.AuthError], ...]],
+    body: bool = True,
+    blueprint: Blueprint | None = None,
+):
     """Declare every error response of a view in the OpenAPI document, code by code."""
     common = {**BODY_ERRORS, **SERVER_ERRORS} if body else SERVER_ERRORS
     merged = {status: list(classes) for status, classes in common.items()}
@@ -55,7 +59,7 @@ def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool 
         for status, classes in sorted(merged.items()):
             text = " | ".join(f"{cls.code}: {cls.message}" for cls in classes)
             schema = error_schema(*dict.fromkeys(cls.code for cls in classes))
-            view = blp.alt_response(status, schema=schema, description=text)(view)
+            view = (blueprint or blp).alt_response(status, schema=schema, description=text)(view)
         return view
 
     return decorate

@@ -9,6 +9,7 @@ in production without SMTP_URL, none (every mail is reported undelivered).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -60,6 +61,13 @@ class Mailer(Protocol):
     description: str
 
     def send(self, message: EmailMessage) -> None: ...
+
+
+class Outgoing(Protocol):
+    """Where the services hand mail over (the MailQueue): `compose` runs later, off the request
+    path, and returns the Mail to send, or None when there is nothing to send."""
+
+    def submit(self, kind: str, compose: Callable[[], Mail | None]) -> None: ...
 
 
 class NoMailer:

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from authsvc.errors import AuthError, DatabaseUnavailable, InternalError
+from authsvc.mail import Outgoing
 from authsvc.passwords import Hasher
-from authsvc.services import sessions, signup
+from authsvc.services import links, sessions, signup
 from authsvc.services.sessions import Minter, Session, User
 from authsvc.stores import Identity, Profile, Stores
 
@@ -37,6 +38,11 @@ class Context:
     refresh_ttl: int
     secret: bytes  # keys the idempotency fingerprints
     user_agent: str | None = None
+    # The account lifecycle: where mail goes (off the request path), where its links point,
+    # and whether login waits for a confirmed email.
+    mail: Outgoing | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    require_email_confirmation: bool = False
 
 
 def _retried(what: str, call: Callable[[], T]) -> T:
@@ -64,12 +70,15 @@ def sign_up(
     are retried briefly, and if the session still cannot be started the caller gets None for it
     (the client logs in instead of signing up again).
     """
+    replayed = False
     if idempotency_key is not None:
-        profile, _replayed = signup.run_idempotent(
+        profile, replayed = signup.run_idempotent(
             ctx.stores, ctx.hasher, data, idempotency_key, ctx.secret
         )
     else:
         profile = signup.run(ctx.stores, ctx.hasher, data)
+    if not replayed:
+        links.send_verification(ctx, profile.id)  # queued: a mail failure never fails a signup
     try:
         user = _retried("reading the user back", lambda: sessions.load_user(ctx.stores, profile.id))
     except AuthError as exc:
@@ -104,7 +113,14 @@ def _as_signed_up(profile: Profile) -> User:
 
 def log_in(ctx: Context, email: str, password: str) -> tuple[User, Session]:
     return sessions.login(
-        ctx.stores, ctx.hasher, email, password, ctx.mint, ctx.refresh_ttl, ctx.user_agent
+        ctx.stores,
+        ctx.hasher,
+        email,
+        password,
+        ctx.mint,
+        ctx.refresh_ttl,
+        ctx.user_agent,
+        require_confirmed=ctx.require_email_confirmation,
     )
 
 
