@@ -106,9 +106,6 @@ class Mailbox:
         )
 
     def __enter__(self) -> Mailbox:
-        if self.tls == "implicit":
-            # aiosmtpd's start-up probe does not speak TLS; start the server without it.
-            self.controller._trigger_server = lambda: None  # type: ignore[method-assign]
         self.controller.start()
         return self
 

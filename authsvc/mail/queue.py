@@ -144,26 +144,26 @@ class MailQueue:
                     log.error(
                         "mail not delivered; giving up",
                         extra={
-                            "kind": mail.kind,
+                            "kind": job.kind,
                             "user_id": str(mail.user_id) if mail.user_id else None,
                             "mailer": self.mailer.description,
                             "error": exc.reason,
                             "attempts": attempt,
                         },
                     )
-                    self._count(mail.kind, FAILED)
+                    self._count(job.kind, FAILED)
                     return
-                self._retry(mail.kind, attempt, exc.reason)
+                self._retry(job.kind, attempt, exc.reason)
                 continue
             log.info(
                 "mail sent",
                 extra={
-                    "kind": mail.kind,
+                    "kind": job.kind,
                     "user_id": str(mail.user_id) if mail.user_id else None,
                     "attempts": attempt,
                 },
             )
-            self._count(mail.kind, SENT)
+            self._count(job.kind, SENT)
             return
 
     def _retry(self, kind: str, attempt: int, error: str) -> None:
