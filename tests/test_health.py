@@ -89,7 +89,7 @@ def test_version_tells_what_code_is_running(client):
     data = client.get("/version").get_json()["data"]
     assert data["version"] == __version__
     assert data["backend"] == "postgres"
-    assert data["schema_version"] == "0003"
+    assert data["schema_version"] == "0009"
     assert re.fullmatch(r"[0-9a-f]{40}", data["git_sha"] or ""), data["git_sha"]
     assert data["started_at"].endswith("Z")
 

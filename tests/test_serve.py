@@ -58,7 +58,7 @@ def test_serve_with_no_configuration_starts_and_keeps_its_own_database(data_dir)
                                   {"email": "local@example.com", "password": PASSWORD})
         assert status == 201, body
         status, version, _ = request(base, "GET", "/version")
-        assert version["data"]["schema_version"] == "0003"
+        assert version["data"]["schema_version"] == "0009"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
