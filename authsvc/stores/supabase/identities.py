@@ -175,7 +175,7 @@ class SupabaseIdentities:
         found = self._id_for_email(email)
         if found is not None:
             identity = self.get(found)
-            if identity is not None and identity.email.lower() == email.lower():
+            if identity is not None and (identity.email or "").lower() == email.lower():
                 return identity
         for user in self._users():
             if (user.email or "").lower() == email.lower():
