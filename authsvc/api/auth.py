@@ -119,8 +119,8 @@ def signup_view(body: dict[str, Any]):
 @blp.route("/login", methods=["POST"])
 @blp.arguments(LoginSchema)
 @blp.response(200, enveloped(AuthResultSchema))
-@errors_doc({401: (errors.InvalidCredentials,), 403: (errors.UserBanned,),
-             429: (errors.RateLimited,)})
+@errors_doc({401: (errors.InvalidCredentials,),
+             403: (errors.UserBanned, errors.EmailNotConfirmed), 429: (errors.RateLimited,)})
 def login_view(body: dict[str, Any]):
     """Sign in with email and password."""
     _runtime().rate_limits.hit("login", _client(), "account:" + body["email"].lower())

@@ -9,10 +9,11 @@ in production without SMTP_URL, none (every mail is reported undelivered).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, parseaddr
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
@@ -49,7 +50,8 @@ class Mail:
         msg["Subject"] = self.subject
         msg["Date"] = formatdate(localtime=False, usegmt=True)
         domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-        msg["Message-ID"] = make_msgid(domain=domain)
+        # Not email.utils.make_msgid: it draws from the shared `random` state.
+        msg["Message-ID"] = f"<{secrets.token_hex(16)}@{domain}>"
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(self.text)
         return msg
