@@ -55,10 +55,20 @@ _NOTICES = {
         "signed_out": "You have signed out.",
         "signed_out_everywhere": "You have signed out on every device.",
         "created": "Your account was created. Log in to continue.",
+        "password_reset": "Your password was changed and every session ended. Log in with the "
+        "new password.",
+        "confirmed": "Your email address is confirmed. Log in to continue.",
+        "verification_sent": "If that address has an account waiting for confirmation, we sent "
+        "it a new link.",
     },
     "account": {
         "welcome": "Welcome! Your account is ready.",
         "saved": "Your profile was saved.",
+        "guest": "You are using a guest account. Save it with an email and password to keep it.",
+        "upgraded": "Your account is saved. We sent a link to confirm your email address.",
+        "password_changed": "Your password was changed. Every other session was signed out.",
+        "verification_sent": "We sent a new confirmation link to your email address.",
+        "confirmed": "Your email address is confirmed.",
     },
 }
 
@@ -123,7 +133,8 @@ def _failed(template: str, form: Form, err: AuthError, email: str | None = None,
 
 def _error_page(status: int, alert: Alert, headers: dict[str, str] | None = None):
     # After a failed POST, offer the form again (never /logout: it has no page of its own).
-    forms = (url_for(".signup_page"), url_for(".login_page"), url_for(".account"))
+    forms = (url_for(".signup_page"), url_for(".login_page"), url_for(".account"),
+             url_for(".forgot_page"), url_for(".upgrade_page"))
     back = request.path if request.method == "POST" and request.path in forms else None
     return _render("error.html", status, headers, alert=alert, back=back)
 
