@@ -74,9 +74,9 @@ def test_login_with_confirmation_required_offers_a_new_link(database_url, tmp_pa
                                    AUTHSVC_REQUIRE_EMAIL_CONFIRMATION="on"))
     try:
         pages = Pages(app.test_client())
-        pages.signup("strict@example.com")
-        pages.client.post("/logout", data={"csrf_token": csrf_token(pages.client.get(
-            "/account").text)})
+        created = pages.signup("strict@example.com")
+        assert created.headers["Location"].endswith("/login?confirm_sent=1")  # no session yet
+        assert "We sent you a link" in pages.client.get("/login?confirm_sent=1").text
         response = pages.login("strict@example.com")
         assert response.status_code == 403
         assert "Confirm your email address first" in response.text

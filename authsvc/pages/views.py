@@ -55,6 +55,8 @@ _NOTICES = {
         "signed_out": "You have signed out.",
         "signed_out_everywhere": "You have signed out on every device.",
         "created": "Your account was created. Log in to continue.",
+        "confirm_sent": "Your account was created. We sent you a link to confirm your email "
+        "address: open it, then log in.",
         "password_reset": "Your password was changed and every session ended. Log in with the "
         "new password.",
         "confirmed": "Your email address is confirmed. Log in to continue.",
@@ -294,6 +296,8 @@ def signup_page():
         return _failed("signup.html", form, err, email)
     except AuthError as err:
         return _failed("signup.html", form, err, email)
+    if session is None and rt.settings.require_email_confirmation:
+        return redirect(url_for(".login_page", confirm_sent=1), 303)
     if session is None:
         # The account exists; only signing in failed. Say so rather than "nothing was created".
         return redirect(url_for(".login_page", created=1), 303)

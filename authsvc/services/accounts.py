@@ -68,7 +68,8 @@ def sign_up(
 
     Once the account is whole the answer is a success: reading it back and starting the session
     are retried briefly, and if the session still cannot be started the caller gets None for it
-    (the client logs in instead of signing up again).
+    (the client logs in instead of signing up again). With AUTHSVC_REQUIRE_EMAIL_CONFIRMATION
+    on, no session is started: the address is confirmed first, then the person logs in.
     """
     replayed = False
     if idempotency_key is not None:
@@ -89,6 +90,8 @@ def sign_up(
         user = _as_signed_up(profile)
     if user is None:  # removed between our commit and this read
         raise InternalError("The account was created but could not be read back; log in.")
+    if ctx.require_email_confirmation:
+        return user, None  # no session before the address is confirmed: confirm, then log in
     try:
         session = _retried(
             "starting the session",
