@@ -239,3 +239,30 @@ def test_anonymous_signups_are_limited_harder_than_signups(database_url, tmp_pat
             api.signup(f"person{n}@example.com")
     finally:
         app.extensions["authsvc"].stores.close()
+
+
+def test_an_upgrade_whose_undoing_fails_too_says_so_and_the_account_stays_anonymous(
+    layout, api
+):
+    if layout.name == "one_database":
+        pytest.skip("in one database the upgrade is one transaction: undoing is a rollback")
+    data = api.anonymous()
+    user_id = data["user"]["id"]
+    with faults.trigger(layout.auth_owner, "auth.users", "RAISE EXCEPTION 'no upgrades';",
+                        when="BEFORE UPDATE"), \
+         faults.trigger(layout.app_owner, "public.users",
+                        "IF NEW.email IS NULL THEN RAISE EXCEPTION 'no undo'; END IF; "
+                        "RETURN NEW;", when="BEFORE UPDATE", name="authsvc_fault_undo"):
+        status, body = api.call("POST", "/upgrade", {"email": "stuck@example.com",
+                                                     "password": PASSWORD},
+                                token=data["session"]["access_token"])
+    assert status == 500 and body["error"]["code"] == UpgradeFailed.code
+    assert body["error"]["details"]["compensated"] is False
+    # What remains is the documented leftover: the profile shows the new email, the account
+    # itself is still anonymous, nobody can log in with that email, and a retry finishes it.
+    assert layout.profile(id=user_id)["email"] == "stuck@example.com"
+    assert layout.identity(id=user_id)["is_anonymous"] is True
+    api.login("stuck@example.com", expect=401)
+    api.call("POST", "/upgrade", {"email": "stuck@example.com", "password": PASSWORD},
+             token=data["session"]["access_token"], expect=200)
+    assert api.login("stuck@example.com")["data"]["user"]["id"] == user_id

@@ -35,10 +35,10 @@ def test_migrate_is_safe_to_run_twice_from_any_directory(pg, env, tmp_path):
     try:
         first = run(["migrate"], {**env, "DATABASE_URL": url}, cwd=tmp_path)
         assert first.returncode == 0, first.stderr
-        assert "applied 3 migration(s)" in first.stdout
+        assert "applied 6 migration(s)" in first.stdout
         second = run(["migrate"], {**env, "DATABASE_URL": url}, cwd="/")
         assert second.returncode == 0, second.stderr
-        assert "nothing to apply" in second.stdout and "schema version: 0003" in second.stdout
+        assert "nothing to apply" in second.stdout and "schema version: 0009" in second.stdout
     finally:
         pg.drop_database(url)
 
@@ -68,7 +68,7 @@ def test_concurrent_migrations_from_two_instances_both_succeed(pg, env, tmp_path
                                   text=True) for _ in range(2)]
         outputs = [p.communicate(timeout=120) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outputs
-        assert sum("applied 3 migration(s)" in out for out, _ in outputs) == 1
+        assert sum("applied 6 migration(s)" in out for out, _ in outputs) == 1
     finally:
         pg.drop_database(url)
 

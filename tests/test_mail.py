@@ -5,12 +5,11 @@ and SMTP_URL checked at start-up."""
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import pytest
 
-from authsvc import create_app
+from authsvc import create_app, observability
 from authsvc.config import ConfigError, load_settings
 from authsvc.mail import Mail, MailError, NoMailer, make_mailer
 from authsvc.mail.outbox import OutboxMailer, read_outbox
@@ -67,16 +66,18 @@ def test_the_queue_retries_a_temporary_failure_and_counts_it(mailbox):
     queue.close()
 
 
-def test_the_queue_gives_up_loudly(mailbox, caplog):
+def test_the_queue_gives_up_loudly(mailbox, capfd):
+    observability.configure_logging()  # JSON lines on stderr, as the service logs
     mailbox.refuse("554 5.7.1 rejected")
     queue = MailQueue(SmtpMailer(parse_smtp_url(mailbox.url)), "a@example.com", 4, 0.01)
-    with caplog.at_level(logging.ERROR, logger="authsvc.mail"):
-        queue.submit("password_reset", lambda: MAIL)
-        assert queue.drain(10)
+    queue.submit("password_reset", lambda: MAIL)
+    assert queue.drain(10)
     assert queue.counts[("password_reset", FAILED)] == 1
     assert queue.counts[("password_reset", RETRY)] == 0  # a 5xx answer is not retried
-    (record,) = [r for r in caplog.records if r.msg == "mail not delivered; giving up"]
-    assert record.levelno == logging.ERROR and "554" in record.error
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+             if line.startswith("{")]
+    (line,) = [x for x in lines if x["msg"] == "mail not delivered; giving up"]
+    assert line["level"] == "error" and "554" in line["error"]
     queue.close()
 
 

@@ -140,7 +140,8 @@ class PgSchema:
         tables = {
             "auth": ["auth.users"],
             "app": ["public.users"],
-            "sessions": ["authsvc.sessions", "authsvc.refresh_tokens", "authsvc.idempotency_keys"],
+            "sessions": ["authsvc.sessions", "authsvc.refresh_tokens", "authsvc.idempotency_keys",
+                         "authsvc.one_time_tokens"],
         }
         missing = []
         for db, sets in self.plan:
