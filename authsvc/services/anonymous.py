@@ -154,11 +154,16 @@ def upgrade(
             raise err from exc
     # audit: user_upgraded
     log.info("anonymous account upgraded", extra={"user_id": str(user_id)})
-    ctx.stores.sessions.revoke_user_sessions(user_id, "upgraded")
+    # The upgrade has landed: what follows is retried briefly rather than failed at once.
+    _retried("ending earlier sessions",
+             lambda: ctx.stores.sessions.revoke_user_sessions(user_id, "upgraded"))
     links.send_verification(ctx, user_id)
-    user = sessions.me(ctx.stores, user_id)
-    session = sessions.start_session(
-        ctx.stores, user_id, ctx.mint, ctx.refresh_ttl, ctx.user_agent
+    user = _retried("reading the user back", lambda: sessions.me(ctx.stores, user_id))
+    session = _retried(
+        "starting the session",
+        lambda: sessions.start_session(
+            ctx.stores, user_id, ctx.mint, ctx.refresh_ttl, ctx.user_agent
+        ),
     )
     return user, session
 
