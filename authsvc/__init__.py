@@ -15,6 +15,7 @@ from flask import Flask
 
 from authsvc.background import Purger
 from authsvc.config import Settings, load_settings
+from authsvc.mail.queue import MailQueue
 from authsvc.passwords import Hasher
 from authsvc.ratelimit import RateLimits, redis_storage
 from authsvc.sealing import Sealer
@@ -59,6 +60,7 @@ class Runtime:
     hasher: Hasher
     rate_limits: RateLimits
     sealer: Sealer
+    mail: MailQueue | None = None
     started_at: datetime = field(default_factory=lambda: STARTED_AT)
 
     @property
@@ -81,7 +83,32 @@ class Runtime:
             idempotency_ttl=self.settings.idempotency_ttl,
             refresh_reuse_interval=self.settings.refresh_reuse_interval,
             user_agent=user_agent,
+            mail=self.mail,
+            public_url=self.settings.public_url,
+            require_email_confirmation=self.settings.require_email_confirmation,
         )
+
+
+def lifecycle_limits(settings: Settings) -> dict[str, str]:
+    """The account lifecycle's rate limits by name (anonymous signups harder than signups)."""
+    return {
+        "anonymous": settings.rate_limit_anonymous,
+        "verify": settings.rate_limit_verify,
+        "password_forgot": settings.rate_limit_forgot,
+        "password_reset": settings.rate_limit_reset,
+    }
+
+
+def mail_queue(settings: Settings) -> MailQueue:
+    """The mail sender for these settings (a bad SMTP_URL stops the start here)."""
+    from authsvc.mail import make_mailer
+
+    return MailQueue(
+        make_mailer(settings),
+        settings.mail_from,
+        attempts=settings.mail_attempts,
+        pause=settings.mail_retry_seconds,
+    )
 
 
 def hasher_for(settings: Settings) -> Hasher:
@@ -101,6 +128,7 @@ def rate_limits_for(settings: Settings, stores: Stores) -> RateLimits:
         "signup": settings.rate_limit_signup,
         "login": settings.rate_limit_login,
         "refresh": settings.rate_limit_refresh,
+        **lifecycle_limits(settings),
     }
     return RateLimits(settings.rate_limits, rules, storage)
 
@@ -148,7 +176,11 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
         hasher=hasher_for(settings),
         rate_limits=rate_limits_for(settings, stores),
         sealer=Sealer(list(settings.verification_keys), "idempotency responses"),
+        mail=mail_queue(settings),
     )
+    # The mail sender stops (finishing what is queued) wherever the stores are closed: in a
+    # gunicorn worker's exit, and in every test that closes its app's stores.
+    runtime.stores._close.insert(0, runtime.mail.close)
     app.extensions["authsvc"] = runtime
     purger = Purger(runtime.stores, settings)
     app.before_request(purger.ensure_started)

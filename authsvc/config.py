@@ -43,6 +43,7 @@ _URL_FIELDS = {
     "database_direct_url",
     "auth_database_direct_url",
     "redis_url",
+    "smtp_url",
 }
 
 
@@ -71,7 +72,7 @@ class Settings:
     supabase_url: str | None = None
     supabase_service_role_key: str | None = None
     supabase_anon_key: str | None = None
-    supabase_email_confirm: bool = True
+    supabase_email_confirm: bool = False
     redis_url: str | None = None
     rate_limits: bool = True
     rate_limit_signup: str = "10 per minute;50 per hour"
@@ -93,6 +94,18 @@ class Settings:
     git_sha: str | None = None
     metrics: bool = False
     metrics_dir: Path | None = None
+    # The account lifecycle: mail, links, confirmation, anonymous accounts, their limits.
+    smtp_url: str | None = None  # parsed (and refused when bad) by authsvc.mail at start-up
+    mail_from: str = "authsvc <no-reply@localhost>"
+    public_url: str = "http://127.0.0.1:8000"
+    require_email_confirmation: bool = False
+    anonymous_max_idle_days: int = 30
+    mail_attempts: int = 4
+    mail_retry_seconds: float = 2.0
+    rate_limit_anonymous: str = "3 per minute;10 per hour"
+    rate_limit_verify: str = "5 per minute;20 per hour"
+    rate_limit_forgot: str = "3 per minute;10 per hour"
+    rate_limit_reset: str = "5 per minute;20 per hour"
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -241,6 +254,8 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
     previous_secrets = _previous_secrets(env, production, jwt_secret)
     metrics = _bool(env, "AUTHSVC_METRICS", False)
 
+    lifecycle = _lifecycle(env, production, warnings)
+
     return Settings(
         env=app_env,
         backend=backend,
@@ -262,7 +277,7 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         supabase_url=supabase_url,
         supabase_service_role_key=service_key,
         supabase_anon_key=anon_key,
-        supabase_email_confirm=_bool(env, "AUTHSVC_SUPABASE_EMAIL_CONFIRM", True),
+        supabase_email_confirm=_bool(env, "AUTHSVC_SUPABASE_EMAIL_CONFIRM", False),
         redis_url=_redis_url(env),
         rate_limits=rate_limits,
         rate_limit_signup=_rate_limit(env, "AUTHSVC_RATE_LIMIT_SIGNUP", Settings.rate_limit_signup),
@@ -286,4 +301,44 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         metrics=metrics,
         metrics_dir=_metrics_dir(env) if metrics else None,
         warnings=tuple(warnings),
+        **lifecycle,
     )
+
+
+def _lifecycle(env: Mapping[str, Any], production: bool, warnings: list[str]) -> dict[str, Any]:
+    """The account lifecycle's settings: mail, links, confirmation, anonymous accounts."""
+    host, port = str(env.get("HOST") or "127.0.0.1"), _int(env, "PORT", 8000, 0)
+    public_url = str(env.get("AUTHSVC_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
+    if not public_url.startswith(("http://", "https://")) or "?" in public_url:
+        raise ConfigError(
+            "AUTHSVC_PUBLIC_URL must be where people reach this service, like "
+            f"https://auth.example.com (links in mail point there), got {public_url!r}."
+        )
+    smtp_url = str(env.get("SMTP_URL") or "") or None
+    require = _bool(env, "AUTHSVC_REQUIRE_EMAIL_CONFIRMATION", False)
+    if production and not smtp_url:
+        if require:
+            raise ConfigError(
+                "AUTHSVC_REQUIRE_EMAIL_CONFIRMATION=on needs SMTP_URL in production (nobody "
+                "could confirm an address): set SMTP_URL=smtp://host:587?starttls=1."
+            )
+        warnings.append("SMTP_URL is not set: verification and reset mail cannot be sent")
+    limits = {
+        "rate_limit_anonymous": "AUTHSVC_RATE_LIMIT_ANONYMOUS",
+        "rate_limit_verify": "AUTHSVC_RATE_LIMIT_VERIFY",
+        "rate_limit_forgot": "AUTHSVC_RATE_LIMIT_PASSWORD_FORGOT",
+        "rate_limit_reset": "AUTHSVC_RATE_LIMIT_PASSWORD_RESET",
+    }
+    return {
+        "smtp_url": smtp_url,
+        "mail_from": str(env.get("AUTHSVC_MAIL_FROM") or Settings.mail_from),
+        "public_url": public_url,
+        "require_email_confirmation": require,
+        "anonymous_max_idle_days": _int(env, "AUTHSVC_ANONYMOUS_MAX_IDLE_DAYS", 30, 1),
+        "mail_attempts": _int(env, "AUTHSVC_MAIL_ATTEMPTS", 4, 1),
+        "mail_retry_seconds": _int(env, "AUTHSVC_MAIL_RETRY_MS", 2000, 0) / 1000,
+        **{
+            name: _rate_limit(env, variable, getattr(Settings, name))
+            for name, variable in limits.items()
+        },
+    }

@@ -284,6 +284,37 @@ class StorageError(InternalError):
         self.refused = refused
 
 
+# -- account lifecycle: anonymous accounts, mailed links, passwords ----------------------------
+
+
+class LinkInvalid(AuthError):
+    status, code = 400, "LINK_INVALID"
+    message = "This link is invalid: it was already used, it has expired, or it is unknown."
+
+
+class EmailNotConfirmed(AuthError):
+    status, code = 403, "EMAIL_NOT_CONFIRMED"
+    message = "Confirm your email address first: use the link we sent you, or ask for a new one."
+
+
+class NotAnonymous(AuthError):
+    status, code = 409, "NOT_ANONYMOUS"
+    message = "This account already has an email address and password."
+
+
+class UpgradeFailed(AuthError):
+    """An anonymous account's upgrade failed after it started writing (like SignupFailed)."""
+
+    status, code = 500, "UPGRADE_FAILED"
+
+    def __init__(self, step: str, reason: Reason | str, compensated: bool) -> None:
+        outcome = "Nothing was changed; retry." if compensated else (
+            "The profile may show the new email while the account stays anonymous; retry.")
+        details = {"step": step, "reason": str(reason), "compensated": compensated}
+        text = f"The account could not be upgraded: step {step} failed ({reason}). {outcome}"
+        super().__init__(text, details)
+
+
 def envelope_ok(data: Any) -> dict[str, Any]:
     return {"success": True, "data": data}
 

@@ -160,6 +160,17 @@ class Metrics:
             registry=registry,
         )
 
+        self.mail = Counter(
+            "authsvc_mail",
+            "Mail by kind (email_verification, password_reset) and outcome: sent, retry (an "
+            "attempt failed and is retried), failed (given up), nothing_to_send.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+
+    def count_mail(self, kind: str, outcome: str) -> None:
+        self.mail.labels(kind, outcome).inc()
+
     def count_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
         self.requests.labels(route, method, str(status)).inc()
         if seconds is not None:
@@ -199,6 +210,9 @@ def init_app(app: Flask, settings: Settings, pool_stats: PoolStats) -> None:
         metrics = Metrics(registry)
         registry.register(pools)
     app.extensions["authsvc.metrics"] = metrics
+    mail = app.extensions["authsvc"].mail
+    if mail is not None:  # counted in the sender's thread, as each message ends
+        mail.observers.append(metrics.count_mail)
 
     @app.after_request
     def count(response: Response) -> Response:

@@ -24,6 +24,7 @@ TABLES = (
     "authsvc.idempotency_keys",
     "authsvc.maintenance",
     "authsvc.rate_limits",
+    "authsvc.one_time_tokens",
 )
 TEST_SECRET = "test-signing-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0-long-enough"
 PASSWORD = "correct horse battery staple"
@@ -249,3 +250,24 @@ def auth(client) -> AuthActions:
 def pytest_report_header(config: Any) -> str:
     where = os.environ.get("TEST_DATABASE_URL") and "TEST_DATABASE_URL" or "throwaway cluster"
     return f"authsvc tests: real Postgres from {where}"
+
+
+# -- mail: a real SMTP server on loopback ---------------------------------------------------
+
+
+@pytest.fixture
+def mailbox():
+    """aiosmtpd on a free loopback port, keeping every message it accepts (tests/mailbox.py)."""
+    from tests.mailbox import Mailbox
+
+    with Mailbox() as box:
+        yield box
+
+
+@pytest.fixture
+def mail_app(database_url: str, tmp_path: Any, mailbox):
+    """The app with SMTP_URL pointing at `mailbox` and quick mail retries."""
+    app = create_app(app_overrides(database_url, tmp_path, SMTP_URL=mailbox.url,
+                                   AUTHSVC_MAIL_RETRY_MS="20"))
+    yield app
+    app.extensions["authsvc"].stores.close()

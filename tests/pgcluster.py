@@ -38,6 +38,7 @@ SERVICE_TABLES = (
     "authsvc.idempotency_keys",
     "authsvc.maintenance",
     "authsvc.rate_limits",
+    "authsvc.one_time_tokens",  # the account lifecycle's mailed links
 )
 SERVICE_READ_ONLY_TABLES = ("authsvc._yoyo_migration",)
 SERVICE_GRANTS = (

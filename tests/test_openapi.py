@@ -43,6 +43,7 @@ CHECKS = [
 SCHEMATHESIS_USER = "schemathesis@example.com"
 TOKEN_PLACEHOLDER = "access-token-minted-when-the-case-is-sent"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+ANONYMOUS_OPERATIONS = {"POST /api/v1/auth/upgrade"}  # sent with an anonymous account's token
 
 
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -283,8 +284,40 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 def test_schemathesis_finds_no_5xx_and_no_drift_from_the_document(case, tally, auth):
     if (case.headers or {}).get("Authorization") == f"Bearer {TOKEN_PLACEHOLDER}":
-        token = auth.login(SCHEMATHESIS_USER, PASSWORD)["data"]["session"]["access_token"]
+        if case.operation.label in ANONYMOUS_OPERATIONS:  # only an anonymous account may
+            answer = auth.client.post("/api/v1/auth/anonymous", json={}).get_json()
+        else:
+            answer = auth.login(SCHEMATHESIS_USER, PASSWORD)
+        token = answer["data"]["session"]["access_token"]
         case.headers["Authorization"] = f"Bearer {token}"
     response = case.call()
     tally.record(case.operation.label, case.method, response.status_code)
     case.validate_response(response, checks=CHECKS)
+
+
+def test_the_document_lists_the_account_lifecycle_with_its_codes(spec):
+    expected = {
+        ("post", "/api/v1/auth/anonymous"): {"201": None, "429": errors.RateLimited,
+                                             "500": errors.SignupFailed},
+        ("post", "/api/v1/auth/upgrade"): {"200": None, "409": errors.NotAnonymous,
+                                           "422": errors.WeakPassword,
+                                           "500": errors.UpgradeFailed},
+        ("post", "/api/v1/auth/verify"): {"200": None, "400": errors.LinkInvalid},
+        ("post", "/api/v1/auth/verify/resend"): {"202": None, "429": errors.RateLimited},
+        ("post", "/api/v1/auth/password/forgot"): {"202": None, "429": errors.RateLimited},
+        ("post", "/api/v1/auth/password/reset"): {"200": None, "400": errors.LinkInvalid,
+                                                  "422": errors.WeakPassword},
+        ("post", "/api/v1/auth/password"): {"200": None, "401": errors.InvalidCredentials},
+    }
+    for (method, path), responses in expected.items():
+        operation = spec["paths"][path][method]
+        for status, error in responses.items():
+            assert status in operation["responses"], (path, status)
+            if error is not None:
+                assert error.code in error_codes(operation["responses"][status]), (path, status)
+    for path in ("/api/v1/auth/upgrade", "/api/v1/auth/password"):
+        assert spec["paths"][path]["post"]["security"] == [{"bearerAuth": []}]
+    login = spec["paths"]["/api/v1/auth/login"]["post"]["responses"]
+    user = spec["components"]["schemas"]["User"]["properties"]["email"]
+    assert "null" in user["type"]
+    assert errors.EmailNotConfirmed.code in error_codes(login["403"])

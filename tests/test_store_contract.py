@@ -17,13 +17,24 @@ from limits import parse
 from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from authsvc.config import load_settings
-from authsvc.errors import EmailTaken, UsernameTaken
+from authsvc.errors import AuthError, EmailTaken, NotAnonymous, UsernameTaken
 from authsvc.services import reconcile
 from authsvc.stores import COMPLETE, PENDING, NewProfile, Outcome, Stores, make_stores
 from tests.conftest import TEST_SECRET, truncate
 from tests.supabase.fake import ANON_KEY, SERVICE_KEY, SUPABASE_URL, FakeSupabase
 
 LAYOUTS = ("one_database", "split", "supabase")
+
+
+@pytest.fixture(scope="session")
+def supabase_sessions_owner_url(pg: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database holding only authsvc's own tables, as in a Supabase deployment whose
+    DATABASE_URL is not the project's database (no auth.users for keys to point at)."""
+    from tests.supabase.conftest import migrate_sessions
+
+    url = pg.create_database("authsvc_contract_supabase")
+    migrate_sessions(url, tmp_path_factory.mktemp("contract-supabase"))
+    return url
 
 
 @pytest.fixture(params=LAYOUTS)
@@ -34,9 +45,13 @@ def stores(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Stores]:
         app_url, auth_url = request.getfixturevalue("split_urls")
         env.update(DATABASE_URL=app_url, AUTH_DATABASE_URL=auth_url)
         owners = request.getfixturevalue("split_owner_urls")
-    else:
+    elif request.param == "one_database":
         env["DATABASE_URL"] = request.getfixturevalue("database_url")
         owners = (request.getfixturevalue("owner_url"),)
+    else:
+        owner = request.getfixturevalue("supabase_sessions_owner_url")
+        env["DATABASE_URL"] = request.getfixturevalue("pg").service_url(owner)
+        owners = (owner,)
     if request.param == "supabase":
         env.update(  # DATABASE_URL holds the sessions only
             AUTHSVC_BACKEND="supabase",
@@ -218,3 +233,83 @@ def test_rate_limit_counters_serve_the_limits_strategies(stores):
     assert time.time() < reset_time <= time.time() + 60
     assert storage.reset() == 2  # "b"'s sliding counter and the fixed one ("a"'s was cleared)
     assert fixed.hit(two, "contract", "a") is True
+
+
+# -- the account lifecycle (LifecycleStore, anonymous identities) ------------------------------
+
+
+def _anonymous(stores: Stores) -> UUID:
+    with stores.signup(uuid4()) as unit:
+        user_id = unit.create_anonymous_identity()
+        unit.insert_profile(NewProfile(user_id, None))
+        unit.complete()
+    return user_id
+
+
+def test_an_anonymous_identity_has_no_email_until_its_upgrade_lands(stores):
+    user_id = _anonymous(stores)
+    identity = stores.identities.get(user_id)
+    assert identity.is_anonymous and identity.email is None and identity.signup_state == COMPLETE
+    with stores.lifecycle.upgrade(user_id) as unit:
+        assert unit.update_profile("up@example.com", "upped").email == "up@example.com"
+        unit.upgrade_identity("up@example.com", "correct horse battery", "$argon2id$x")
+        unit.complete()
+    identity = stores.identities.get(user_id)
+    assert not identity.is_anonymous and identity.email.lower() == "up@example.com"
+    assert stores.profiles.get(user_id).username == "upped"
+    assert stores.identities.find_by_email("UP@example.com").id == user_id
+
+
+def test_an_upgrade_undone_leaves_the_account_anonymous_with_its_profile_as_it_was(stores):
+    user_id = _anonymous(stores)
+    _signed_up(stores, "holder@example.com")
+    with stores.lifecycle.upgrade(user_id) as unit:
+        unit.update_profile("holder@example.com", None)
+        with pytest.raises((EmailTaken, NotAnonymous, AuthError)):
+            unit.upgrade_identity("holder@example.com", "correct horse battery", "$argon2id$x")
+        assert unit.compensate() is Outcome.GONE
+    assert stores.identities.get(user_id).is_anonymous
+    assert stores.profiles.get(user_id).email is None
+
+
+def test_reset_tokens_are_single_use_and_only_the_newest_works(stores):
+    user_id = _signed_up(stores, "reset@example.com")
+    identity = stores.identities.get(user_id)
+    older = stores.lifecycle.issue_reset(identity, 1800)
+    newer = stores.lifecycle.issue_reset(identity, 1800)
+    assert stores.lifecycle.reset_owner(older) is None
+    assert stores.lifecycle.reset_owner(newer) == user_id
+    assert stores.lifecycle.reset_password(newer, "correct horse battery", "$argon2id$y") == user_id
+    assert stores.lifecycle.reset_password(newer, "correct horse battery", "$argon2id$y") is None
+    assert stores.identities.get(user_id).email_confirmed_at is not None
+    assert stores.lifecycle.purge_tokens() == 2
+
+
+def test_a_verification_token_confirms_the_address_once(stores):
+    user_id = _signed_up(stores, "verify@example.com")
+    token = stores.lifecycle.issue_verification(stores.identities.get(user_id), 3600)
+    assert stores.lifecycle.confirm_email(token) == user_id
+    assert stores.lifecycle.confirm_email(token) is None
+    assert stores.identities.get(user_id).email_confirmed_at is not None
+    assert stores.lifecycle.issue_verification(stores.identities.get(user_id), 3600) is None
+
+
+def test_a_password_change_revokes_every_session_and_skips_anonymous_accounts(stores):
+    from datetime import UTC, datetime, timedelta
+
+    user_id = _signed_up(stores, "change@example.com")
+    session = stores.sessions.create_session(
+        user_id, b"h" * 32, datetime.now(UTC) + timedelta(days=1), None)
+    assert stores.lifecycle.change_password(user_id, "correct horse battery", "$argon2id$z")
+    assert stores.sessions.check(session).active is False
+    assert stores.lifecycle.change_password(_anonymous(stores), "x" * 12, "$argon2id$z") is False
+
+
+def test_only_idle_anonymous_accounts_are_found_and_removed(stores):
+    young = _anonymous(stores)
+    assert stores.lifecycle.idle_anonymous(3600, 10) == []
+    assert young in stores.lifecycle.idle_anonymous(0, 10)
+    _signed_up(stores, "not-anonymous@example.com")
+    assert stores.lifecycle.remove_anonymous([young], 3600) == []
+    assert stores.lifecycle.remove_anonymous([young], 0) == [young]
+    assert stores.identities.get(young) is None

@@ -104,7 +104,7 @@ def _guard_json_body() -> None:
 
 
 def init_app(app: Flask) -> None:
-    from authsvc.api import auth, health
+    from authsvc.api import auth, health, lifecycle
 
     app.config.update(
         API_TITLE="authsvc",
@@ -128,4 +128,5 @@ def init_app(app: Flask) -> None:
     api = Api(app, spec_kwargs={"extra_plugins": [ResponseHeadersPlugin()]})
     api.register_blueprint(auth.blp)
     api.register_blueprint(health.blp)
+    api.register_blueprint(lifecycle.blp)
     app.extensions["authsvc.api"] = api

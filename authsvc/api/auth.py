@@ -44,7 +44,11 @@ SERVER_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
 TOKEN_ERRORS = (errors.AuthRequired, errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked)
 
 
-def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool = True):
+def errors_doc(
+    extra: dict[int, tuple[type[errors.AuthError], ...]],
+    body: bool = True,
+    blueprint: Blueprint | None = None,
+):
     """Declare every error response of a view in the OpenAPI document, code by code."""
     common = {**BODY_ERRORS, **SERVER_ERRORS} if body else SERVER_ERRORS
     merged = {status: list(classes) for status, classes in common.items()}
@@ -55,7 +59,7 @@ def errors_doc(extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool 
         for status, classes in sorted(merged.items()):
             text = " | ".join(f"{cls.code}: {cls.message}" for cls in classes)
             schema = error_schema(*dict.fromkeys(cls.code for cls in classes))
-            view = blp.alt_response(status, schema=schema, description=text)(view)
+            view = (blueprint or blp).alt_response(status, schema=schema, description=text)(view)
         return view
 
     return decorate
@@ -125,8 +129,8 @@ def signup_view(body: dict[str, Any]):
 @blp.route("/login", methods=["POST"])
 @blp.arguments(LoginSchema)
 @blp.response(200, enveloped(AuthResultSchema))
-@errors_doc({401: (errors.InvalidCredentials,), 403: (errors.UserBanned,),
-             429: (errors.RateLimited,)})
+@errors_doc({401: (errors.InvalidCredentials,),
+             403: (errors.UserBanned, errors.EmailNotConfirmed), 429: (errors.RateLimited,)})
 def login_view(body: dict[str, Any]):
     """Sign in with email and password."""
     _runtime().rate_limits.hit("login", _client(), "account:" + body["email"].lower())

@@ -138,7 +138,9 @@ class ProfileUpdateSchema(Schema):
 
 class UserSchema(Schema):
     id = fields.UUID(required=True)
-    email = fields.String(required=True)
+    email = fields.String(
+        required=True, allow_none=True, metadata={"description": "null for an anonymous user"}
+    )
     username = fields.String(allow_none=True)
     display_name = fields.String(allow_none=True)
     email_confirmed = fields.Boolean(required=True)

@@ -12,13 +12,20 @@ from authsvc.pages.messages import Alert, alert_for, field_errors
 SIGNUP_FIELDS = ("email", "password", "username", "display_name")
 LOGIN_FIELDS = ("email", "password")
 PROFILE_FIELDS = ("username", "display_name")
-_SECRET_FIELDS = frozenset({"password"})
+_SECRET_FIELDS = frozenset({"password", "current_password", "new_password"})
 LABELS = {
     "email": "Email address",
     "password": "Password",
     "username": "Username",
     "display_name": "Display name",
+    # the account lifecycle's forms
+    "current_password": "Current password",
+    "new_password": "New password",
 }
+UPGRADE_FIELDS = ("email", "password", "username")
+PASSWORD_FIELDS = ("current_password", "new_password")
+EMAIL_FIELDS = ("email",)
+RESET_FIELDS = ("password",)
 
 
 @dataclass

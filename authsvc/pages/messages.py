@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from authsvc.errors import (
     AuthError,
     DatabaseUnavailable,
+    EmailNotConfirmed,
     EmailTaken,
     InvalidCredentials,
+    LinkInvalid,
     RateLimited,
     SignupFailed,
     UserBanned,
@@ -119,6 +121,21 @@ def alert_for(err: AuthError, request_id: str | None, email: str | None = None) 
         return Alert(
             "That email and password don't match an account",
             ["Check both and try again. Passwords are case-sensitive."],
+            code,
+            request_id,
+        )
+    if isinstance(err, EmailNotConfirmed):
+        return Alert(
+            "Confirm your email address first",
+            ["Open the link we sent you, then log in again. No mail? Ask for a new link below."],
+            code,
+            request_id,
+        )
+    if isinstance(err, LinkInvalid):
+        return Alert(
+            "This link does not work",
+            ["It was already used, it has expired, or it was copied incompletely. "
+             "Ask for a new one."],
             code,
             request_id,
         )

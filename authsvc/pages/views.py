@@ -56,10 +56,22 @@ _NOTICES = {
         "signed_out": "You have signed out.",
         "signed_out_everywhere": "You have signed out on every device.",
         "created": "Your account was created. Log in to continue.",
+        "confirm_sent": "Your account was created. We sent you a link to confirm your email "
+        "address: open it, then log in.",
+        "password_reset": "Your password was changed and every session ended. Log in with the "
+        "new password.",
+        "confirmed": "Your email address is confirmed. Log in to continue.",
+        "verification_sent": "If that address has an account waiting for confirmation, we sent "
+        "it a new link.",
     },
     "account": {
         "welcome": "Welcome! Your account is ready.",
         "saved": "Your profile was saved.",
+        "guest": "You are using a guest account. Save it with an email and password to keep it.",
+        "upgraded": "Your account is saved. We sent a link to confirm your email address.",
+        "password_changed": "Your password was changed. Every other session was signed out.",
+        "verification_sent": "We sent a new confirmation link to your email address.",
+        "confirmed": "Your email address is confirmed.",
     },
 }
 
@@ -124,7 +136,8 @@ def _failed(template: str, form: Form, err: AuthError, email: str | None = None,
 
 def _error_page(status: int, alert: Alert, headers: dict[str, str] | None = None):
     # After a failed POST, offer the form again (never /logout: it has no page of its own).
-    forms = (url_for(".signup_page"), url_for(".login_page"), url_for(".account"))
+    forms = (url_for(".signup_page"), url_for(".login_page"), url_for(".account"),
+             url_for(".forgot_page"), url_for(".upgrade_page"))
     back = request.path if request.method == "POST" and request.path in forms else None
     return _render("error.html", status, headers, alert=alert, back=back)
 
@@ -285,6 +298,8 @@ def signup_page():
     except AuthError as err:
         return _failed("signup.html", form, err, email)
     session = answer["session"]
+    if session is None and rt.settings.require_email_confirmation:
+        return redirect(url_for(".login_page", confirm_sent=1), 303)
     if session is None:
         # The account exists; only signing in failed. Say so rather than "nothing was created".
         return redirect(url_for(".login_page", created=1), 303)

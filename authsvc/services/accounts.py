@@ -21,9 +21,10 @@ from authsvc.errors import (
     InternalError,
     RateLimited,
 )
+from authsvc.mail import Outgoing
 from authsvc.passwords import Hasher
 from authsvc.sealing import Sealer
-from authsvc.services import sessions, signup
+from authsvc.services import links, sessions, signup
 from authsvc.services.sessions import Minter, Session, User
 from authsvc.stores import Identity, Profile, Stores
 
@@ -49,6 +50,11 @@ class Context:
     idempotency_ttl: int = 24 * 3600
     refresh_reuse_interval: int = 0
     user_agent: str | None = None
+    # The account lifecycle: where mail goes (off the request path), where its links point,
+    # and whether login waits for a confirmed email.
+    mail: Outgoing | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    require_email_confirmation: bool = False
 
 
 def _retried(what: str, call: Callable[[], T]) -> T:
@@ -138,8 +144,11 @@ def _bookkeeping(step: Callable[..., Any], *args: Any) -> None:
 def _sign_up(ctx: Context, data: signup.SignupData) -> tuple[User, Session | None]:
     """The saga, then the user read back and a session started. Once the account is whole
     the answer is a success: the reads are retried briefly, and a session that still cannot
-    start is None (the client logs in instead of signing up again)."""
+    start is None (the client logs in instead of signing up again). With
+    AUTHSVC_REQUIRE_EMAIL_CONFIRMATION on, no session is started: the address is confirmed
+    first, then the person logs in."""
     profile = signup.run(ctx.stores, ctx.hasher, data)
+    links.send_verification(ctx, profile.id)  # queued: a mail failure never fails a signup
     try:
         user = _retried("reading the user back", lambda: sessions.load_user(ctx.stores, profile.id))
     except AuthError as exc:
@@ -150,6 +159,8 @@ def _sign_up(ctx: Context, data: signup.SignupData) -> tuple[User, Session | Non
         user = _as_signed_up(profile)
     if user is None:  # removed between our commit and this read
         raise InternalError("The account was created but could not be read back; log in.")
+    if ctx.require_email_confirmation:
+        return user, None  # no session before the address is confirmed: confirm, then log in
     try:
         session = _retried(
             "starting the session",
@@ -174,7 +185,14 @@ def _as_signed_up(profile: Profile) -> User:
 
 def log_in(ctx: Context, email: str, password: str) -> tuple[User, Session]:
     return sessions.login(
-        ctx.stores, ctx.hasher, email, password, ctx.mint, ctx.refresh_ttl, ctx.user_agent
+        ctx.stores,
+        ctx.hasher,
+        email,
+        password,
+        ctx.mint,
+        ctx.refresh_ttl,
+        ctx.user_agent,
+        require_confirmed=ctx.require_email_confirmation,
     )
 
 

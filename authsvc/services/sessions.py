@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from authsvc.errors import (
+    EmailNotConfirmed,
     InvalidCredentials,
     RefreshTokenReused,
     TokenExpired,
@@ -132,8 +133,10 @@ def login(
     mint: Minter,
     refresh_ttl: int,
     user_agent: str | None = None,
+    require_confirmed: bool = False,
 ) -> tuple[User, Session]:
-    """Check the password and open a session, for complete users only.
+    """Check the password and open a session, for complete users only (and, when
+    `require_confirmed`, only once the email is confirmed: said only after a correct password).
 
     An unknown email and a wrong password take the same path and time, and answer the same
     InvalidCredentials.
@@ -142,6 +145,8 @@ def login(
     if identity is None:
         raise InvalidCredentials()
     _refuse_if_banned(identity.banned_until)
+    if require_confirmed and identity.email_confirmed_at is None:
+        raise EmailNotConfirmed()
     user = _whole_user(stores, identity)
     if user is None:
         # Half a user never gets a session. To the client the account does not exist (yet):

@@ -31,7 +31,7 @@ class Identity:
     """A row of auth.users (or a Supabase Auth user)."""
 
     id: UUID
-    email: str
+    email: str | None  # None only for an anonymous identity
     password_hash: str | None = None
     is_anonymous: bool = False
     email_confirmed_at: datetime | None = None
@@ -46,7 +46,7 @@ class Identity:
 @dataclass(frozen=True)
 class NewProfile:
     id: UUID
-    email: str
+    email: str | None
     username: str | None = None
     display_name: str | None = None
 
@@ -56,7 +56,7 @@ class Profile:
     """A row of public.users."""
 
     id: UUID
-    email: str
+    email: str | None
     username: str | None
     display_name: str | None
     created_at: datetime | None = None
@@ -115,6 +115,10 @@ class IdentityStore(Protocol):
     ) -> None:
         """Insert the identity in the pending state; StorageError(no_row_written) when the
         database silently wrote nothing."""
+
+    def create_anonymous(self, user_id: UUID) -> UUID:
+        """Insert an anonymous identity (no email, no password), pending; the id it got (a
+        backend that picks ids itself answers another one than `user_id`)."""
 
     def mark_complete(self, user_id: UUID) -> bool:
         """pending -> complete; False when no pending identity with this id was there."""
@@ -180,6 +184,9 @@ class SignupUnit(Protocol):
     def create_identity(
         self, email: str, password_hash: str, signup_profile: dict[str, Any]
     ) -> None: ...
+    def create_anonymous_identity(self) -> UUID:
+        """The anonymous variant of create_identity; the id the identity got."""
+
     def insert_profile(self, profile: NewProfile) -> Profile | None: ...
     def complete(self) -> None:
         """Mark the identity complete and make everything durable. A lost reply is settled by
@@ -245,6 +252,66 @@ class SchemaAdmin(Protocol):
         """Backend-specific `authsvc doctor` checks: (name, ok, detail with what to do)."""
 
 
+# -- the account lifecycle (anonymous accounts, upgrade, mailed links, passwords) ---------------
+
+
+class UpgradeUnit(Protocol):
+    """Giving an anonymous account its email and password: the profile first, then the
+    identity, whose update is the one act that makes the upgrade happen. One database: one
+    transaction. Otherwise compensation puts the profile's old email and username back."""
+
+    def __enter__(self) -> UpgradeUnit: ...
+    def __exit__(self, *exc_info: Any) -> None: ...
+    def update_profile(self, email: str, username: str | None) -> Profile | None:
+        """Set the profile's email (and username, when given); the row, or None."""
+
+    def upgrade_identity(self, email: str, password: str, password_hash: str) -> None:
+        """Give the anonymous identity the email and password; NotAnonymous when it is not
+        (or no longer) anonymous, EmailTaken when another identity holds the email."""
+
+    def complete(self) -> None: ...
+    def compensate(self) -> Outcome:
+        """Undo the profile's change; GONE when nothing of the upgrade remains."""
+
+
+class LifecycleStore(Protocol):
+    """The writes of the account lifecycle, per backend. Links are single use: a token is
+    spent by one atomic write, and only its hash is stored (Supabase's verification links are
+    Supabase Auth's own, and so are their tokens)."""
+
+    def upgrade(self, user_id: UUID) -> UpgradeUnit: ...
+    def change_password(self, user_id: UUID, password: str, password_hash: str) -> bool:
+        """Set the password of a (non-anonymous) account and revoke every session of it;
+        False when there is no such account."""
+
+    def issue_verification(self, identity: Identity, ttl_seconds: int) -> str | None:
+        """A token confirming the identity's current email; None when it is confirmed."""
+
+    def confirm_email(self, token: str) -> UUID | None:
+        """Spend a verification token and mark the address it was sent to confirmed; the user
+        id, or None when the token is unknown, used, expired or for an address changed since."""
+
+    def issue_reset(self, identity: Identity, ttl_seconds: int) -> str:
+        """A password reset token; older unused ones of the same account stop working."""
+
+    def reset_owner(self, token: str) -> UUID | None:
+        """Whose account a usable reset token is for (nothing is spent)."""
+
+    def reset_password(self, token: str, password: str, password_hash: str) -> UUID | None:
+        """Spend a reset token: set the password, confirm the address the link was sent to,
+        revoke every session; the user id, or None when the token is not usable."""
+
+    def idle_anonymous(self, idle_seconds: int, limit: int) -> list[UUID]:
+        """Anonymous accounts with no sign-in and no session activity for `idle_seconds`."""
+
+    def remove_anonymous(self, ids: list[UUID], idle_seconds: int) -> list[UUID]:
+        """Remove the identities of those of `ids` still anonymous and idle (their sessions and
+        tokens with them; in one database their profiles too); the ids removed."""
+
+    def purge_tokens(self) -> int:
+        """Delete spent and expired one-time tokens; how many."""
+
+
 @dataclass
 class Stores:
     """Everything the services need from storage, composed for one backend and layout."""
@@ -260,6 +327,7 @@ class Stores:
     # Rate-limit counters shared by every worker and instance (used unless REDIS_URL is set).
     rate_limit_storage: RateLimitStorage
     password_check: RemotePasswordCheck | None = None
+    lifecycle: LifecycleStore | None = None
     # {database name: pool numbers} of the Postgres pools behind these stores (metrics).
     pool_stats: Callable[[], dict[str, dict[str, int]]] = dict
     _open: list[Callable[[], None]] = field(default_factory=list, repr=False)

@@ -90,6 +90,7 @@ class CompensatingSignup:
         self._identity_written = False
         self._profile_attempted = False
         self._finished = False
+        self._unknown_id = False  # an anonymous identity may exist under an id we never got
 
     def __enter__(self) -> CompensatingSignup:
         return self
@@ -116,6 +117,25 @@ class CompensatingSignup:
             if exc.status < 500:  # a client error (the email is taken): nothing was written
                 self._identity_written = False
             raise
+
+    def create_anonymous_identity(self) -> UUID:
+        # A backend that picks the id itself (Supabase Auth) answers it only in its reply: a
+        # lost reply leaves an identity nobody can name, which stays pending (never complete)
+        # until `authsvc reconcile --repair` removes it.
+        self._identity_written = True
+        try:
+            self.user_id = self.identities.create_anonymous(self.user_id)
+        except DatabaseUnavailable as exc:
+            self._identity_written = self._unknown_id = exc.sent
+            raise
+        except StorageError as exc:
+            self._identity_written = self._unknown_id = not exc.refused
+            raise
+        except AuthError as exc:
+            if exc.status < 500:
+                self._identity_written = False
+            raise
+        return self.user_id
 
     def insert_profile(self, profile: NewProfile) -> Profile | None:
         self._profile_attempted = True
@@ -144,6 +164,8 @@ class CompensatingSignup:
     def compensate(self) -> Outcome:
         """Delete the pending identity, then the profile once no identity holds it; read back."""
         self._finished = True
+        if self._unknown_id:
+            return Outcome.REMAINS
         if not (self._identity_written or self._profile_attempted):
             return Outcome.GONE
         if self._identity_written:

@@ -30,6 +30,7 @@ comes from:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import secrets
@@ -175,6 +176,8 @@ class FakeSupabase:
         self.revoked: list[str] = []
         self._faults: dict[str, list[Any]] = defaultdict(list)
         self.sequence: list[str] = []  # route names, in the order requests arrived
+        self.anonymous_sign_ins = True  # External.AnonymousUsers.Enabled
+        self.otp_seconds = 3600  # Mailer.OtpExp
         self.router = respx.MockRouter(
             base_url=SUPABASE_URL, assert_all_called=False, assert_all_mocked=True
         )
@@ -186,6 +189,12 @@ class FakeSupabase:
             (self.router.put(path__regex=user_path, name="update_user"), self._update_user),
             (self.router.delete(path__regex=user_path, name="delete_user"), self._delete_user),
             (self.router.post("/auth/v1/token", name="token"), self._token),
+            (self.router.post("/auth/v1/signup", name="signup"), self._signup),
+            (self.router.post("/auth/v1/verify", name="verify"), self._verify),
+            (
+                self.router.post("/auth/v1/admin/generate_link", name="generate_link"),
+                self._generate_link,
+            ),
             (self.router.post("/auth/v1/logout", name="logout"), self._logout),
             (self.router.post("/rest/v1/users", name="insert_profile"), self._insert),
             (self.router.get("/rest/v1/users", name="select_profiles"), self._select),
@@ -368,6 +377,21 @@ class FakeSupabase:
         if user is None:
             return auth_error(404, "user_not_found", "User not found")
         body = json.loads(request.content)
+        password = body.get("password")
+        if password is not None and len(password) < 6:  # checkPasswordStrength, default policy
+            return weak_password(["length"])
+        email = (body.get("email") or "").lower()
+        if email and any(u["email"] == email and u is not user for u in self.users.values()):
+            # adminUserUpdate checks no duplicate: the unique index refuses the update.
+            return auth_error(500, "unexpected_failure", "Error updating user")
+        if body.get("email_confirm"):
+            user["email_confirmed_at"] = user["confirmed_at"] = _iso(_now())
+        if password is not None:
+            self.password_hashes[user["id"]] = PasswordHasher().hash(password)
+        if email:
+            if user["is_anonymous"] and body.get("email_confirm"):
+                user["is_anonymous"] = False
+            user["email"] = email
         for key in ("app_metadata", "user_metadata"):
             for k, v in (body.get(key) or {}).items():  # UpdateAppMetaData: null deletes
                 if v is None:
@@ -426,6 +450,81 @@ class FakeSupabase:
                 "user": user,
             },
         )
+
+    def _session(self, user: dict[str, Any]) -> dict[str, Any]:
+        """AccessTokenResponse (tokens.AccessTokenResponse) for `user`, now signed in."""
+        expires_at = int(_now().timestamp()) + 3600
+        access = fake_jwt({"sub": user["id"], "role": "authenticated", "aud": "authenticated",
+                           "session_id": str(uuid4()), "is_anonymous": user["is_anonymous"],
+                           "exp": expires_at})
+        self.sessions[access] = user["id"]
+        user["last_sign_in_at"] = _iso(_now())
+        return {"access_token": access, "token_type": "bearer", "expires_in": 3600,
+                "expires_at": expires_at, "refresh_token": secrets.token_urlsafe(12),
+                "user": user}
+
+    def _signup(self, request: httpx.Request) -> httpx.Response:
+        """POST /signup without email or phone: SignupAnonymously (internal/api/anonymous.go,
+        api.go), with the anon key."""
+        body = json.loads(request.content)
+        if body.get("email") or body.get("phone"):
+            raise AssertionError("only anonymous sign-ups are modelled")
+        if not self.anonymous_sign_ins:
+            return auth_error(422, "anonymous_provider_disabled", "Anonymous sign-ins are disabled")
+        uid = self.add_user("", state=None, metadata=body.get("data"))
+        user = self.users[uid]
+        user.update(is_anonymous=True, app_metadata={}, identities=[])
+        for key in ("email_confirmed_at", "confirmed_at"):
+            user.pop(key)
+        return auth_json(200, self._session(user))
+
+    def _generate_link(self, request: httpx.Request) -> httpx.Response:
+        """adminGenerateLink (internal/api/mail.go) for type signup: an existing unconfirmed
+        user gets a confirmation token; the answer is the user with the link's properties."""
+        if not self._is_admin(request):
+            return self._not_admin()
+        body = json.loads(request.content)
+        if body.get("type") != "signup":
+            raise AssertionError(f"generate_link type {body.get('type')} not modelled")
+        email = (body.get("email") or "").lower()
+        user = next((u for u in self.users.values() if u["email"] == email), None)
+        if user is None:
+            return auth_error(400, "validation_failed", "Signup requires a valid password")
+        if user.get("email_confirmed_at"):
+            return auth_error(
+                422, "email_exists", "A user with this email address has already been registered"
+            )
+        otp = f"{secrets.randbelow(10**6):06d}"
+        hashed = hashlib.sha224((email + otp).encode()).hexdigest()  # crypto.GenerateTokenHash
+        user["confirmation_token"] = hashed
+        user["confirmation_sent_at"] = _iso(_now())
+        shown = {k: v for k, v in user.items() if k != "confirmation_token"}
+        return auth_json(200, {
+            **shown,
+            "action_link": f"{SUPABASE_URL}/auth/v1/verify?token={hashed}&type=signup"
+                           "&redirect_to=http://localhost:3000",
+            "email_otp": otp,
+            "hashed_token": hashed,
+            "verification_type": "signup",
+            "redirect_to": "http://localhost:3000",
+        })
+
+    def _verify(self, request: httpx.Request) -> httpx.Response:
+        """verifyPost with a token hash (internal/api/verify.go): signupVerify confirms the user
+        and answers a session; an unknown or expired hash is 403 otp_expired."""
+        body = json.loads(request.content)
+        assert body.get("type") == "signup" and body.get("token_hash"), body
+        user = next((u for u in self.users.values()
+                     if u.get("confirmation_token") == body["token_hash"]), None)
+        expired = auth_error(403, "otp_expired", "Email link is invalid or has expired")
+        if user is None:
+            return expired
+        sent = datetime.fromisoformat(user["confirmation_sent_at"])
+        if _now() > sent + timedelta(seconds=self.otp_seconds):
+            return expired
+        del user["confirmation_token"]
+        user["email_confirmed_at"] = user["confirmed_at"] = _iso(_now())
+        return auth_json(200, self._session(user))
 
     def _logout(self, request: httpx.Request) -> httpx.Response:
         token = self._bearer(request)

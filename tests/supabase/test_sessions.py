@@ -37,8 +37,13 @@ def test_login_checks_the_password_with_supabase_and_answers_our_own_session(aut
     assert token.headers["apikey"] == ANON_KEY
 
 
+def confirm(fake, user_id: str) -> None:
+    """The user confirmed its address (Supabase Auth opens sessions only for those)."""
+    fake.users[user_id]["email_confirmed_at"] = "2026-01-01T00:00:00Z"
+
+
 def test_the_supabase_session_a_sign_in_opens_is_revoked_at_once(auth, fake):
-    auth.signup()
+    confirm(fake, auth.signup()["data"]["user"]["id"])
     auth.login()
     (logout,) = fake.requests("logout")
     assert logout.url.params["scope"] == "local"
@@ -50,6 +55,8 @@ def test_each_sign_in_uses_a_fresh_client_and_no_session_leaks_into_another_requ
 ):
     alice = auth.signup("alice@example.com")["data"]["user"]["id"]
     bob = auth.signup("bob@example.com")["data"]["user"]["id"]
+    confirm(fake, alice)
+    confirm(fake, bob)
     auth.login("alice@example.com")
     auth.login("bob@example.com")
     token_requests = fake.requests("token")

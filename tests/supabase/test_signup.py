@@ -47,7 +47,7 @@ def test_signup_creates_the_supabase_user_and_its_profile_with_one_id(auth, fake
     assert fake.state(user["id"]) == "complete"
     assert fake.profiles[user["id"]]["email"] == "alice@example.com"
     assert fake.profiles[user["id"]]["username"] == "alice"
-    assert user["email_confirmed"] is True
+    assert user["email_confirmed"] is False  # confirmed by the mailed link, never by default
     assert body["data"]["session"]["access_token"] and body["data"]["session"]["refresh_token"]
     assert count(sessions_db, "authsvc.sessions") == 1
     row = sessions_db.execute("SELECT user_id FROM authsvc.sessions").fetchone()
@@ -62,7 +62,7 @@ def test_create_user_carries_our_uuid_the_argon2_hash_and_the_pending_marker(aut
         "id": user_id,
         "email": "alice@example.com",
         "password_hash": body["password_hash"],
-        "email_confirm": True,
+        "email_confirm": False,
         "user_metadata": {"username": "alice", "display_name": "Alice"},
         # What the signup asked for, where only the service role can write it: a lost profile
         # is recreated from here, never from user_metadata.
@@ -104,7 +104,9 @@ def test_email_confirm_follows_the_setting(sessions_url, tmp_path, fake):
     from authsvc import create_app
     from tests.supabase.conftest import supabase_env
 
-    app = create_app(supabase_env(sessions_url, tmp_path, AUTHSVC_SUPABASE_EMAIL_CONFIRM="off"))
+    # Off by default: marking an address confirmed without proof is a pre-account-takeover
+    # risk wherever OAuth or magic links link accounts by verified email. On is an opt-in.
+    app = create_app(supabase_env(sessions_url, tmp_path, AUTHSVC_SUPABASE_EMAIL_CONFIRM="on"))
     try:
         response = app.test_client().post(
             "/api/v1/auth/signup", json={"email": "a@example.com", "password": PASSWORD}
@@ -112,8 +114,9 @@ def test_email_confirm_follows_the_setting(sessions_url, tmp_path, fake):
     finally:
         app.extensions["authsvc"].stores.close()
     assert response.status_code == 201
-    assert fake.bodies("create_user")[0]["email_confirm"] is False
-    assert response.get_json()["data"]["user"]["email_confirmed"] is False
+    assert fake.bodies("create_user")[0]["email_confirm"] is True
+    assert response.get_json()["data"]["user"]["email_confirmed"] is True
+    assert fake.requests("generate_link") == []  # nothing to confirm: no mail
 
 
 def test_a_retried_signup_with_the_same_idempotency_key_creates_one_user(auth, fake):

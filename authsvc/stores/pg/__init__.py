@@ -15,6 +15,7 @@ from authsvc.stores import Stores
 from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.idempotency import PgIdempotency, PgMaintenance
 from authsvc.stores.pg.identities import PgIdentities
+from authsvc.stores.pg.lifecycle import PgLifecycle
 from authsvc.stores.pg.profiles import PgProfiles
 from authsvc.stores.pg.ratelimits import PgRateLimits
 from authsvc.stores.pg.schema import PgSchema
@@ -53,6 +54,7 @@ def make_postgres_stores(settings: Settings) -> Stores:
         admin=PgSchema(plan, settings),
         signup=unit,
         rate_limit_storage=PgRateLimits(auth_db),
+        lifecycle=PgLifecycle(auth_db, app_db, co_located=not settings.split),
         pool_stats=lambda: {db.name: db.stats() for db in databases},
         _open=[db.open for db in databases],
         _close=[db.close for db in databases],

@@ -24,6 +24,10 @@ INSERT = (
     "INSERT INTO auth.users (id, email, password_hash, raw_user_meta_data, signup_state) "
     "VALUES (%s, %s, %s, %s, 'pending')"
 )
+INSERT_ANONYMOUS = (
+    "INSERT INTO auth.users (id, email, password_hash, is_anonymous, signup_state) "
+    "VALUES (%s, NULL, NULL, true, 'pending')"
+)
 MARK_COMPLETE = (
     "UPDATE auth.users SET signup_state = 'complete', updated_at = now() "
     "WHERE id = %s AND signup_state = 'pending'"
@@ -70,6 +74,11 @@ class PgIdentities:
             != 1
         ):
             raise no_row_written()
+
+    def create_anonymous(self, user_id: UUID) -> UUID:
+        if self.db.execute(INSERT_ANONYMOUS, (user_id,)) != 1:
+            raise no_row_written()
+        return user_id
 
     def mark_complete(self, user_id: UUID) -> bool:
         return self.db.execute(MARK_COMPLETE, (user_id,)) == 1

@@ -130,6 +130,7 @@ TABLES = {
         "authsvc.idempotency_keys",
         "authsvc.maintenance",
         "authsvc.rate_limits",
+        "authsvc.one_time_tokens",
     ],
 }
 

@@ -67,6 +67,11 @@ class TransactionalSignup:
         if self._run(identities.INSERT, params).rowcount != 1:
             raise identities.no_row_written()
 
+    def create_anonymous_identity(self) -> UUID:
+        if self._run(identities.INSERT_ANONYMOUS, (self.user_id,)).rowcount != 1:
+            raise identities.no_row_written()
+        return self.user_id
+
     def insert_profile(self, profile: NewProfile) -> Profile | None:
         return profiles.to_profile(
             self._run(profiles.INSERT, profiles.insert_params(profile)).fetchone()

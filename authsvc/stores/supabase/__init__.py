@@ -28,6 +28,7 @@ from authsvc.stores.pg.sessions import PgSessions
 from authsvc.stores.supabase.admin import SupabaseSchema
 from authsvc.stores.supabase.clients import SupabaseClients
 from authsvc.stores.supabase.identities import SupabaseIdentities, SupabasePasswordCheck
+from authsvc.stores.supabase.lifecycle import SupabaseLifecycle
 from authsvc.stores.supabase.profiles import SupabaseProfiles
 from authsvc.stores.units import CompensatingSignup
 
@@ -50,7 +51,8 @@ def make_supabase_stores(settings: Settings) -> Stores:
         admin=SupabaseSchema(db, clients, settings),
         signup=partial(CompensatingSignup, identities, profiles),
         rate_limit_storage=PgRateLimits(db),
-        password_check=SupabasePasswordCheck(clients),
+        password_check=SupabasePasswordCheck(clients, identities.find_by_email),
+        lifecycle=SupabaseLifecycle(clients, identities, profiles, db),
         pool_stats=lambda: {db.name: db.stats()},
         _open=[db.open],
         _close=[db.close, clients.close],

@@ -33,6 +33,7 @@ log = logging.getLogger("authsvc.stores.supabase")
 # app_metadata keys: where a signup stands (PENDING or COMPLETE), and what it asked for.
 SIGNUP_MARK = "authsvc_signup"
 SIGNUP_PROFILE = "authsvc_profile"
+ANONYMOUS_MARK = "authsvc_anonymous"  # False once authsvc upgraded an anonymous user
 USERS_PER_PAGE = 1000  # auth.admin.list_users page size
 SCAN_BATCH = 10000
 
@@ -44,18 +45,30 @@ def timestamp(value: Any) -> datetime | None:
 
 
 def signup_state(user: User) -> str:
-    """Where this user's signup stands; users created outside authsvc count as complete."""
+    """Where this user's signup stands; users created outside authsvc count as complete,
+    except anonymous ones: an anonymous user is complete only once authsvc marked it so (its
+    id is Supabase Auth's, known only from a reply that can be lost)."""
     mark = (user.app_metadata or {}).get(SIGNUP_MARK)
-    return PENDING if mark == PENDING else COMPLETE
+    if mark == PENDING or (mark != COMPLETE and user.is_anonymous):
+        return PENDING
+    return COMPLETE
+
+
+def is_anonymous(user: User) -> bool:
+    """authsvc's word first: Supabase Auth keeps an upgraded user anonymous until its email is
+    confirmed through the admin API, which would confirm it without proof."""
+    mark = (user.app_metadata or {}).get(ANONYMOUS_MARK)
+    return mark if isinstance(mark, bool) else user.is_anonymous
 
 
 def to_identity(user: User) -> Identity:
     asked = (user.app_metadata or {}).get(SIGNUP_PROFILE)
+    anonymous = is_anonymous(user)
     return Identity(
         id=UUID(user.id),
-        email=user.email or "",
+        email=user.email or (None if anonymous else ""),
         password_hash=None,  # held by Supabase Auth, never returned
-        is_anonymous=user.is_anonymous,
+        is_anonymous=anonymous,
         email_confirmed_at=user.email_confirmed_at,
         banned_until=timestamp(user.banned_until),
         signup_state=signup_state(user),
@@ -96,6 +109,28 @@ class SupabaseIdentities:
             # Supabase Auth verifies argon2id hashes itself; see the module docstring.
             attributes["password_hash"] = password_hash
         self.clients.admin_call(lambda admin: admin.create_user(attributes))
+
+    def create_anonymous(self, user_id: UUID) -> UUID:
+        """Supabase Auth's admin API creates no anonymous user and takes no id for one: an
+        anonymous sign-in on a fresh anon-key client creates it, under an id Supabase Auth
+        picks (so `user_id` is not used), and its Supabase session is revoked at once."""
+        client = self.clients.anon()
+        try:
+            response = client.auth.sign_in_anonymously({"options": {"data": {}}})
+        except GoTrueError as exc:
+            if exc.code == "anonymous_provider_disabled":
+                raise StorageError(
+                    Reason.AUTH_REFUSED,
+                    "anonymous sign-ins are disabled in this Supabase project: enable them "
+                    "under Authentication -> Sign In / Providers",
+                    exc.code,
+                    refused=True,
+                ) from exc
+            raise auth_error(exc) from exc
+        if response.user is None:
+            raise StorageError(Reason.UNEXPECTED_RESPONSE, "no user in Supabase Auth's reply")
+        _sign_out(client)
+        return UUID(response.user.id)
 
     def mark_complete(self, user_id: UUID) -> bool:
         try:
@@ -140,7 +175,7 @@ class SupabaseIdentities:
         found = self._id_for_email(email)
         if found is not None:
             identity = self.get(found)
-            if identity is not None and identity.email.lower() == email.lower():
+            if identity is not None and (identity.email or "").lower() == email.lower():
                 return identity
         for user in self._users():
             if (user.email or "").lower() == email.lower():
@@ -207,8 +242,11 @@ class SupabasePasswordCheck:
     """RemotePasswordCheck: Supabase Auth checks the password, on a fresh anon-key client; the
     Supabase session it opens is revoked at once, since authsvc issues its own."""
 
-    def __init__(self, clients: SupabaseClients) -> None:
+    def __init__(
+        self, clients: SupabaseClients, find: Callable[[str], Identity | None] | None = None
+    ) -> None:
         self.clients = clients
+        self._find = find
 
     def check(self, email: str, password: str) -> Identity | None:
         client = self.clients.anon()
@@ -223,17 +261,23 @@ class SupabasePasswordCheck:
                 Reason.AUTH_KEY_REJECTED,
             ):
                 raise err from exc
-            if exc.code == "email_not_confirmed":
-                log.info("sign-in refused: the email is not confirmed in Supabase Auth")
+            if exc.code == "email_not_confirmed" and self._find is not None:
+                # Supabase Auth says so only after the password matched (token.go): the
+                # password is right, and whether an unconfirmed address may sign in is
+                # authsvc's rule (AUTHSVC_REQUIRE_EMAIL_CONFIRMATION), not Supabase's.
+                return self._find(email)
             # invalid_credentials, and user_banned, which Supabase Auth answers before it looks
             # at the password: telling it apart would reveal a ban to anyone with the email.
             return None
         if response.user is None:
             return None
-        try:
-            client.auth.sign_out({"scope": "local"})
-        except (GoTrueError, httpx.HTTPError) as exc:
-            log.info(
-                "could not revoke the Supabase session of a sign-in", extra={"error": repr(exc)}
-            )
+        _sign_out(client)
         return to_identity(response.user)
+
+
+def _sign_out(client: Any) -> None:
+    """Revoke the Supabase session a sign-in opened on `client` (authsvc issues its own)."""
+    try:
+        client.auth.sign_out({"scope": "local"})
+    except (GoTrueError, httpx.HTTPError) as exc:
+        log.info("could not revoke the Supabase session of a sign-in", extra={"error": repr(exc)})
