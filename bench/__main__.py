@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--spent-tokens", type=int, help="spent refresh tokens for the purge")
     parser.add_argument("--peer", choices=("auto", "on", "off"), default="auto",
                         help="Better Auth beside authsvc (auto: when node and npm exist)")
-    parser.add_argument("--no-scale", action="store_true", help="skip the scale section")
+    parser.add_argument("--only", choices=("table", "scale"),
+                        help="run one section (default: both)")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--label", default="", help="a note printed on the table and chart")
     args = parser.parse_args(argv)
@@ -95,31 +96,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress("starting Postgres")
         pg = Postgres()
-        url = pg.create_database("bench_authsvc")
-        env = service_env(url)
-        migrate(env)
-        svc = Authsvc(env, logs / "gunicorn.log")
-        if cfg.peer != "off":
+        if args.only != "scale":
+            url = pg.create_database("bench_authsvc")
+            env = service_env(url)
+            migrate(env)
+            svc = Authsvc(env, logs / "gunicorn.log")
+            if cfg.peer != "off":
+                try:
+                    progress("installing and starting Better Auth")
+                    install_peer(logs / "npm.log")
+                    peer = Peer(pg.create_database("bench_betterauth"), logs / "peer.log")
+                except (PeerUnavailable, RuntimeError) as exc:
+                    if cfg.peer == "on":
+                        raise
+                    data["peer_status"] = f"not run: {exc}"
+                    progress(data["peer_status"])
+            data["table"] = run_table(cfg, svc, url, peer, postmaster_pid(pg.data_dir),
+                                      progress)
+            data["table"]["repeat_summary"] = report.summarize_repeats(data["table"]["repeats"])
+            svc.stop()
+            svc = None
+            if peer:
+                peer.stop()
+                peer = None
+        if args.only != "table":
             try:
-                progress("installing and starting Better Auth")
-                install_peer(logs / "npm.log")
-                peer = Peer(pg.create_database("bench_betterauth"), logs / "peer.log")
-            except (PeerUnavailable, RuntimeError) as exc:
-                if cfg.peer == "on":
-                    raise
-                data["peer_status"] = f"not run: {exc}"
-                progress(data["peer_status"])
-        data["table"] = run_table(cfg, svc, url, peer, postmaster_pid(pg.data_dir), progress)
-        data["table"]["repeat_summary"] = report.summarize_repeats(data["table"]["repeats"])
-        svc.stop()
-        svc = None
-        if peer:
-            peer.stop()
-            peer = None
-        if not args.no_scale:
-            stored = _stored_hash(url)
-            try:
-                data["scale"] = run_scale(cfg, pg, stored, logs / "gunicorn-scale.log", progress)
+                data["scale"] = run_scale(cfg, pg, logs / "gunicorn-scale.log", progress)
             except Exception as exc:  # noqa: BLE001 - the table above still stands
                 traceback.print_exc()
                 data["scale"] = {"error": f"{type(exc).__name__}: {exc}",
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                     thing.stop()
                 except Exception:  # noqa: BLE001 - keep stopping the rest
                     traceback.print_exc()
-    if "table" not in data:
+    if "table" not in data and "scale" not in data:
         return 1
     data["meta"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     data["targets"] = report.targets(data)
@@ -144,17 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     base.with_suffix(".txt").write_text(table + "\n")
     report.write_json(data, base.with_suffix(".json"))
-    report.write_png(data, base.with_suffix(".png"))
-    print(f"\nwritten: {base}.txt, {base}.json, {base}.png (logs in {logs})")
+    written = [base.with_suffix(".txt"), base.with_suffix(".json")]
+    if "table" in data:
+        report.write_png(data, base.with_suffix(".png"))
+        written.append(base.with_suffix(".png"))
+    print(f"\nwritten: {', '.join(map(str, written))} (logs in {logs})")
     return status
 
-
-def _stored_hash(url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT password_hash FROM auth.users WHERE password_hash IS NOT NULL "
-                            "ORDER BY created_at LIMIT 1").fetchone()[0]
 
 
 if __name__ == "__main__":

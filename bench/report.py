@@ -69,7 +69,7 @@ def _row(rows: list[dict[str, Any]], system: str, op: str, c: int) -> dict[str, 
 
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue with what this run measured and whether it was met."""
-    rows = data["table"]["rows"]
+    rows = data.get("table", {}).get("rows", [])
     out: list[dict[str, Any]] = []
 
     def add(name: str, measured: str, met: bool | None) -> None:
@@ -82,8 +82,8 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"{op} at c=8 >= 90% of the hash ceiling",
             _pct(r["ratio"]) if r else "not measured",
             (r["ratio"] >= 0.9 and r["errors"] == 0) if r and r["ratio"] else None)
-    rep = data["table"].get("repeat_summary") or {}
-    top = data["table"]["top_concurrency"]
+    rep = data.get("table", {}).get("repeat_summary") or {}
+    top = data.get("table", {}).get("top_concurrency", "?")
     s = rep.get("me_over_healthz")
     add(f"GET /me at c={top} >= 50% of /healthz, every run",
         f"{_pct(s['min'])} .. {_pct(s['max'])} (median {_pct(s['median'])}, {s['n']} runs)"
@@ -113,7 +113,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             add(f"reconcile ({label}) < {limit} s", "not measured" if not r else
                 f"failed: {r.get('error', r)}", None if not r else False)
-    if "better-auth" in data["table"]["ceilings"]:
+    if "better-auth" in data.get("table", {}).get("ceilings", {}):
         behind = []
         for r in rows:
             if r["system"] != "authsvc":
@@ -135,7 +135,6 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
 def text(data: dict[str, Any]) -> str:
     """The whole report as the table people read."""
     meta = data["meta"]
-    t = data["table"]
     lines = [
         f"authsvc bench  {meta['started']}  commit {meta['commit']}  {meta['cores']} cores  "
         f"load avg at start {meta['loadavg_start']}, at end {meta.get('loadavg_end', '-')}",
@@ -143,6 +142,26 @@ def text(data: dict[str, Any]) -> str:
     if meta.get("label"):
         lines.append(f"NOTE: {meta['label']}")
     lines.append(f"server: {meta['server']}")
+    if "table" in data:
+        lines.extend(table_lines(data))
+    scale = data.get("scale")
+    if scale:
+        lines.append("")
+        lines.extend(scale_lines(scale))
+    lines.append("\ntargets:")
+    for tg in data["targets"]:
+        mark = {True: "met ", False: "MISS", None: "n/a "}[tg["met"]]
+        lines.append(f"  [{mark}] {tg['target']}: {tg['measured']}")
+    lines.append("\nnot like for like:")
+    lines.extend(f"  - {n}" for n in NOT_LIKE_FOR_LIKE)
+    return "\n".join(lines)
+
+
+def table_lines(data: dict[str, Any]) -> list[str]:
+    """The ceilings, the rows, the spread of repeated runs and the CPU per request."""
+    t = data["table"]
+    meta = data["meta"]
+    lines: list[str] = []
     c_ours = t["ceilings"]["authsvc"]
     p = c_ours["parameters"]
     lines.append(
@@ -210,17 +229,7 @@ def text(data: dict[str, Any]) -> str:
             else:
                 lines.append(f"  {label:32} {s['min']:.0f} / {s['median']:.0f} / {s['max']:.0f}")
     lines.extend(cpu_lines(t))
-    scale = data.get("scale")
-    if scale:
-        lines.append("")
-        lines.extend(scale_lines(scale))
-    lines.append("\ntargets:")
-    for tg in data["targets"]:
-        mark = {True: "met ", False: "MISS", None: "n/a "}[tg["met"]]
-        lines.append(f"  [{mark}] {tg['target']}: {tg['measured']}")
-    lines.append("\nnot like for like:")
-    lines.extend(f"  - {n}" for n in NOT_LIKE_FOR_LIKE)
-    return "\n".join(lines)
+    return lines
 
 
 def cpu_lines(t: dict[str, Any]) -> list[str]:
