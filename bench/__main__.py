@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--only", choices=("table", "scale"),
                         help="run one section (default: both)")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the table, sample authsvc's workers with py-spy")
     parser.add_argument("--label", default="", help="a note printed on the table and chart")
     args = parser.parse_args(argv)
     cfg = Config()
@@ -114,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             data["table"] = run_table(cfg, svc, url, peer, postmaster_pid(pg.data_dir),
                                       progress)
             data["table"]["repeat_summary"] = report.summarize_repeats(data["table"]["repeats"])
+            if args.profile:
+                from bench.profile import run_profiles
+
+                c = sorted(cfg.concurrency)[len(cfg.concurrency) // 2]
+                data["profile"] = run_profiles(svc.base, svc.proc.pid, url, c, cfg.seconds,
+                                               logs, progress)
             svc.stop()
             svc = None
             if peer:

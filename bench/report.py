@@ -144,6 +144,11 @@ def text(data: dict[str, Any]) -> str:
     lines.append(f"server: {meta['server']}")
     if "table" in data:
         lines.extend(table_lines(data))
+    if "profile" in data:
+        from bench.profile import lines as profile_lines
+
+        lines.append("")
+        lines.extend(profile_lines(data["profile"]))
     scale = data.get("scale")
     if scale:
         lines.append("")
