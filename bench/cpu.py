@@ -40,6 +40,11 @@ def tree_cpu(pid: int) -> dict[int, float]:
     return seen
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (a server's workers)."""
+    return _children(pid)
+
+
 def spent(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU seconds spent between two snapshots by processes alive at the second."""
     return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())

@@ -233,6 +233,13 @@ def table_lines(data: dict[str, Any]) -> list[str]:
                 lines.append(f"  {label:32} {s['min']:.2f} / {s['median']:.2f} / {s['max']:.2f}")
             else:
                 lines.append(f"  {label:32} {s['min']:.0f} / {s['median']:.0f} / {s['max']:.0f}")
+        lines.append("  each run: /me req/s (CPU share of the busier worker), /healthz req/s"
+                     + (", get-session req/s" if rep.get("get_session_rps") else ""))
+        for i, r in enumerate(t["repeats"], 1):
+            share = (r["me"].get("worker_cpu_share") or [0])[0]
+            extra = f", {r['get_session']['rps']:.0f}" if "get_session" in r else ""
+            lines.append(f"    {i}: {r['me']['rps']:.0f} ({100 * share:.0f}%), "
+                         f"{r['healthz']['rps']:.0f}{extra}")
     lines.extend(cpu_lines(t))
     return lines
 

@@ -74,7 +74,12 @@ class Table:
         result = load.run(side.base, mode, path, connections, seconds,
                           items=items, password=PASSWORD, tag=f"{self.tag}r{self.runs}")
         self.runs += 1
-        server_s = cpu.spent(server_before, cpu.tree_cpu(side.pid))
+        server_after = cpu.tree_cpu(side.pid)
+        server_s = cpu.spent(server_before, server_after)
+        # How the work fell between the workers: keep-alive connections stay where they landed.
+        workers = sorted((server_after[w] - server_before.get(w, 0.0)
+                          for w in cpu.children(side.pid) if w in server_after), reverse=True)
+        worker_share = [round(w / sum(workers), 2) for w in workers] if sum(workers) else []
         pg_s = cpu.spent(pg_before, cpu.tree_cpu(self.pg_pid)) if self.pg_pid else 0.0
         if expect_refusal:
             refused = result.error_kinds.pop("status", 0)
@@ -87,6 +92,7 @@ class Table:
             "concurrency": connections, **result.as_dict(),
             "server_cpu_ms_per_req": 1000 * server_s / n,
             "db_cpu_ms_per_req": 1000 * pg_s / n,
+            "worker_cpu_share": worker_share,
             **extra,
         }
         if record:
