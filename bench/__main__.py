@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     cfg = Config()
     if args.quick:
         cfg = Config(seconds=1, hash_seconds=2, concurrency=(4,), repeats=1, warmup=0,
-                     ceiling_seconds=1, ceiling_after=False, users=2_000, small_users=200,
+                     ceiling_seconds=1, ceiling_after=False, timing_pairs=1, users=2_000,
+                     small_users=200,
                      spent_tokens=2_000, scale_seconds=1)
     for name in ("seconds", "hash_seconds", "repeats", "users", "spent_tokens"):
         value = getattr(args, name)
@@ -120,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.profile import run_profiles
 
                 c = sorted(cfg.concurrency)[len(cfg.concurrency) // 2]
-                data["profile"] = run_profiles(svc.base, svc.proc.pid, url, c, cfg.seconds,
-                                               logs, progress)
+                try:
+                    data["profile"] = run_profiles(svc.base, svc.proc.pid, url, c,
+                                                   cfg.seconds, logs, progress)
+                except Exception as exc:  # noqa: BLE001 - the table stands without it
+                    traceback.print_exc()
+                    data["profile"] = {"error": f"{type(exc).__name__}: {exc}"}
             svc.stop()
             svc = None
             if peer:

@@ -29,9 +29,9 @@ def summarize(raw: Path, top: int = 12) -> list[tuple[str, float]]:
     inclusive: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
-        if " " not in line:
-            continue
-        stack, count = line.rsplit(" ", 1)
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a line py-spy had not finished writing
         n = int(count)
         total += n
         names = set()
@@ -56,7 +56,7 @@ def _settled(path: Path, timeout: float = 10) -> None:
         if size > 0 and size == last:
             return
         last = size
-        time.sleep(0.5)
+        time.sleep(1)
 
 
 def run_profiles(base: str, master_pid: int, database_url: str, connections: int,

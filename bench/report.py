@@ -185,13 +185,16 @@ def table_lines(data: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"peer: {data.get('peer_status', 'not run')}")
     lines.append(
-        "ceiling: signup/login = per-core hash rate x (cores - load client's measured cores); "
-        "refresh and me = the same side's light endpoint at the same concurrency. "
-        "server/db ms = CPU per request of the server's processes and of Postgres.")
+        "ceiling: signup/login = per-core hash rate, sampled just before the row, x (cores - "
+        "the load client's measured cores); refresh and me = the same side's light endpoint "
+        "at the same concurrency. ratio = req/s / ceiling. cpu = the same in CPU time: the "
+        "ceiling's CPU per request / the row's (server + db), unmoved by other work on the "
+        "machine. client = the load client's share of one core; server/db = CPU ms per "
+        "request of the server's processes and of Postgres.")
     lines.append("")
     header = (f"{'system':12} {'operation':24} {'c':>3} {'req/s':>8} {'p50 ms':>8} "
               f"{'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'client':>7} {'server':>7} "
-              f"{'db':>5} {'ceiling':>8} {'ratio':>6}")
+              f"{'db':>5} {'ceiling':>8} {'ratio':>6} {'cpu':>5}")
     lines.append(header)
     lines.append("-" * len(header))
     order = ["healthz", "signup", "login", "login (wrong password)", "login (unknown email)",
@@ -209,13 +212,19 @@ def table_lines(data: dict[str, Any]) -> list[str]:
             f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} "
             f"{100 * r['client_cores']:>6.0f}% {r['server_cpu_ms_per_req']:>7.2f} "
             f"{r['db_cpu_ms_per_req']:>5.2f} {_fmt(r.get('ceiling')):>8} "
-            f"{_pct(r.get('ratio')):>6}")
+            f"{_pct(r.get('ratio')):>6} {_pct(r.get('cpu_ratio')):>5}")
     wrong = next((r for r in t["rows"] if r["operation"] == "login (wrong password)"), None)
     unknown = next((r for r in t["rows"] if r["operation"] == "login (unknown email)"), None)
     if wrong and unknown and wrong["p50_ms"]:
         lines.append(f"\nlogin p50, unknown email / wrong password: "
-                     f"{unknown['p50_ms'] / wrong['p50_ms']:.2f} (1.0: no account "
-                     "enumeration through timing)")
+                     f"{unknown['p50_ms'] / wrong['p50_ms']:.2f} in the rows above (run one "
+                     "after the other); 1.0 means no account enumeration through timing")
+    pairs = [p["ratio"] for p in t.get("timing_pairs", []) if p["ratio"]]
+    if pairs:
+        lines.append(f"  in {len(pairs)} alternating pairs of short runs at "
+                     f"c={t['failure_concurrency']}: median "
+                     f"{statistics.median(pairs):.2f} (each: "
+                     + ", ".join(f"{p:.2f}" for p in pairs) + ")")
     rep = t.get("repeat_summary") or {}
     if rep.get("me_rps"):
         lines.append(f"\nspread over {rep['me_rps']['n']} runs at c={t['top_concurrency']} "
@@ -323,7 +332,8 @@ def write_png(data: dict[str, Any], path: Path) -> None:
     keys = sorted({(r["operation"], r["concurrency"]) for r in rows},
                   key=lambda k: (["healthz", "signup", "login", "refresh", "me"].index(k[0]),
                                  k[1]))
-    labels = [f"{op}\nc={c}" for op, c in keys]
+    names = {"healthz": "healthz / ok", "me": "me / get-session"}
+    labels = [f"{names.get(op, op)}\nc={c}" for op, c in keys]
     systems = [s for s in ("authsvc", "better-auth") if any(r["system"] == s for r in rows)]
     colors = {"authsvc": "#1f77b4", "better-auth": "#ff7f0e"}
     width = 0.8 / len(systems)
@@ -343,6 +353,7 @@ def write_png(data: dict[str, Any], path: Path) -> None:
     ax1.text(len(keys) - 0.5, 51, "/me target 50% of /healthz", ha="right", fontsize=8,
              color="purple")
     ax1.set_ylabel("% of own ceiling")
+    ax1.set_ylim(0, max(110, ax1.get_ylim()[1]))
     ax1.set_title("Throughput as a share of each system's ceiling (hash rate, or its light "
                   "endpoint)")
     ax2.set_ylabel("requests/s (log)")

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from bench import ceiling, cpu, load
-from bench.servers import Authsvc, Peer, http
+from bench.servers import Authsvc, Peer, http, peer_hash_rate
 
 PASSWORD = "tall-river-quiet-lamp-42"
 API = "/api/v1/auth"
@@ -29,8 +29,9 @@ class Config:
     concurrency: tuple[int, ...] = (1, 8, 32)
     repeats: int = 5
     warmup: float = 2.0
-    ceiling_seconds: float = 5.0
+    ceiling_seconds: float = 3.0
     ceiling_after: bool = True  # sample the hash ceilings again after the rows
+    timing_pairs: int = 4  # alternating wrong-password / unknown-email runs
     users: int = 1_000_000
     small_users: int = 1_000
     spent_tokens: int = 1_000_000
@@ -178,15 +179,25 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
     if theirs:
         ceilings["better-auth"] = {"samples": []}
 
+    def sample(system: str) -> dict[str, Any]:
+        if system == "authsvc":
+            s = ceiling.argon2_rate(params, cfg.ceiling_seconds, cfg.cores)
+        else:
+            s = peer_hash_rate(cfg.ceiling_seconds, cfg.cores)
+        ceilings[system]["samples"].append(s)
+        return s
+
     def measure_ceilings() -> None:
         progress("hash ceilings")
-        ceilings["authsvc"]["samples"].append(
-            ceiling.argon2_rate(params, cfg.ceiling_seconds, cfg.cores))
+        sample("authsvc")
         if theirs:
-            from bench.servers import peer_hash_rate
+            sample("better-auth")
 
-            ceilings["better-auth"]["samples"].append(
-                peer_hash_rate(cfg.ceiling_seconds, cfg.cores))
+    def hashing(side: Side, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # On a machine shared with other work the hash rate moves from minute to minute:
+        # each hashing row gets a sample of its own ceiling taken just before it.
+        s = sample(side.name)
+        return table.measure(side, *args, hash_sample=s, **kwargs)
 
     def both(label: str, fn_ours: Callable[[], None],
              fn_theirs: Callable[[], None] | None) -> None:
@@ -212,10 +223,10 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
         table.warm(theirs, "peer_signup", "/api/auth/sign-up/email")
     for c in cfg.concurrency:
         both(f"signup c={c}",
-             lambda c=c: table.measure(ours, "signup", "POST /api/v1/auth/signup", "signup",
-                                       f"{API}/signup", c),
-             lambda c=c: table.measure(theirs, "signup", "POST /api/auth/sign-up/email",
-                                       "peer_signup", "/api/auth/sign-up/email", c))
+             lambda c=c: hashing(ours, "signup", "POST /api/v1/auth/signup", "signup",
+                                 f"{API}/signup", c),
+             lambda c=c: hashing(theirs, "signup", "POST /api/auth/sign-up/email",
+                                 "peer_signup", "/api/auth/sign-up/email", c))
 
     our_emails = emails_of(database_url, OURS_EMAILS)
     their_emails = emails_of(peer.database_url, PEER_EMAILS) if theirs else []
@@ -224,18 +235,32 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
         table.warm(theirs, "login", "/api/auth/sign-in/email", their_emails)
     for c in cfg.concurrency:
         both(f"login c={c}",
-             lambda c=c: table.measure(ours, "login", "POST /api/v1/auth/login", "login",
-                                       f"{API}/login", c, items=our_emails),
-             lambda c=c: table.measure(theirs, "login", "POST /api/auth/sign-in/email", "login",
-                                       "/api/auth/sign-in/email", c, items=their_emails))
+             lambda c=c: hashing(ours, "login", "POST /api/v1/auth/login", "login",
+                                 f"{API}/login", c, items=our_emails),
+             lambda c=c: hashing(theirs, "login", "POST /api/auth/sign-in/email", "login",
+                                 "/api/auth/sign-in/email", c, items=their_emails))
 
     # Account enumeration through timing: wrong password and unknown email cost the same.
     c_mid = sorted(cfg.concurrency)[len(cfg.concurrency) // 2]
     progress(f"login failures c={c_mid}")
-    table.measure(ours, "login (wrong password)", "POST /api/v1/auth/login", "login_wrong",
-                  f"{API}/login", c_mid, items=our_emails, expect_refusal=True)
-    table.measure(ours, "login (unknown email)", "POST /api/v1/auth/login", "login_unknown",
-                  f"{API}/login", c_mid, expect_refusal=True)
+    hashing(ours, "login (wrong password)", "POST /api/v1/auth/login", "login_wrong",
+            f"{API}/login", c_mid, items=our_emails, expect_refusal=True)
+    hashing(ours, "login (unknown email)", "POST /api/v1/auth/login", "login_unknown",
+            f"{API}/login", c_mid, expect_refusal=True)
+    # The same comparison in short runs that alternate, so that other work on the machine
+    # falls on both alike: the ratio of each adjacent pair.
+    timing_pairs = []
+    for _ in range(cfg.timing_pairs):
+        chunk = max(1.0, cfg.hash_seconds / cfg.timing_pairs)
+        wrong = table.measure(ours, "", "", "login_wrong", f"{API}/login", c_mid,
+                              items=our_emails, record=False, seconds=chunk,
+                              expect_refusal=True)
+        unknown = table.measure(ours, "", "", "login_unknown", f"{API}/login", c_mid,
+                                record=False, seconds=chunk, expect_refusal=True)
+        timing_pairs.append({"wrong_p50_ms": wrong["p50_ms"],
+                             "unknown_p50_ms": unknown["p50_ms"],
+                             "ratio": unknown["p50_ms"] / wrong["p50_ms"]
+                             if wrong["p50_ms"] else None})
 
     for c in cfg.concurrency:
         progress(f"refresh c={c}")
@@ -286,6 +311,7 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
         data["cpu_ms_per_hash"] = sum(cpu_ms) / len(cpu_ms) if cpu_ms else None
     attach_ceilings(table.rows, ceilings, cfg.cores)
     return {"rows": table.rows, "ceilings": ceilings, "repeats": repeats,
+            "timing_pairs": timing_pairs, "failure_concurrency": c_mid,
             "top_concurrency": top, "stored_hash_prefix": stored.rsplit("$", 2)[0]}
 
 
@@ -295,19 +321,31 @@ def sessions_for(connections: int) -> int:
 
 
 def attach_ceilings(rows: list[dict[str, Any]], ceilings: dict[str, Any], cores: int) -> None:
-    """Each row's ceiling: the hash rate of the cores the load client left free (signup,
-    login), or the same side's light endpoint at the same concurrency (refresh, me)."""
-    light = {(r["system"], r["concurrency"]): r["rps"] for r in rows if r["operation"] == "healthz"}
+    """Each row's ceiling: the hash rate (sampled just before the row) of the cores the load
+    client left free (signup, login), or the same side's light endpoint at the same
+    concurrency (refresh, me). Also `cpu_ratio`, the same reading in CPU time: the ceiling's
+    CPU per request over the row's (server and Postgres), which other work on the machine
+    does not move."""
+    light = {(r["system"], r["concurrency"]): r for r in rows if r["operation"] == "healthz"}
     for r in rows:
+        own_cpu = r["server_cpu_ms_per_req"] + r["db_cpu_ms_per_req"]
+        r["ceiling"] = r["ceiling_kind"] = r["ratio"] = r["cpu_ratio"] = None
         if r["operation"] == "healthz":
-            r["ceiling"], r["ceiling_kind"] = None, None
-        elif r["operation"].startswith(("signup", "login")):
+            continue
+        if r["operation"].startswith(("signup", "login")):
+            s = r.get("hash_sample") or ceilings[r["system"]]
             free = max(cores - r["client_cores"], 0.1)
-            r["ceiling"] = ceilings[r["system"]]["per_core"] * free
+            r["ceiling"] = s["rate"] / cores * free
             r["ceiling_kind"] = f"hash x {free:.2f} cores"
+            hash_cpu = s.get("cpu_ms_per_hash")
+            r["cpu_ratio"] = hash_cpu / own_cpu if hash_cpu and own_cpu else None
         else:
-            r["ceiling"] = light.get((r["system"], r["concurrency"]))
-            r["ceiling_kind"] = "light endpoint"
+            base = light.get((r["system"], r["concurrency"]))
+            if base:
+                r["ceiling"] = base["rps"]
+                r["ceiling_kind"] = "light endpoint"
+                base_cpu = base["server_cpu_ms_per_req"] + base["db_cpu_ms_per_req"]
+                r["cpu_ratio"] = base_cpu / own_cpu if own_cpu else None
         r["ratio"] = r["rps"] / r["ceiling"] if r.get("ceiling") else None
 
 
