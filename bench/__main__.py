@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     cfg = Config()
     if args.quick:
         cfg = Config(seconds=1, hash_seconds=2, concurrency=(4,), repeats=1, warmup=0,
-                     ceiling_seconds=1, ceiling_after=False, timing_pairs=1, users=2_000,
+                     ceiling_seconds=0.5, ceiling_bookends=False, timing_pairs=1, users=2_000,
                      small_users=200,
                      spent_tokens=2_000, scale_seconds=1)
     for name in ("seconds", "hash_seconds", "repeats", "users", "spent_tokens"):

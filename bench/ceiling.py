@@ -48,7 +48,7 @@ def argon2_rate(params: dict, seconds: float, processes: int | None = None) -> d
     """Hashes a second with one process per core hashing for `seconds`, started together."""
     processes = processes or os.cpu_count() or 1
     with ProcessPoolExecutor(max_workers=processes) as pool:
-        start_at = time.time() + 0.5
+        start_at = time.time() + 0.3  # every process forked and waiting
         futures = [
             pool.submit(_lane, params, start_at, start_at + seconds) for _ in range(processes)
         ]

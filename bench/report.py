@@ -11,6 +11,9 @@ NOT_LIKE_FOR_LIKE = [
     "Hashes differ: authsvc argon2id (t=2, m=19456 KiB, p=1), Better Auth scrypt (N=16384, "
     "r=16, p=1). Raw signup/login req/s are not comparable; each side's ratio to its own "
     "hash ceiling is.",
+    "A costlier hash hides overhead: the same milliseconds of everything else are a smaller "
+    "share of a 60 ms scrypt than of a 19 ms argon2id, so compare the CPU section's 'rest' "
+    "(CPU a request spends outside the hash) as well as the ratios.",
     "Signup writes: authsvc an identity, a profile (verified on return) and a session with a "
     "refresh token; Better Auth a user, a credential account and a session.",
     "Login answers: authsvc a JWT access token and a rotating refresh token; Better Auth a "
@@ -78,10 +81,16 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
 
     c_mid = 8 if any(r["concurrency"] == 8 for r in rows) else None
     for op in ("signup", "login"):
+        # Met only when both readings agree: throughput against the hash rate sampled before
+        # the row (as the target is stated) and the same in CPU time (which a busy machine
+        # does not move).
         r = _row(rows, "authsvc", op, c_mid) if c_mid else None
-        add(f"{op} at c=8 >= 90% of the hash ceiling",
-            _pct(r["ratio"]) if r else "not measured",
-            (r["ratio"] >= 0.9 and r["errors"] == 0) if r and r["ratio"] else None)
+        if r and r["ratio"] and r["cpu_ratio"]:
+            add(f"{op} at c=8 >= 90% of the hash ceiling",
+                f"{_pct(r['ratio'])} by throughput, {_pct(r['cpu_ratio'])} by CPU time",
+                r["ratio"] >= 0.9 and r["cpu_ratio"] >= 0.9 and r["errors"] == 0)
+        else:
+            add(f"{op} at c=8 >= 90% of the hash ceiling", "not measured", None)
     rep = data.get("table", {}).get("repeat_summary") or {}
     top = data.get("table", {}).get("top_concurrency", "?")
     s = rep.get("me_over_healthz")
@@ -121,10 +130,13 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             p = _row(rows, "better-auth", r["operation"], r["concurrency"])
             if p is None:
                 continue
-            # Different hashes: signup and login compare each side's ratio to its own ceiling.
-            key = "ratio" if r["operation"] in ("signup", "login") else "rps"
-            if (r.get(key) or 0) <= (p.get(key) or 0):
-                behind.append(f"{r['operation']} c={r['concurrency']}")
+            # Different hashes: signup and login compare each side's ratio to its own ceiling,
+            # by throughput and by CPU time; the rest compare requests a second.
+            keys = ("ratio", "cpu_ratio") if r["operation"] in ("signup", "login") else ("rps",)
+            lost = [k for k in keys if (r.get(k) or 0) <= (p.get(k) or 0)]
+            if lost:
+                behind.append(f"{r['operation']} c={r['concurrency']}"
+                              + (f" ({', '.join(lost)})" if len(keys) > 1 else ""))
         add("ahead of Better Auth on every like-for-like row",
             "behind on: " + ", ".join(behind) if behind else "ahead on every row", not behind)
     else:
@@ -184,6 +196,13 @@ def table_lines(data: dict[str, Any]) -> list[str]:
             f"{_fmt(c_peer.get('cpu_ms_per_hash'))} ms of CPU")
     else:
         lines.append(f"peer: {data.get('peer_status', 'not run')}")
+    for system, c in t["ceilings"].items():
+        low, high = c["spread"]
+        if low < 0.8 * high:
+            lines.append(
+                f"WARNING: {system}'s hash rate moved from {low:.1f} to {high:.1f}/s during the "
+                "run: other work shared the cores, so throughput ratios are unreliable; the "
+                "cpu column is not moved by it.")
     lines.append(
         "ceiling: signup/login = per-core hash rate, sampled just before the row, x (cores - "
         "the load client's measured cores); refresh and me = the same side's light endpoint "
@@ -289,6 +308,12 @@ def scale_lines(scale: dict[str, Any]) -> list[str]:
                 f"  {op:7} p50 {a['p50_ms']:7.1f} ms at {small:>9,} accounts, "
                 f"{b['p50_ms']:7.1f} ms at {large:>9,} (p99 {a['p99_ms']:.1f} -> "
                 f"{b['p99_ms']:.1f} ms; errors {a['errors']}, {b['errors']})")
+            if "server_cpu_ms_per_req" in a and "server_cpu_ms_per_req" in b:
+                lines.append(
+                    f"  {'':7} CPU per request (server + db): "
+                    f"{a['server_cpu_ms_per_req']:.2f} + {a['db_cpu_ms_per_req']:.2f} ms at "
+                    f"{small:,}, {b['server_cpu_ms_per_req']:.2f} + "
+                    f"{b['db_cpu_ms_per_req']:.2f} ms at {large:,}")
     lines.append(f"  seeding: {small:,} accounts {scale.get('seed_small_s', '-')} s, "
                  f"up to {large:,} {scale.get('seed_large_s', '-')} s, split "
                  f"{scale.get('seed_split_s', '-')} s")

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from bench import load
+from bench import cpu, load
 from bench.servers import Authsvc, Postgres, authsvc_cli, migrate, service_env
 from bench.table import API, PASSWORD, Config, authsvc_probe
 
@@ -173,17 +173,28 @@ def time_purge(env: dict[str, str], url: str) -> dict[str, Any]:
             "before": before, "after": after, "output": (done.stdout + done.stderr)[-500:]}
 
 
-def latency_pair(svc: Authsvc, tag: str, seeded: int, cfg: Config) -> dict[str, Any]:
-    """Signup and login at the scale concurrency; login over seeded accounts at random."""
+def latency_pair(svc: Authsvc, pg_pid: int | None, tag: str, seeded: int,
+                 cfg: Config) -> dict[str, Any]:
+    """Signup and login at the scale concurrency; login over seeded accounts at random. With
+    the CPU per request of the server and of Postgres, which other work does not move."""
     sample = max(1, min(seeded, 20_000))
     stride = max(1, seeded // sample)
     emails = [seed_email(tag, i) for i in range(0, seeded, stride)][:sample]
     out = {}
     for name, mode, path, items in (("signup", "signup", f"{API}/signup", None),
                                     ("login", "login", f"{API}/login", emails)):
+        server_before = cpu.tree_cpu(svc.proc.pid)
+        pg_before = cpu.tree_cpu(pg_pid) if pg_pid else {}
         r = load.run(svc.base, mode, path, cfg.scale_concurrency, cfg.scale_seconds,
                      items=items, password=PASSWORD, tag=f"{tag}{name}{seeded}")
-        out[name] = r.as_dict()
+        n = max(r.requests, 1)
+        out[name] = {
+            **r.as_dict(),
+            "server_cpu_ms_per_req": 1000 * cpu.spent(server_before,
+                                                      cpu.tree_cpu(svc.proc.pid)) / n,
+            "db_cpu_ms_per_req": 1000 * cpu.spent(pg_before, cpu.tree_cpu(pg_pid)) / n
+            if pg_pid else 0.0,
+        }
     return out
 
 
@@ -198,6 +209,7 @@ def run_scale(cfg: Config, pg: Postgres, log: Path,
     env = service_env(url)
     migrate(env)
 
+    pg_pid = cpu.postmaster_pid(pg.data_dir)
     svc = Authsvc(env, log)
     try:
         password_hash = authsvc_probe(svc, url)
@@ -206,12 +218,12 @@ def run_scale(cfg: Config, pg: Postgres, log: Path,
                                                   password_hash), 2)
         load.run(svc.base, "get", "/healthz", 4, 1)
         progress(f"scale: signup and login at {cfg.small_users:,}")
-        result["at_small"] = latency_pair(svc, tag, cfg.small_users, cfg)
+        result["at_small"] = latency_pair(svc, pg_pid, tag, cfg.small_users, cfg)
         progress(f"scale: seeding up to {cfg.users:,} accounts")
         result["seed_large_s"] = round(seed_users(
             url, url, tag, cfg.small_users, cfg.users - cfg.small_users, password_hash), 2)
         progress(f"scale: signup and login at {cfg.users:,}")
-        result["at_large"] = latency_pair(svc, tag, cfg.users, cfg)
+        result["at_large"] = latency_pair(svc, pg_pid, tag, cfg.users, cfg)
     finally:
         svc.stop()
 
