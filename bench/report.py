@@ -357,7 +357,7 @@ def write_png(data: dict[str, Any], path: Path) -> None:
     keys = sorted({(r["operation"], r["concurrency"]) for r in rows},
                   key=lambda k: (["healthz", "signup", "login", "refresh", "me"].index(k[0]),
                                  k[1]))
-    names = {"healthz": "healthz / ok", "me": "me / get-session"}
+    names = {"healthz": "healthz\n/ ok", "me": "me /\nget-session"}
     labels = [f"{names.get(op, op)}\nc={c}" for op, c in keys]
     systems = [s for s in ("authsvc", "better-auth") if any(r["system"] == s for r in rows)]
     colors = {"authsvc": "#1f77b4", "better-auth": "#ff7f0e"}
@@ -369,7 +369,14 @@ def write_png(data: dict[str, Any], path: Path) -> None:
         ratios = [100 * (by[k]["ratio"] or 0) if k in by and by[k].get("ratio") else 0
                   for k in keys]
         rps = [by[k]["rps"] if k in by else 0 for k in keys]
-        ax1.bar(xs, ratios, width, label=system, color=colors[system])
+        cpu = [100 * by[k]["cpu_ratio"] if k in by and by[k].get("cpu_ratio") else None
+               for k in keys]
+        ax1.bar(xs, ratios, width, label=f"{system} (throughput)", color=colors[system])
+        marked = [(x, c) for x, c in zip(xs, cpu, strict=True) if c is not None]
+        if marked:
+            ax1.scatter([x for x, _ in marked], [c for _, c in marked], marker="D", s=22,
+                        color="black", zorder=3,
+                        label="CPU-time reading" if i == 0 else None)
         ax2.bar(xs, rps, width, label=system, color=colors[system])
     ax1.axhline(90, color="green", linestyle="--", linewidth=1)
     ax1.text(len(keys) - 0.5, 91, "signup/login target 90%", ha="right", fontsize=8,
@@ -379,14 +386,14 @@ def write_png(data: dict[str, Any], path: Path) -> None:
              color="purple")
     ax1.set_ylabel("% of own ceiling")
     ax1.set_ylim(0, max(110, ax1.get_ylim()[1]))
-    ax1.set_title("Throughput as a share of each system's ceiling (hash rate, or its light "
-                  "endpoint)")
+    ax1.set_title("Share of each system's own ceiling (hash rate, or its light endpoint): "
+                  "bars by throughput, diamonds by CPU time")
     ax2.set_ylabel("requests/s (log)")
     ax2.set_yscale("log")
     ax2.set_title("Raw throughput (hash costs differ: compare signup/login by the panel above)")
     for ax in (ax1, ax2):
         ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_xticklabels(labels, fontsize=7)
         ax.legend()
     meta = data["meta"]
     fig.suptitle(f"authsvc bench {meta['started']} ({meta['commit']}, {meta['cores']} cores)"
