@@ -1,6 +1,6 @@
 """`python -m bench`: start everything on fresh databases, measure, stop it all, print the table.
 
-    python -m bench                  the full run (about 15 minutes on 2 cores)
+    python -m bench                  the full run (about 20 minutes on 2 cores)
     python -m bench --quick          the smoke-test size (well under a minute)
     python -m bench --peer off       without Better Auth
     python -m bench --users 100000   a smaller scale section
@@ -38,6 +38,7 @@ from bench.table import Config, repo_sha, run_table
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
+    """The run's sizes from the command line (`--quick` first, then explicit options)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and 1 s rows (the smoke test)")
@@ -59,9 +60,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     cfg = Config()
     if args.quick:
         cfg = Config(seconds=1, hash_seconds=2, concurrency=(4,), repeats=1, warmup=0,
-                     ceiling_seconds=0.5, ceiling_bookends=False, timing_pairs=1, users=2_000,
-                     small_users=200,
-                     spent_tokens=2_000, scale_seconds=1)
+                     ceiling_seconds=0.5, ceiling_bookends=False, timing_pairs=1,
+                     users=2_000, small_users=200, spent_tokens=2_000, scale_seconds=1)
     for name in ("seconds", "hash_seconds", "repeats", "users", "spent_tokens"):
         value = getattr(args, name)
         if value is not None:
@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the bench, print and write the table; the exit status."""
     cfg, args = parse_args(argv)
     wrk_path()  # fail before starting anything when the load client is missing
     args.results.mkdir(parents=True, exist_ok=True)
