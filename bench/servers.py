@@ -67,6 +67,19 @@ def wait_http(base: str, path: str, proc: subprocess.Popen, log: Path, timeout: 
     raise TimeoutError(f"{base}{path} did not answer 200 within {timeout:.0f} s")
 
 
+def trim_log(path: Path, head: int = 1 << 20, tail: int = 4 << 20) -> None:
+    """Cut a log to its first and last bytes: one JSON line a request adds up to gigabytes."""
+    size = path.stat().st_size if path.exists() else 0
+    if size <= head + tail:
+        return
+    with open(path, "rb") as fh:
+        first = fh.read(head)
+        fh.seek(size - tail)
+        last = fh.read()
+    marker = f"\n... {size - head - tail} bytes cut by the bench ...\n".encode()
+    path.write_bytes(first + marker + last)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
     """SIGTERM, then SIGKILL after `timeout`."""
     if proc.poll() is None:
@@ -162,9 +175,10 @@ class Authsvc:
         wait_http(self.base, "/readyz", self.proc, log, timeout=60)
 
     def stop(self) -> None:
-        """Stop gunicorn and its workers."""
+        """Stop gunicorn and its workers; keep the head and tail of its log."""
         stop_process(self.proc)
         self._log.close()
+        trim_log(self.log)
 
 
 class PeerUnavailable(RuntimeError):
