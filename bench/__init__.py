@@ -1,0 +1,1 @@
+"""The benchmark: authsvc under gunicorn beside Better Auth, driven by wrk, read against limits."""
