@@ -46,7 +46,7 @@ class PgIdempotency:
             )
             if row is not None:
                 return None
-            existing = self.db.fetchone(
+            existing = self.db.read_one(
                 "SELECT fingerprint, status, sealed FROM authsvc.idempotency_keys WHERE key = %s",
                 (key,),
             )

@@ -88,12 +88,12 @@ class PgIdentities:
 
     def get(self, user_id: UUID) -> Identity | None:
         return to_identity(
-            self.db.fetchone(f"SELECT {COLUMNS} FROM auth.users WHERE id = %s", (user_id,))
+            self.db.read_one(f"SELECT {COLUMNS} FROM auth.users WHERE id = %s", (user_id,))
         )
 
     def find_by_email(self, email: str) -> Identity | None:
         return to_identity(
-            self.db.fetchone(
+            self.db.read_one(
                 f"SELECT {COLUMNS} FROM auth.users WHERE lower(email) = lower(%s)", (email,)
             )
         )
@@ -133,7 +133,7 @@ class PgIdentities:
         return [r["id"] for r in rows]
 
     def signup_profiles(self, ids: list[UUID]) -> list[Identity]:
-        rows = self.db.fetchall(
+        rows = self.db.read(
             f"SELECT {COLUMNS} FROM auth.users WHERE id = ANY(%s) AND signup_state = %s",
             (ids, COMPLETE),
         )

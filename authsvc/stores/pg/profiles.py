@@ -40,7 +40,7 @@ class PgProfiles:
 
     def get(self, user_id: UUID) -> Profile | None:
         return to_profile(
-            self.db.fetchone(f"SELECT {COLUMNS} FROM public.users WHERE id = %s", (user_id,))
+            self.db.read_one(f"SELECT {COLUMNS} FROM public.users WHERE id = %s", (user_id,))
         )
 
     def update(self, user_id: UUID, changes: dict[str, Any]) -> Profile | None:

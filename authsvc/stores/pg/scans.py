@@ -36,9 +36,9 @@ def scan(db: Database, table: str, grace_seconds: int, columns: str = "") -> Ite
     last: str | None = None
     while True:
         if last is None:
-            batch = db.fetchall(first, (grace_seconds, SCAN_BATCH), row_factory=tuple_row)
+            batch = db.read(first, (grace_seconds, SCAN_BATCH), row_factory=tuple_row)
         else:
-            batch = db.fetchall(following, (grace_seconds, last, SCAN_BATCH), row_factory=tuple_row)
+            batch = db.read(following, (grace_seconds, last, SCAN_BATCH), row_factory=tuple_row)
         if not batch:
             return
         yield batch
@@ -47,4 +47,4 @@ def scan(db: Database, table: str, grace_seconds: int, columns: str = "") -> Ite
 
 def present(db: Database, table: str, ids: list[UUID]) -> set[UUID]:
     query = sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(_table(table))
-    return set(db.fetchall(query, (ids,), row_factory=scalar_row))
+    return set(db.read(query, (ids,), row_factory=scalar_row))

@@ -108,7 +108,7 @@ class PgSessions:
             return Rotation(RotateOutcome.ROTATED, session_id, user_id)
 
     def check(self, session_id: UUID) -> SessionCheck | None:
-        row = self.db.fetchone(self._check, (session_id,))
+        row = self.db.read_one(self._check, (session_id,))
         if row is None:
             return None
         return SessionCheck(row["user_id"], row["active"], row["banned_until"], self.bans_known)

@@ -35,11 +35,9 @@ class TransactionalSignup:
         self._finished = False
 
     def __enter__(self) -> TransactionalSignup:
-        self._conn = self.db.getconn()
         try:
-            self._conn.execute("BEGIN")
-        except psycopg.Error as exc:
-            self._release()
+            self._conn = self.db.begin()
+        except DatabaseUnavailable as exc:
             raise DatabaseUnavailable(database=self.db.name, sent=False) from exc
         return self
 
