@@ -364,3 +364,36 @@ def init_app(app: Any) -> None:
     def handle_unexpected(exc: Exception):
         log.error("unhandled exception", exc_info=exc, extra={"error_code": InternalError.code})
         return render(InternalError())
+
+
+# -- account lifecycle: closing accounts and the admin API ----------------------------------------
+
+
+class Forbidden(AuthError):
+    status, code = 403, "FORBIDDEN"
+    message = "This token may not do that: the admin API needs the admin role or the admin key."
+
+
+class ReauthenticationRequired(AuthError):
+    status, code = 401, "REAUTHENTICATION_REQUIRED"
+    message = (
+        "Confirm with your current password (or log in again and retry within a few minutes)."
+    )
+
+
+class DeletionFailed(AuthError):
+    """Closing an account failed before its identity was removed: nothing was removed."""
+
+    status, code = 500, "DELETION_FAILED"
+    message = "The account could not be closed."
+
+    def __init__(self, step: str, reason: Reason | str, hint: str | None = None) -> None:
+        reason = str(reason)
+        message = (
+            f"The account could not be closed: step {step} failed ({reason}). Nothing was "
+            "removed; its sessions were ended, so log in again to retry."
+        )
+        details: dict[str, Any] = {"step": step, "reason": reason, "removed": False}
+        if hint:
+            details["hint"] = hint
+        super().__init__(message, details)

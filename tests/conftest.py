@@ -21,6 +21,7 @@ TABLES = (
     "authsvc.sessions",
     "authsvc.refresh_tokens",
     "authsvc.idempotency_keys",
+    "authsvc.audit_events",
 )
 TEST_SECRET = "test-signing-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0-long-enough"
 PASSWORD = "correct horse battery staple"
@@ -229,3 +230,22 @@ def auth(client) -> AuthActions:
 def pytest_report_header(config: Any) -> str:
     where = os.environ.get("TEST_DATABASE_URL") and "TEST_DATABASE_URL" or "throwaway cluster"
     return f"authsvc tests: real Postgres from {where}"
+
+
+# -- the migrations the package ships (what `authsvc migrate` applies to a fresh database) -------
+
+
+def shipped_migrations() -> list[str]:
+    """Every migration id of every set, as yoyo names them ("0003_profiles")."""
+    from importlib import resources
+
+    root = resources.files("authsvc").joinpath("stores", "pg", "migrations")
+    return sorted(
+        entry.name.removesuffix(".sql")
+        for group in root.iterdir() if group.is_dir()
+        for entry in group.iterdir() if entry.name.endswith(".sql")
+    )
+
+
+# The schema version of a fully migrated database: the highest migration number.
+SCHEMA_VERSION = max(m.split("_", 1)[0] for m in shipped_migrations())

@@ -9,7 +9,7 @@ import time
 from authsvc import __version__, create_app
 from authsvc.errors import DatabaseUnavailable, NotReady
 from tests import faults
-from tests.conftest import PASSWORD, app_overrides
+from tests.conftest import PASSWORD, SCHEMA_VERSION, app_overrides
 
 # API.md: 503 DATABASE_UNAVAILABLE "within a few seconds". With the default time-outs an answer
 # takes about 3 s (the wait for a pooled connection); 5 s is still "a few" on a loaded machine.
@@ -89,7 +89,7 @@ def test_version_tells_what_code_is_running(client):
     data = client.get("/version").get_json()["data"]
     assert data["version"] == __version__
     assert data["backend"] == "postgres"
-    assert data["schema_version"] == "0003"
+    assert data["schema_version"] == SCHEMA_VERSION
     assert re.fullmatch(r"[0-9a-f]{40}", data["git_sha"] or ""), data["git_sha"]
     assert data["started_at"].endswith("Z")
 

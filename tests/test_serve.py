@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from authsvc import embedded
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, SCHEMA_VERSION
 from tests.service import clean_env, free_port, request
 
 
@@ -58,7 +58,7 @@ def test_serve_with_no_configuration_starts_and_keeps_its_own_database(data_dir)
                                   {"email": "local@example.com", "password": PASSWORD})
         assert status == 201, body
         status, version, _ = request(base, "GET", "/version")
-        assert version["data"]["schema_version"] == "0003"
+        assert version["data"]["schema_version"] == SCHEMA_VERSION
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -219,6 +219,9 @@ class Stores:
     idempotency: IdempotencyStore
     admin: SchemaAdmin
     signup: Callable[[UUID], SignupUnit]
+    # Account lifecycle (admin): what operators see and do to accounts, and the audit log.
+    accounts: AccountAdmin
+    audit: AuditLog
     password_check: RemotePasswordCheck | None = None
     # {database name: pool numbers} of the Postgres pools behind these stores (metrics).
     pool_stats: Callable[[], dict[str, dict[str, int]]] = dict
@@ -233,6 +236,109 @@ class Stores:
     def close(self) -> None:
         for closer in self._close:
             closer()
+
+
+
+# -- account lifecycle (admin): the operator's view of accounts, closing them, the audit log ------
+
+ADMIN_ROLE = "admin"
+
+
+@dataclass(frozen=True)
+class Account:
+    """Both halves of one user id as storage holds them (either may be missing), and what only
+    authsvc writes about it."""
+
+    id: UUID
+    identity: Identity | None
+    profile: Profile | None
+    roles: frozenset[str] = frozenset()
+    last_sign_in_at: datetime | None = None
+
+    @property
+    def consistent(self) -> bool:
+        """A complete identity with a profile whose id and email match it."""
+        identity, profile = self.identity, self.profile
+        return (
+            identity is not None
+            and profile is not None
+            and identity.signup_state == COMPLETE
+            and profile.id == identity.id
+            and profile.email.lower() == identity.email.lower()
+        )
+
+
+class AccountAdmin(Protocol):
+    """Accounts as an operator sees and changes them: listing, roles, bans, closing, sessions."""
+
+    def page(
+        self, search: str | None, after: str | None, limit: int
+    ) -> tuple[list[Account], str | None]:
+        """Accounts with an identity, newest first, at most `limit`, whose email contains
+        `search` (case-insensitively). `after` and the returned cursor are opaque positions
+        (None: from the start / no more); a cursor this store did not make is
+        ValidationFailed."""
+
+    def get(self, user_id: UUID) -> Account | None:
+        """Both rows of this id; None when neither exists."""
+
+    def roles(self, user_id: UUID) -> frozenset[str] | None:
+        """The identity's roles; None when there is no identity."""
+
+    def set_roles(self, user_id: UUID, roles: frozenset[str]) -> bool:
+        """Replace the identity's roles; False when there is no identity."""
+
+    def set_ban(self, user_id: UUID, seconds: int | None) -> Identity | None:
+        """Ban the identity for `seconds` from now (None: lift the ban); the identity after, or
+        None when there is none."""
+
+    def remove(self, user_id: UUID) -> bool:
+        """Remove the identity and its profile: in one transaction where they share a database,
+        otherwise the identity first (after it no one can sign in) and then the profile. True
+        when both are gone; False when the identity is gone but its profile could not be
+        removed (`authsvc reconcile --repair` removes it). Raises when the identity remains, and
+        then nothing was removed."""
+
+    def revoke_sessions(self, user_id: UUID, reason: str) -> int:
+        """End every open session of the user; how many were open."""
+
+    def session_started(self, session_id: UUID) -> datetime | None:
+        """When this session began (its login), if it is open."""
+
+    def refresh_token_user(self, token_hash: bytes) -> UUID | None:
+        """The user whose session issued the refresh token with this hash."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One entry of the audit log; never a password, a token or a hash."""
+
+    type: str
+    user_id: UUID | None = None
+    actor: str = "user"  # user | admin | admin_key | cli | system
+    actor_id: UUID | None = None
+    request_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    at: datetime | None = None
+
+
+class AuditLog(Protocol):
+    """The append-only audit log (always authsvc's own Postgres, with the sessions)."""
+
+    def append(self, event: AuditEvent) -> None:
+        """Write one event, failing fast rather than holding up the operation it records."""
+
+    def page(
+        self, user_id: UUID | None, event_type: str | None, after: str | None, limit: int
+    ) -> tuple[list[AuditEvent], str | None]:
+        """Events newest first, optionally of one user and one type; cursors as in
+        AccountAdmin.page."""
+
+    def purge(self, keep_days: int) -> int:
+        """Remove the events older than `keep_days` days (at least 1); how many went."""
 
 
 def make_stores(settings: Settings) -> Stores:

@@ -21,9 +21,11 @@ from functools import partial
 
 from authsvc.config import Settings
 from authsvc.stores import Stores
+from authsvc.stores.pg.audit import PgAuditLog
 from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.idempotency import PgIdempotency
 from authsvc.stores.pg.sessions import PgSessions
+from authsvc.stores.supabase.accounts import SupabaseAccounts
 from authsvc.stores.supabase.admin import SupabaseSchema
 from authsvc.stores.supabase.clients import SupabaseClients
 from authsvc.stores.supabase.identities import SupabaseIdentities, SupabasePasswordCheck
@@ -46,6 +48,8 @@ def make_supabase_stores(settings: Settings) -> Stores:
         idempotency=PgIdempotency(db),
         admin=SupabaseSchema(db, clients),
         signup=partial(CompensatingSignup, identities, profiles),
+        accounts=SupabaseAccounts(clients, profiles, db),
+        audit=PgAuditLog(db),
         password_check=SupabasePasswordCheck(clients),
         pool_stats=lambda: {db.name: db.stats()},
         _open=[db.open],
