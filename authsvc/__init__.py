@@ -17,6 +17,7 @@ from authsvc.config import Settings, load_settings
 from authsvc.passwords import Hasher
 from authsvc.ratelimit import RateLimits
 from authsvc.services.accounts import Context
+from authsvc.services.audit import Origin
 from authsvc.stores import Stores, make_stores
 
 log = logging.getLogger("authsvc")
@@ -74,7 +75,22 @@ class Runtime:
             refresh_ttl=self.settings.refresh_token_ttl,
             secret=self.secret,
             user_agent=user_agent,
+            origin=request_origin(user_agent),
         )
+
+
+def request_origin(user_agent: str | None = None) -> Origin:
+    """Where the current request comes from (request id, client address, user agent), for the
+    audit log; an empty Origin outside a request."""
+    from flask import g, has_request_context, request
+
+    if not has_request_context():
+        return Origin(user_agent=user_agent)
+    return Origin(
+        request_id=g.get("request_id"),
+        ip=request.remote_addr,
+        user_agent=user_agent if user_agent is not None else request.headers.get("User-Agent"),
+    )
 
 
 def hasher_for(settings: Settings) -> Hasher:

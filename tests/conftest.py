@@ -21,8 +21,9 @@ TABLES = (
     "authsvc.sessions",
     "authsvc.refresh_tokens",
     "authsvc.idempotency_keys",
-    "authsvc.audit_events",
 )
+# Emptied before each test like TABLES, but not account data: the audit log records failures too.
+LOG_TABLES = ("authsvc.audit_events",)
 TEST_SECRET = "test-signing-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0-long-enough"
 PASSWORD = "correct horse battery staple"
 
@@ -127,7 +128,7 @@ def service_role(pg: PgServer, database_url: str) -> str:
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         present = [
-            t for t in TABLES
+            t for t in (*TABLES, *LOG_TABLES)
             if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]
         ]
         if present:
@@ -249,3 +250,24 @@ def shipped_migrations() -> list[str]:
 
 # The schema version of a fully migrated database: the highest migration number.
 SCHEMA_VERSION = max(m.split("_", 1)[0] for m in shipped_migrations())
+
+
+# -- account lifecycle (admin): the service in one database and split (tests/admin_support.py) --
+
+
+@pytest.fixture(params=("one_database", "split"))
+def deployment(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """The app with AUTHSVC_ADMIN_KEY set, in one database and then split across two."""
+    from tests.admin_support import Deployment
+
+    if request.param == "one_database":
+        url, owner = request.getfixturevalue("database_url"), request.getfixturevalue("owner_url")
+        built = Deployment("one_database", (url, url), owner, owner, tmp_path)
+    else:
+        app_url, auth_url = request.getfixturevalue("split_urls")
+        app_owner, auth_owner = request.getfixturevalue("split_owner_urls")
+        built = Deployment("split", (app_url, auth_url), auth_owner, app_owner, tmp_path)
+    for url in {built.identity_owner_url, built.profile_owner_url}:
+        truncate(url)  # the databases were asked for here, after the autouse clean-up
+    yield built
+    built.close()

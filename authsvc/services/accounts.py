@@ -13,9 +13,17 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from authsvc.errors import AuthError, DatabaseUnavailable, InternalError
+from authsvc.errors import (
+    AuthError,
+    DatabaseUnavailable,
+    InternalError,
+    InvalidCredentials,
+    RefreshTokenReused,
+    SignupFailed,
+    UserBanned,
+)
 from authsvc.passwords import Hasher
-from authsvc.services import sessions, signup
+from authsvc.services import audit, sessions, signup
 from authsvc.services.sessions import Minter, Session, User
 from authsvc.stores import Identity, Profile, Stores
 
@@ -37,6 +45,7 @@ class Context:
     refresh_ttl: int
     secret: bytes  # keys the idempotency fingerprints
     user_agent: str | None = None
+    origin: audit.Origin = audit.Origin()  # who acts, from where: for the audit log
 
 
 def _retried(what: str, call: Callable[[], T]) -> T:
@@ -64,12 +73,24 @@ def sign_up(
     are retried briefly, and if the session still cannot be started the caller gets None for it
     (the client logs in instead of signing up again).
     """
-    if idempotency_key is not None:
-        profile, _replayed = signup.run_idempotent(
-            ctx.stores, ctx.hasher, data, idempotency_key, ctx.secret
+    replayed = False
+    try:
+        if idempotency_key is not None:
+            profile, replayed = signup.run_idempotent(
+                ctx.stores, ctx.hasher, data, idempotency_key, ctx.secret
+            )
+        else:
+            profile = signup.run(ctx.stores, ctx.hasher, data)
+    except SignupFailed as exc:
+        audit.record(
+            ctx.stores,
+            ctx.origin,
+            audit.SIGNUP_FAILED,
+            step=exc.step,
+            reason=exc.reason,
+            compensated=exc.details.get("compensated"),
         )
-    else:
-        profile = signup.run(ctx.stores, ctx.hasher, data)
+        raise
     try:
         user = _retried("reading the user back", lambda: sessions.load_user(ctx.stores, profile.id))
     except AuthError as exc:
@@ -93,6 +114,10 @@ def sign_up(
             extra={"user_id": str(profile.id), "error": repr(exc)},
         )
         session = None
+    if not replayed:
+        audit.record(
+            ctx.stores, ctx.origin, audit.SIGNUP, profile.id, session=session is not None
+        )
     return user, session
 
 
@@ -103,17 +128,40 @@ def _as_signed_up(profile: Profile) -> User:
 
 
 def log_in(ctx: Context, email: str, password: str) -> tuple[User, Session]:
-    return sessions.login(
-        ctx.stores, ctx.hasher, email, password, ctx.mint, ctx.refresh_ttl, ctx.user_agent
+    try:
+        user, session = sessions.login(
+            ctx.stores, ctx.hasher, email, password, ctx.mint, ctx.refresh_ttl, ctx.user_agent
+        )
+    except (InvalidCredentials, UserBanned) as exc:
+        audit.record(ctx.stores, ctx.origin, audit.LOGIN_FAILED, reason=exc.code.lower())
+        raise
+    audit.record(
+        ctx.stores, ctx.origin, audit.LOGIN, user.identity.id, session_id=session.session_id
     )
+    return user, session
 
 
 def refresh(ctx: Context, refresh_token: str) -> Session:
-    return sessions.refresh(ctx.stores, refresh_token, ctx.mint, ctx.refresh_ttl)
+    try:
+        return sessions.refresh(ctx.stores, refresh_token, ctx.mint, ctx.refresh_ttl)
+    except RefreshTokenReused:
+        audit.record(
+            ctx.stores, ctx.origin, audit.REFRESH_REUSED, _token_holder(ctx, refresh_token)
+        )
+        raise
+
+
+def _token_holder(ctx: Context, refresh_token: str) -> UUID | None:
+    """Whose session a reused refresh token came from, if storage can say."""
+    try:
+        return ctx.stores.accounts.refresh_token_user(sessions.hash_refresh_token(refresh_token))
+    except AuthError:
+        return None
 
 
 def log_out(ctx: Context, user_id: UUID, session_id: UUID, scope: str = "local") -> None:
     sessions.logout(ctx.stores, user_id, session_id, scope)
+    audit.record(ctx.stores, ctx.origin, audit.LOGOUT, user_id, scope=scope)
 
 
 def me(ctx: Context, user_id: UUID) -> User:
