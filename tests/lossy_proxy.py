@@ -52,7 +52,8 @@ class LossyProxy:
         self.lost: list[bytes] = []  # the statements whose replies were lost
         self._links: list[_Link] = []
         self._stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def url(self, base_url: str) -> str:
         """`base_url` (a postgresql:// URL of the target) pointed at this proxy."""
@@ -73,6 +74,13 @@ class LossyProxy:
 
     def stop(self) -> None:
         self._stopped = True
+        # close() alone does not wake a thread blocked in accept(); it would take one more
+        # connection, possibly one meant for a proxy that reuses the descriptor. shutdown() does.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._acceptor.join(timeout=5)
         self._listener.close()
         for link in list(self._links):
             link.close()
@@ -84,6 +92,9 @@ class LossyProxy:
             try:
                 client, _ = self._listener.accept()
             except OSError:
+                return
+            if self._stopped:
+                client.close()
                 return
             if self.refusing:
                 client.close()
@@ -165,7 +176,9 @@ class LossyProxy:
                     if self.unreachable_after_loss:
                         with self._lock:
                             self.refusing = True
-                            others = list(self._links)
+                            # Every other link first: once this one is cut the client acts at
+                            # once, and must not find another connection still open.
+                            others = [other for other in self._links if other is not link]
                         for other in others:
                             other.close()
                     break
