@@ -12,6 +12,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the pages' blueprint and the cookie they keep the session in."""
+    from authsvc.pages import closing  # noqa: F401 - adds /account/delete to bp, before it registers
     from authsvc.pages.browser import SessionCookie
     from authsvc.pages.views import bp
 
