@@ -19,6 +19,7 @@ class CloseAccountSchema(Schema):
         validate=validate.Length(min=1, max=PASSWORD_MAX_LENGTH),
         metadata={
             "format": "password",
+            "example": "correct horse battery staple",
             "description": "The current password. Optional within a few minutes of logging in, "
             "and for an anonymous account.",
         },
