@@ -376,24 +376,21 @@ class Forbidden(AuthError):
 
 class ReauthenticationRequired(AuthError):
     status, code = 401, "REAUTHENTICATION_REQUIRED"
-    message = (
-        "Confirm with your current password (or log in again and retry within a few minutes)."
-    )
+    message = "Confirm with your current password (or log in again and retry within minutes)."
 
 
 class DeletionFailed(AuthError):
-    """Closing an account failed before its identity was removed: nothing was removed."""
+    """Closing an account failed before its identity went: nothing was removed."""
 
     status, code = 500, "DELETION_FAILED"
     message = "The account could not be closed."
 
     def __init__(self, step: str, reason: Reason | str, hint: str | None = None) -> None:
-        reason = str(reason)
-        message = (
-            f"The account could not be closed: step {step} failed ({reason}). Nothing was "
-            "removed; its sessions were ended, so log in again to retry."
-        )
-        details: dict[str, Any] = {"step": step, "reason": reason, "removed": False}
+        details: dict[str, Any] = {"step": step, "reason": str(reason), "removed": False}
         if hint:
             details["hint"] = hint
-        super().__init__(message, details)
+        super().__init__(
+            f"The account could not be closed: step {step} failed ({reason}). Nothing was "
+            "removed; its sessions were ended, so log in again to retry.",
+            details,
+        )

@@ -236,14 +236,14 @@ def pytest_report_header(config: Any) -> str:
 # -- the migrations the package ships (what `authsvc migrate` applies to a fresh database) -------
 
 
-def shipped_migrations() -> list[str]:
-    """Every migration id of every set, as yoyo names them ("0003_profiles")."""
+def shipped_migrations(*sets: str) -> list[str]:
+    """The migration ids of `sets` (default: all of them), as yoyo names them ("0003_profiles")."""
     from importlib import resources
 
     root = resources.files("authsvc").joinpath("stores", "pg", "migrations")
     return sorted(
         entry.name.removesuffix(".sql")
-        for group in root.iterdir() if group.is_dir()
+        for group in root.iterdir() if group.is_dir() and (not sets or group.name in sets)
         for entry in group.iterdir() if entry.name.endswith(".sql")
     )
 

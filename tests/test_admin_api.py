@@ -281,3 +281,24 @@ def test_an_admin_token_of_a_banned_admin_stops_working(deployment):
     answer = deployment.client.get(USERS, headers=bearer(token))
     assert answer.status_code == 401 and code(answer) == TokenRevoked.code
     assert PASSWORD  # the password itself is never needed by the admin API
+
+
+def test_the_openapi_document_lists_every_admin_operation_with_its_security(deployment):
+    spec = deployment.client.get("/api/v1/openapi.json").get_json()
+    assert spec["components"]["securitySchemes"]["adminKey"]["scheme"] == "bearer"
+    admin_ops = [(path, method, op) for path, item in spec["paths"].items()
+                 if path.startswith("/api/v1/admin/")
+                 for method, op in item.items() if method != "parameters"]
+    assert {(path, method) for path, method, _ in admin_ops} == {
+        ("/api/v1/admin/users", "get"), ("/api/v1/admin/users/{user_id}", "get"),
+        ("/api/v1/admin/users/{user_id}", "delete"), ("/api/v1/admin/users/{user_id}/ban", "post"),
+        ("/api/v1/admin/users/{user_id}/unban", "post"),
+        ("/api/v1/admin/users/{user_id}/sessions", "delete"), ("/api/v1/admin/audit", "get")}
+    for path, method, op in admin_ops:
+        assert op["security"] == [{"bearerAuth": []}, {"adminKey": []}], (path, method)
+        assert {"401", "403", "500", "503"} <= set(op["responses"]), (path, method)
+        assert "FORBIDDEN" in op["responses"]["403"]["description"]
+    close = spec["paths"]["/api/v1/auth/me"]["delete"]
+    assert close["security"] == [{"bearerAuth": []}]
+    assert "DELETION_FAILED" in close["responses"]["500"]["description"]
+    assert "REAUTHENTICATION_REQUIRED" in close["responses"]["401"]["description"]
