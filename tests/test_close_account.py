@@ -233,3 +233,16 @@ def test_a_database_gone_after_the_identity_went_leaves_what_reconcile_removes(
     assert repaired.returncode == 0, repaired.stderr
     assert json.loads(repaired.stdout)["repaired"]["profiles_removed"] == 1
     assert deployment.profile(user_id) is None
+
+
+def test_an_anonymous_account_closes_with_its_session_alone(deployment):
+    user_id, token = deployment.signup("guest@example.com")
+    # An anonymous identity (POST /api/v1/auth/anonymous) has no password to confirm with.
+    deployment.sql(deployment.identity_owner_url,
+                   "UPDATE auth.users SET is_anonymous = true, password_hash = NULL WHERE id = %s",
+                   (user_id,))
+    deployment.sql(deployment.identity_owner_url,
+                   "UPDATE authsvc.sessions SET created_at = now() - interval '1 day' "
+                   "WHERE user_id = %s", (user_id,))
+    assert close(deployment, token).status_code == 200
+    assert deployment.identity(user_id) is None and deployment.profile(user_id) is None
