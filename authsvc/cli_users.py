@@ -114,6 +114,7 @@ def _role(held: bool) -> Callable[[argparse.Namespace, Stores], int]:
 
 
 def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `authsvc users` action on the configured (or embedded) database."""
     from authsvc import cli
 
     try:

@@ -80,6 +80,7 @@ def document_errors(
 
 def admin_errors(extra: dict[int, tuple[type[errors.AuthError], ...]] | None = None,
                  body: bool = False) -> Callable:
+    """document_errors for an admin operation: its own errors, and 401 and 403."""
     return document_errors(blp, {**AUTH_ERRORS, **(extra or {})}, body=body)
 
 

@@ -84,6 +84,7 @@ def ban(stores: Stores, origin: audit.Origin, user_id: UUID, seconds: int) -> Ac
 
 
 def unban(stores: Stores, origin: audit.Origin, user_id: UUID) -> Account:
+    """Lift the user's ban."""
     if stores.accounts.set_ban(user_id, None) is None:
         raise _no_user(user_id)
     audit.record(stores, origin, audit.USER_UNBANNED, user_id)
@@ -139,6 +140,7 @@ def events(
 
 
 def rfc3339(value: datetime | None) -> str | None:
+    """A time as RFC 3339 in UTC ("...Z"), as the API answers times."""
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -199,6 +201,7 @@ def detail_dict(account: Account) -> dict[str, Any]:
 
 
 def event_dict(event: AuditEvent) -> dict[str, Any]:
+    """An audit event as the admin API answers it."""
     return {
         "id": event.id,
         "type": event.type,

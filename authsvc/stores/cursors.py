@@ -18,6 +18,7 @@ MAX_LENGTH = 512
 
 
 def encode(position: Any) -> str:
+    """`position` (any JSON value) as an opaque cursor."""
     raw = json.dumps(position, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -34,6 +35,7 @@ def decode(cursor: str) -> Any:
 
 
 def invalid() -> ValidationFailed:
+    """The 422 for a cursor this listing did not give out."""
     return ValidationFailed(
         details={"cursor": ["Not a cursor this listing gave out; start again without one."]}
     )

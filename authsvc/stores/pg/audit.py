@@ -26,6 +26,7 @@ INSERT = (
 
 
 def to_event(row: dict[str, Any]) -> AuditEvent:
+    """An audit_events row as an AuditEvent."""
     return AuditEvent(**row)
 
 

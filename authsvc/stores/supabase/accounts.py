@@ -25,6 +25,7 @@ MAX_PAGES = 10  # admin API pages read for one listing page at most (a search ma
 
 
 def roles_of(user: User) -> frozenset[str]:
+    """The roles authsvc granted this user (app_metadata, which only the service role writes)."""
     held = (user.app_metadata or {}).get(ROLES)
     if not isinstance(held, list):
         return frozenset()
