@@ -20,6 +20,7 @@ from authsvc.passwords import Hasher
 from authsvc.ratelimit import RateLimits, redis_storage
 from authsvc.sealing import Sealer
 from authsvc.services.accounts import Context
+from authsvc.services.audit import Origin
 from authsvc.stores import Stores, make_stores
 
 log = logging.getLogger("authsvc")
@@ -86,6 +87,7 @@ class Runtime:
             mail=self.mail,
             public_url=self.settings.public_url,
             require_email_confirmation=self.settings.require_email_confirmation,
+            origin=request_origin(user_agent),
         )
 
 
@@ -108,6 +110,20 @@ def mail_queue(settings: Settings) -> MailQueue:
         settings.mail_from,
         attempts=settings.mail_attempts,
         pause=settings.mail_retry_seconds,
+    )
+
+
+def request_origin(user_agent: str | None = None) -> Origin:
+    """Where the current request comes from (request id, client address, user agent), for the
+    audit log; an empty Origin outside a request."""
+    from flask import g, has_request_context, request
+
+    if not has_request_context():
+        return Origin(user_agent=user_agent)
+    return Origin(
+        request_id=g.get("request_id"),
+        ip=request.remote_addr,
+        user_agent=user_agent if user_agent is not None else request.headers.get("User-Agent"),
     )
 
 

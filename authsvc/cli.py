@@ -1,4 +1,4 @@
-"""authsvc serve | migrate | reconcile [--repair] [--json] | doctor
+"""authsvc serve | migrate | reconcile [--repair] [--json] | doctor | users ...
 
 Configuration comes from the environment (see README, "Configuration"). With no DATABASE_URL,
 every command uses the embedded Postgres under the data dir (AUTHSVC_DATA_DIR, else the nearest
@@ -354,6 +354,10 @@ def _parser() -> argparse.ArgumentParser:
         description="One line per check, with what to do about a failing one; exit status 1 "
         "when any check fails.",
     ).set_defaults(func=cmd_doctor)
+    # Account lifecycle (admin): `authsvc users ...`.
+    from authsvc.cli_users import register as register_users
+
+    register_users(sub)
     return parser
 
 

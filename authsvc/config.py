@@ -36,6 +36,7 @@ _SECRET_FIELDS = {
     "previous_secret_keys",
     "supabase_service_role_key",
     "supabase_anon_key",
+    "admin_key",
 }
 _URL_FIELDS = {
     "database_url",
@@ -107,6 +108,9 @@ class Settings:
     rate_limit_forgot: str = "3 per minute;10 per hour"
     rate_limit_reset: str = "5 per minute;20 per hour"
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # Account lifecycle (admin): the admin API's key and how long the audit log is kept.
+    admin_key: str = ""
+    audit_retention_days: int = 365
 
     @property
     def production(self) -> bool:
@@ -300,6 +304,7 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         git_sha=_git_sha(env),
         metrics=metrics,
         metrics_dir=_metrics_dir(env) if metrics else None,
+        **_lifecycle_admin(env, production, warnings),  # before `warnings`: it may add some
         warnings=tuple(warnings),
         **lifecycle,
     )
@@ -341,4 +346,25 @@ def _lifecycle(env: Mapping[str, Any], production: bool, warnings: list[str]) ->
             name: _rate_limit(env, variable, getattr(Settings, name))
             for name, variable in limits.items()
         },
+    }
+
+
+# -- account lifecycle (admin): AUTHSVC_ADMIN_KEY, AUTHSVC_AUDIT_RETENTION_DAYS ------------------
+
+
+def _lifecycle_admin(env: Mapping[str, Any], production: bool, warnings: list[str]) -> dict:
+    """The admin API's key (production refuses a weak one) and the audit log's retention."""
+    key = str(env.get("AUTHSVC_ADMIN_KEY") or "").strip()
+    weakness = secret_weakness(key) if key else None
+    if weakness and production:
+        raise ConfigError(
+            f"AUTHSVC_ADMIN_KEY is too weak for production: {weakness}. Generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))', or unset it and "
+            "grant the admin role instead (authsvc users grant-admin EMAIL)."
+        )
+    if weakness:
+        warnings.append(f"AUTHSVC_ADMIN_KEY is weak ({weakness}); production would refuse it")
+    return {
+        "admin_key": key,
+        "audit_retention_days": _int(env, "AUTHSVC_AUDIT_RETENTION_DAYS", 365, 1),
     }

@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from typing import Any
+
+from authsvc.reasons import Reason
 
 log = logging.getLogger("authsvc.errors")
 
-
-class Reason(StrEnum):
-    """Why a storage step failed: the stable word in SIGNUP_FAILED's `details.reason`."""
-
-    FOREIGN_KEY_VIOLATION = "foreign_key_violation"
-    UNIQUE_VIOLATION = "unique_violation"
-    CHECK_VIOLATION = "check_violation"
-    NOT_NULL_VIOLATION = "not_null_violation"
-    PERMISSION_DENIED = "permission_denied"
-    UNDEFINED_TABLE = "undefined_table"
-    UNDEFINED_SCHEMA = "undefined_schema"
-    UNDEFINED_COLUMN = "undefined_column"
-    STATEMENT_TIMEOUT = "statement_timeout"
-    LOCK_TIMEOUT = "lock_timeout"
-    SERIALIZATION_FAILURE = "serialization_failure"
-    DEADLOCK_DETECTED = "deadlock_detected"
-    TRIGGER_RAISED = "trigger_raised"
-    READ_ONLY = "read_only"
-    INVALID_DATA = "invalid_data"
-    DATABASE_ERROR = "database_error"
-    CONNECTION_LOST = "connection_lost"
-    # The saga's own findings.
-    NO_ROW_WRITTEN = "no_row_written"
-    NO_ROW_RETURNED = "no_row_returned"
-    ID_MISMATCH = "id_mismatch"
-    EMAIL_MISMATCH = "email_mismatch"
-    IDENTITY_MISSING = "identity_missing"
-    UNEXPECTED_ERROR = "unexpected_error"
-    # Supabase's services.
-    NOT_FOUND = "not_found"
-    NOT_SINGLE_ROW = "not_single_row"
-    API_KEY_REJECTED = "api_key_rejected"
-    AUTH_KEY_REJECTED = "auth_key_rejected"
-    AUTH_SERVER_ERROR = "auth_server_error"
-    AUTH_REFUSED = "auth_refused"
-    UNEXPECTED_RESPONSE = "unexpected_response"
-    REST_ERROR = "rest_error"
+__all__ = ["Reason"]  # re-exported: where a storage step's reason is named
 
 
 _REGISTRY: dict[str, type[AuthError]] = {}
@@ -395,3 +360,33 @@ def init_app(app: Any) -> None:
     def handle_unexpected(exc: Exception):
         log.error("unhandled exception", exc_info=exc, extra={"error_code": InternalError.code})
         return render(InternalError())
+
+
+# -- account lifecycle: closing accounts and the admin API ----------------------------------------
+
+
+class Forbidden(AuthError):
+    status, code = 403, "FORBIDDEN"
+    message = "This token may not do that: the admin API needs the admin role or the admin key."
+
+
+class ReauthenticationRequired(AuthError):
+    status, code = 401, "REAUTHENTICATION_REQUIRED"
+    message = "Confirm with your current password (or log in again and retry within minutes)."
+
+
+class DeletionFailed(AuthError):
+    """Closing an account failed before its identity went: nothing was removed."""
+
+    status, code = 500, "DELETION_FAILED"
+    message = "The account could not be closed."
+
+    def __init__(self, step: str, reason: Reason | str, hint: str | None = None) -> None:
+        details: dict[str, Any] = {"step": step, "reason": str(reason), "removed": False}
+        if hint:
+            details["hint"] = hint
+        super().__init__(
+            f"The account could not be closed: step {step} failed ({reason}). Nothing was "
+            "removed; its sessions were ended, so log in again to retry.",
+            details,
+        )

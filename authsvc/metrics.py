@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from authsvc.config import Settings
 from authsvc.errors import AuthError, SignupFailed
+from authsvc.services import audit
 
 log = logging.getLogger("authsvc.metrics")
 
@@ -159,6 +160,11 @@ class Metrics:
             "`authsvc reconcile --repair`.",
             registry=registry,
         )
+        self.audit_failures = Counter(
+            "authsvc_audit_write_failures",
+            "Audit events that could not be written (the operations they recorded went on).",
+            registry=registry,
+        )
 
         self.mail = Counter(
             "authsvc_mail",
@@ -223,6 +229,9 @@ def init_app(app: Flask, settings: Settings, pool_stats: PoolStats) -> None:
         metrics.count_request(route, method, response.status_code, seconds)
         if request.method == "POST" and request.endpoint in SIGNUP_ENDPOINTS:
             metrics.count_signup(g.get("auth_error"), response.status_code)
+        failed = audit.FAILED_WRITES.take_unreported()
+        if failed:
+            metrics.audit_failures.inc(failed)
         if live is not None:
             live.ensure_sampling()
         return response

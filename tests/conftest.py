@@ -26,6 +26,8 @@ TABLES = (
     "authsvc.rate_limits",
     "authsvc.one_time_tokens",
 )
+# Emptied before each test like TABLES, but not account data: the audit log records failures too.
+LOG_TABLES = ("authsvc.audit_events",)
 TEST_SECRET = "test-signing-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0-long-enough"
 PASSWORD = "correct horse battery staple"
 
@@ -147,7 +149,7 @@ def service_role(pg: PgServer, database_url: str) -> str:
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         present = [
-            t for t in TABLES
+            t for t in (*TABLES, *LOG_TABLES)
             if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]
         ]
         if present:
@@ -271,3 +273,43 @@ def mail_app(database_url: str, tmp_path: Any, mailbox):
                                    AUTHSVC_MAIL_RETRY_MS="20"))
     yield app
     app.extensions["authsvc"].stores.close()
+
+
+# -- the migrations the package ships (what `authsvc migrate` applies to a fresh database) -------
+
+
+def shipped_migrations(*sets: str) -> list[str]:
+    """The migration ids of `sets` (default: all of them), as yoyo names them ("0003_profiles")."""
+    from importlib import resources
+
+    root = resources.files("authsvc").joinpath("stores", "pg", "migrations")
+    return sorted(
+        entry.name.removesuffix(".sql")
+        for group in root.iterdir() if group.is_dir() and (not sets or group.name in sets)
+        for entry in group.iterdir() if entry.name.endswith(".sql")
+    )
+
+
+# The schema version of a fully migrated database: the highest migration number.
+SCHEMA_VERSION = max(m.split("_", 1)[0] for m in shipped_migrations())
+
+
+# -- account lifecycle (admin): the service in one database and split (tests/admin_support.py) --
+
+
+@pytest.fixture(params=("one_database", "split"))
+def deployment(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """The app with AUTHSVC_ADMIN_KEY set, in one database and then split across two."""
+    from tests.admin_support import Deployment
+
+    if request.param == "one_database":
+        url, owner = request.getfixturevalue("database_url"), request.getfixturevalue("owner_url")
+        built = Deployment("one_database", (url, url), owner, owner, tmp_path)
+    else:
+        app_url, auth_url = request.getfixturevalue("split_urls")
+        app_owner, auth_owner = request.getfixturevalue("split_owner_urls")
+        built = Deployment("split", (app_url, auth_url), auth_owner, app_owner, tmp_path)
+    for url in {built.identity_owner_url, built.profile_owner_url}:
+        truncate(url)  # the databases were asked for here, after the autouse clean-up
+    yield built
+    built.close()

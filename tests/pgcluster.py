@@ -41,11 +41,17 @@ SERVICE_TABLES = (
     "authsvc.one_time_tokens",  # the account lifecycle's mailed links
 )
 SERVICE_READ_ONLY_TABLES = ("authsvc._yoyo_migration",)
+# The audit log is append-only for the service: it adds and reads events, and removes old ones
+# only through the owner's purge function.
+SERVICE_APPEND_ONLY_TABLES = ("authsvc.audit_events",)
+SERVICE_FUNCTIONS = ("authsvc.purge_audit_events(integer)",)
 SERVICE_GRANTS = (
     "GRANT CONNECT ON DATABASE {database} TO {role}",
     *(f"GRANT USAGE ON SCHEMA {schema} TO {{role}}" for schema in SERVICE_SCHEMAS),
     *(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {{role}}" for table in SERVICE_TABLES),
     *(f"GRANT SELECT ON {table} TO {{role}}" for table in SERVICE_READ_ONLY_TABLES),
+    *(f"GRANT SELECT, INSERT ON {table} TO {{role}}" for table in SERVICE_APPEND_ONLY_TABLES),
+    *(f"GRANT EXECUTE ON FUNCTION {function} TO {{role}}" for function in SERVICE_FUNCTIONS),
 )
 SERVICE_ROLE_OPTIONS = (
     "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT"
@@ -140,6 +146,9 @@ class PgServer:
                     present = conn.execute(check, (target.split()[1],)).fetchone()[0]
                 elif target.startswith("DATABASE "):
                     present = True
+                elif target.startswith("FUNCTION "):
+                    check = "SELECT to_regprocedure(%s) IS NOT NULL"
+                    present = conn.execute(check, (target.split()[1],)).fetchone()[0]
                 else:
                     check = "SELECT to_regclass(%s) IS NOT NULL"
                     present = conn.execute(check, (target,)).fetchone()[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+from uuid import UUID
 
 import pytest
 import schemathesis
@@ -25,6 +26,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from authsvc import create_app, errors
+from authsvc.api.admin_schemas import USER_ID_EXAMPLE
+from authsvc.services import admin, audit
+from authsvc.stores import ADMIN_ROLE, NewProfile
 from tests.conftest import PASSWORD, app_overrides
 from tests.test_health import closed_port_url
 
@@ -41,6 +45,7 @@ CHECKS = [
     ignored_auth,  # a 2xx on a secured operation: resent without and with a bad token, 401 both
 ]
 SCHEMATHESIS_USER = "schemathesis@example.com"
+EXAMPLE_USER = "example-user@example.com"
 TOKEN_PLACEHOLDER = "access-token-minted-when-the-case-is-sent"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 ANONYMOUS_OPERATIONS = {"POST /api/v1/auth/upgrade"}  # sent with an anonymous account's token
@@ -252,10 +257,27 @@ def tally(request: pytest.FixtureRequest) -> CaseTally:
     return plugin
 
 
+def accounts_in_place(app, auth) -> None:
+    """The schemathesis user, holding the admin role, and the user whose id is the document's
+    example (the admin API's operations on one user reach it), whatever earlier cases deleted
+    (DELETE /api/v1/auth/me, DELETE /api/v1/admin/users/{user_id})."""
+    stores = app.extensions["authsvc"].stores
+    if stores.identities.find_by_email(SCHEMATHESIS_USER) is None:
+        auth.signup(SCHEMATHESIS_USER, PASSWORD)
+    identity = stores.identities.find_by_email(SCHEMATHESIS_USER)
+    admin.set_role(stores, audit.CLI, identity.id, ADMIN_ROLE, True)
+    example = UUID(USER_ID_EXAMPLE)
+    if stores.identities.get(example) is None:
+        with stores.signup(example) as unit:
+            unit.create_identity(EXAMPLE_USER, app.extensions["authsvc"].hasher.hash(PASSWORD), {})
+            unit.insert_profile(NewProfile(example, EXAMPLE_USER))
+            unit.complete()
+
+
 @pytest.fixture
 def api_schema(app, auth, tally, spec):
     """The served document, loaded by schemathesis against the in-process app."""
-    auth.signup(SCHEMATHESIS_USER, PASSWORD)
+    accounts_in_place(app, auth)
     # The document's example login works: the examples phase reaches a 200.
     login = spec["components"]["schemas"]["Login"]["properties"]
     auth.signup(login["email"]["example"], login["password"]["example"])
@@ -282,8 +304,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-def test_schemathesis_finds_no_5xx_and_no_drift_from_the_document(case, tally, auth):
+def test_schemathesis_finds_no_5xx_and_no_drift_from_the_document(case, tally, app, auth):
     if (case.headers or {}).get("Authorization") == f"Bearer {TOKEN_PLACEHOLDER}":
+        accounts_in_place(app, auth)
         if case.operation.label in ANONYMOUS_OPERATIONS:  # only an anonymous account may
             answer = auth.client.post("/api/v1/auth/anonymous", json={}).get_json()
         else:

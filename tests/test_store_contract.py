@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from authsvc.config import load_settings
-from authsvc.errors import AuthError, EmailTaken, NotAnonymous, UsernameTaken
+from authsvc.errors import AuthError, EmailTaken, NotAnonymous, UsernameTaken, ValidationFailed
 from authsvc.services import reconcile
-from authsvc.stores import COMPLETE, PENDING, NewProfile, Outcome, Stores, make_stores
+from authsvc.stores import (
+    COMPLETE,
+    PENDING,
+    AuditEvent,
+    NewProfile,
+    Outcome,
+    Stores,
+    make_stores,
+)
 from tests.conftest import TEST_SECRET, truncate
 from tests.supabase.fake import ANON_KEY, SERVICE_KEY, SUPABASE_URL, FakeSupabase
 
@@ -59,6 +69,8 @@ def stores(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Stores]:
             SUPABASE_SERVICE_ROLE_KEY=SERVICE_KEY,
             SUPABASE_ANON_KEY=ANON_KEY,
         )
+        owner = request.getfixturevalue("supabase_sessions_owner_url")
+        env["DATABASE_URL"], owners = request.getfixturevalue("pg").service_url(owner), (owner,)
         fake = FakeSupabase().__enter__()
     for url in owners:
         truncate(url)  # every test starts from empty tables
@@ -313,3 +325,151 @@ def test_only_idle_anonymous_accounts_are_found_and_removed(stores):
     assert stores.lifecycle.remove_anonymous([young], 3600) == []
     assert stores.lifecycle.remove_anonymous([young], 0) == [young]
     assert stores.identities.get(young) is None
+
+
+# -- account lifecycle (admin): AccountAdmin and AuditLog --------------------------------------
+
+
+def _walk(stores: Stores, search: str | None = None, limit: int = 2) -> list[list[str]]:
+    """Every page of the listing, as emails."""
+    pages, cursor = [], None
+    while True:
+        accounts, cursor = stores.accounts.page(search, cursor, limit)
+        pages.append([a.identity.email for a in accounts])
+        if cursor is None:
+            return pages
+
+
+def test_accounts_are_listed_newest_first_page_by_page(stores):
+    for i in range(5):
+        _signed_up(stores, f"list{i}@example.com", f"list_{i}")
+        time.sleep(0.01)  # distinct creation times, also in Supabase's listing
+    pages = _walk(stores, limit=2)
+    assert [e for page in pages for e in page] == [f"list{i}@example.com" for i in range(4, -1, -1)]
+    assert all(len(page) <= 2 for page in pages) and len(pages) >= 3
+    accounts, _ = stores.accounts.page(None, None, 10)
+    assert [a.profile.username for a in accounts] == [f"list_{i}" for i in range(4, -1, -1)]
+    assert all(a.consistent and a.roles == frozenset() for a in accounts)
+
+
+def test_the_listing_searches_emails_case_insensitively_and_literally(stores):
+    for email in ("Ann@Example.com", "annie@example.org", "bob@example.com", "a_n@example.com"):
+        _signed_up(stores, email)
+    found = [e for page in _walk(stores, "ANN", limit=1) for e in page]
+    assert sorted(e.lower() for e in found) == ["ann@example.com", "annie@example.org"]
+    assert [e for page in _walk(stores, "a_n") for e in page] == ["a_n@example.com"]
+    assert stores.accounts.page("nobody", None, 10) == ([], None)
+
+
+@pytest.mark.parametrize("cursor", ["not a cursor", "bm90IGpzb24", "WyJ4IiwgMV0", "x" * 600])
+def test_a_cursor_the_store_did_not_make_is_refused(stores, cursor):
+    with pytest.raises(ValidationFailed):
+        stores.accounts.page(None, cursor, 10)
+    with pytest.raises(ValidationFailed):
+        stores.audit.page(None, None, cursor, 10)
+
+
+def test_an_account_shows_both_rows_and_whether_they_agree(stores):
+    user_id = _signed_up(stores, "both@example.com", "both")
+    account = stores.accounts.get(user_id)
+    assert account.identity.email == "both@example.com" and account.profile.username == "both"
+    assert account.consistent
+    stores.profiles.delete(user_id)
+    alone = stores.accounts.get(user_id)
+    assert alone.profile is None and not alone.consistent
+    pending = uuid4()
+    stores.identities.create(pending, "pending@example.com", "$argon2id$x", {})
+    stores.profiles.insert(NewProfile(pending, "pending@example.com"))
+    assert not stores.accounts.get(pending).consistent  # a profile, but no complete identity
+    assert stores.accounts.get(uuid4()) is None
+
+
+def test_roles_are_granted_and_taken_back(stores):
+    user_id = _signed_up(stores, "boss@example.com")
+    assert stores.accounts.roles(user_id) == frozenset()
+    assert stores.accounts.set_roles(user_id, frozenset({"admin"})) is True
+    assert stores.accounts.roles(user_id) == {"admin"}
+    assert stores.accounts.get(user_id).roles == {"admin"}
+    assert stores.accounts.set_roles(user_id, frozenset()) is True
+    assert stores.accounts.roles(user_id) == frozenset()
+    assert stores.accounts.roles(uuid4()) is None
+    assert stores.accounts.set_roles(uuid4(), frozenset({"admin"})) is False
+
+
+def test_a_ban_runs_from_now_for_its_duration_and_is_lifted(stores):
+    user_id = _signed_up(stores, "banned@example.com")
+    before = datetime.now(UTC)
+    banned = stores.accounts.set_ban(user_id, 3600)
+    assert before + timedelta(seconds=3590) < banned.banned_until
+    assert banned.banned_until < datetime.now(UTC) + timedelta(seconds=3610)
+    assert stores.identities.get(user_id).banned_until == banned.banned_until
+    assert stores.accounts.set_ban(user_id, None).banned_until is None
+    assert stores.identities.get(user_id).banned_until is None
+    assert stores.accounts.set_ban(uuid4(), 60) is None
+
+
+def test_removing_an_account_takes_both_rows(stores):
+    user_id = _signed_up(stores, "gone@example.com", "gone")
+    keep = _signed_up(stores, "stays@example.com", "stays")
+    assert stores.accounts.remove(user_id) is True
+    assert stores.identities.get(user_id) is None and stores.profiles.get(user_id) is None
+    assert stores.accounts.get(user_id) is None
+    assert stores.accounts.get(keep).consistent
+    assert stores.identities.find_by_email("gone@example.com") is None
+
+
+def _session(stores: Stores, user_id: UUID, token_hash: bytes) -> UUID:
+    expires = datetime.now(UTC) + timedelta(days=1)
+    return stores.sessions.create_session(user_id, token_hash, expires, "pytest")
+
+
+def test_sessions_are_counted_as_they_are_revoked_and_traced_to_their_user(stores):
+    user_id = _signed_up(stores, "sessions@example.com")
+    other = _signed_up(stores, "other@example.com")
+    first = _session(stores, user_id, b"1" * 32)
+    _session(stores, user_id, b"2" * 32)
+    kept = _session(stores, other, b"3" * 32)
+    started = stores.accounts.session_started(first)
+    assert started is not None and abs(datetime.now(UTC) - started) < timedelta(minutes=1)
+    assert stores.accounts.refresh_token_user(b"2" * 32) == user_id
+    assert stores.accounts.refresh_token_user(b"9" * 32) is None
+    assert stores.accounts.revoke_sessions(user_id, "admin") == 2
+    assert stores.accounts.revoke_sessions(user_id, "admin") == 0
+    assert not stores.sessions.check(first).active and stores.sessions.check(kept).active
+    assert stores.accounts.session_started(first) is None
+
+
+def test_audit_events_are_appended_and_paged_newest_first(stores):
+    alice, bob = uuid4(), uuid4()
+    for n in range(5):
+        stores.audit.append(
+            AuditEvent("login", alice if n % 2 == 0 else bob, request_id=f"req-{n}",
+                       ip="192.0.2.1", user_agent="pytest", details={"n": n})
+        )
+    stores.audit.append(AuditEvent("user_banned", alice, actor="admin", actor_id=bob))
+    events, cursor = stores.audit.page(alice, None, None, 2)
+    assert [e.type for e in events] == ["user_banned", "login"] and cursor is not None
+    assert events[0].actor == "admin" and events[0].actor_id == bob
+    rest, end = stores.audit.page(alice, None, cursor, 10)
+    assert [e.details["n"] for e in rest] == [2, 0] and end is None
+    logins, _ = stores.audit.page(None, "login", None, 10)
+    assert [e.request_id for e in logins] == [f"req-{n}" for n in range(4, -1, -1)]
+    first = logins[-1]
+    assert (first.user_id, first.ip, first.user_agent) == (alice, "192.0.2.1", "pytest")
+    assert first.at is not None and first.id is not None
+
+
+def test_the_audit_purge_removes_only_events_past_the_retention(stores):
+    url = stores.audit.db.url
+    stores.audit.append(AuditEvent("login", uuid4()))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO authsvc.audit_events (type, at) VALUES ('logout', now() - interval "
+            "'400 days'), ('logout', now() - interval '20 days')"
+        )
+    assert stores.audit.purge(365) == 1
+    assert stores.audit.purge(10) == 1
+    events, _ = stores.audit.page(None, None, None, 10)
+    assert [e.type for e in events] == ["login"]
+    with pytest.raises(Exception):  # noqa: B017 - the database refuses a retention under a day
+        stores.audit.purge(0)

@@ -13,7 +13,7 @@ from flask_smorest.utils import prepare_response
 from authsvc import errors
 from authsvc.api.schemas import ErrorSchema
 
-JSON_METHODS = {"POST", "PUT", "PATCH"}
+JSON_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 REQUEST_ID = "X-Request-ID"
 RETRY_AFTER = "Retry-After"
@@ -129,4 +129,10 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(auth.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(lifecycle.blp)
+    # Account lifecycle (admin): closing an account, the admin API.
+    from authsvc.api import admin, closing
+
+    api.spec.components.security_scheme("adminKey", admin.ADMIN_KEY_SCHEME)
+    api.register_blueprint(closing.blp)
+    api.register_blueprint(admin.blp)
     app.extensions["authsvc.api"] = api

@@ -12,7 +12,10 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the pages' blueprint and the cookie they keep the session in."""
-    from authsvc.pages import lifecycle  # noqa: F401 - its routes join the pages' blueprint
+    from authsvc.pages import (
+        closing,  # noqa: F401 - adds /account/delete to bp, before it registers
+        lifecycle,  # noqa: F401 - its routes join the pages' blueprint
+    )
     from authsvc.pages.browser import SessionCookie
     from authsvc.pages.views import bp
 

@@ -19,12 +19,16 @@ from authsvc.errors import (
     DatabaseUnavailable,
     IdempotencyKeyReused,
     InternalError,
+    InvalidCredentials,
     RateLimited,
+    RefreshTokenReused,
+    SignupFailed,
+    UserBanned,
 )
 from authsvc.mail import Outgoing
 from authsvc.passwords import Hasher
 from authsvc.sealing import Sealer
-from authsvc.services import links, sessions, signup
+from authsvc.services import audit, links, sessions, signup
 from authsvc.services.sessions import Minter, Session, User
 from authsvc.stores import Identity, Profile, Stores
 
@@ -55,6 +59,7 @@ class Context:
     mail: Outgoing | None = None
     public_url: str = "http://127.0.0.1:8000"
     require_email_confirmation: bool = False
+    origin: audit.Origin = audit.Origin()  # who acts, from where: for the audit log
 
 
 def _retried(what: str, call: Callable[[], T]) -> T:
@@ -147,7 +152,18 @@ def _sign_up(ctx: Context, data: signup.SignupData) -> tuple[User, Session | Non
     start is None (the client logs in instead of signing up again). With
     AUTHSVC_REQUIRE_EMAIL_CONFIRMATION on, no session is started: the address is confirmed
     first, then the person logs in."""
-    profile = signup.run(ctx.stores, ctx.hasher, data)
+    try:
+        profile = signup.run(ctx.stores, ctx.hasher, data)
+    except SignupFailed as exc:
+        audit.record(
+            ctx.stores,
+            ctx.origin,
+            audit.SIGNUP_FAILED,
+            step=exc.step,
+            reason=exc.reason,
+            compensated=exc.details.get("compensated"),
+        )
+        raise
     links.send_verification(ctx, profile.id)  # queued: a mail failure never fails a signup
     try:
         user = _retried("reading the user back", lambda: sessions.load_user(ctx.stores, profile.id))
@@ -160,7 +176,9 @@ def _sign_up(ctx: Context, data: signup.SignupData) -> tuple[User, Session | Non
     if user is None:  # removed between our commit and this read
         raise InternalError("The account was created but could not be read back; log in.")
     if ctx.require_email_confirmation:
-        return user, None  # no session before the address is confirmed: confirm, then log in
+        # No session before the address is confirmed: confirm, then log in.
+        audit.record(ctx.stores, ctx.origin, audit.SIGNUP, profile.id, session=False)
+        return user, None
     try:
         session = _retried(
             "starting the session",
@@ -174,6 +192,7 @@ def _sign_up(ctx: Context, data: signup.SignupData) -> tuple[User, Session | Non
             extra={"user_id": str(profile.id), "error": repr(exc)},
         )
         session = None
+    audit.record(ctx.stores, ctx.origin, audit.SIGNUP, profile.id, session=session is not None)
     return user, session
 
 
@@ -184,22 +203,44 @@ def _as_signed_up(profile: Profile) -> User:
 
 
 def log_in(ctx: Context, email: str, password: str) -> tuple[User, Session]:
-    return sessions.login(
-        ctx.stores,
-        ctx.hasher,
-        email,
-        password,
-        ctx.mint,
-        ctx.refresh_ttl,
-        ctx.user_agent,
-        require_confirmed=ctx.require_email_confirmation,
+    try:
+        user, session = sessions.login(
+            ctx.stores,
+            ctx.hasher,
+            email,
+            password,
+            ctx.mint,
+            ctx.refresh_ttl,
+            ctx.user_agent,
+            require_confirmed=ctx.require_email_confirmation,
+        )
+    except (InvalidCredentials, UserBanned) as exc:
+        audit.record(ctx.stores, ctx.origin, audit.LOGIN_FAILED, reason=exc.code.lower())
+        raise
+    audit.record(
+        ctx.stores, ctx.origin, audit.LOGIN, user.identity.id, session_id=session.session_id
     )
+    return user, session
 
 
 def refresh(ctx: Context, refresh_token: str) -> Session:
-    return sessions.refresh(
-        ctx.stores, refresh_token, ctx.mint, ctx.refresh_ttl, ctx.refresh_reuse_interval
-    )
+    try:
+        return sessions.refresh(
+            ctx.stores, refresh_token, ctx.mint, ctx.refresh_ttl, ctx.refresh_reuse_interval
+        )
+    except RefreshTokenReused:
+        audit.record(
+            ctx.stores, ctx.origin, audit.REFRESH_REUSED, _token_holder(ctx, refresh_token)
+        )
+        raise
+
+
+def _token_holder(ctx: Context, refresh_token: str) -> UUID | None:
+    """Whose session a reused refresh token came from, if storage can say."""
+    try:
+        return ctx.stores.accounts.refresh_token_user(sessions.hash_refresh_token(refresh_token))
+    except AuthError:
+        return None
 
 
 def check_access(ctx: Context, session_id: UUID) -> UUID:
@@ -208,6 +249,7 @@ def check_access(ctx: Context, session_id: UUID) -> UUID:
 
 def log_out(ctx: Context, user_id: UUID, session_id: UUID, scope: str = "local") -> None:
     sessions.logout(ctx.stores, user_id, session_id, scope)
+    audit.record(ctx.stores, ctx.origin, audit.LOGOUT, user_id, scope=scope)
 
 
 def me(ctx: Context, user_id: UUID) -> User:

@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from authsvc.errors import Reason, StorageError, UsernameTaken
+from authsvc.services import audit
 from authsvc.stores import PENDING, Identity, NewProfile, Profile, Stores
 
 log = logging.getLogger("authsvc.reconcile")
@@ -170,8 +171,10 @@ def repair(stores: Stores, drift: Drift, grace_seconds: int) -> dict[str, int]:
     return repaired
 
 
-def run(stores: Stores, grace_seconds: int, repair_drift: bool) -> tuple[dict[str, Any], bool]:
-    """The reconcile report, and whether drift remains afterwards."""
+def run(
+    stores: Stores, grace_seconds: int, repair_drift: bool, origin: audit.Origin = audit.CLI
+) -> tuple[dict[str, Any], bool]:
+    """The reconcile report, and whether drift remains afterwards (a repair is audited)."""
     started = time.monotonic()
     drift = find_drift(stores, grace_seconds, id_limit=None if repair_drift else ID_LIMIT)
     report = drift.report()
@@ -183,6 +186,7 @@ def run(stores: Stores, grace_seconds: int, repair_drift: bool) -> tuple[dict[st
         log.warning(
             "reconcile repaired drift", extra={"repaired": repaired, "remaining": remaining}
         )
+        audit.record(stores, origin, audit.RECONCILE_REPAIR, **repaired, remaining=remaining)
     report["repaired"] = repaired
     report["remaining"] = remaining
     report["grace_seconds"] = grace_seconds

@@ -392,6 +392,8 @@ class FakeSupabase:
             if user["is_anonymous"] and body.get("email_confirm"):
                 user["is_anonymous"] = False
             user["email"] = email
+        if "ban_duration" in body and (refused := ban_duration(user, body["ban_duration"])):
+            return refused
         for key in ("app_metadata", "user_metadata"):
             for k, v in (body.get(key) or {}).items():  # UpdateAppMetaData: null deletes
                 if v is None:
@@ -427,6 +429,8 @@ class FakeSupabase:
             return invalid
         if "email_confirmed_at" not in user:
             return auth_error(400, "email_not_confirmed", "Email not confirmed")
+        if user.get("banned_until") and datetime.fromisoformat(user["banned_until"]) > _now():
+            return auth_error(400, "user_banned", "User is banned")
         expires_at = int(_now().timestamp()) + 3600
         access = fake_jwt(
             {
@@ -549,6 +553,9 @@ class FakeSupabase:
                 rows = [r for r in rows if str(r.get(column)) == value]
             elif op == "gt":
                 rows = [r for r in rows if UUID(str(r[column])) > UUID(value)]
+            elif op == "in":  # in.(a,b,c)
+                wanted = set(value.removeprefix("(").removesuffix(")").split(","))
+                rows = [r for r in rows if str(r.get(column)) in wanted]
             elif op == "ilike":
                 pattern = re.compile(_like_to_regex(value), re.I | re.S)
                 rows = [r for r in rows if pattern.fullmatch(str(r.get(column) or ""))]
@@ -632,3 +639,22 @@ def _like_to_regex(pattern: str) -> str:
         else:
             out.append(re.escape(char))
     return "".join(out)
+
+
+# -- account lifecycle (admin): bans ------------------------------------------------------------
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def ban_duration(user: dict[str, Any], duration: str) -> httpx.Response | None:
+    """adminUserUpdate's `ban_duration`: "none" lifts the ban, a Go duration ("3600s", "2h")
+    bans from now (internal/api/admin.go, models.User.Ban); anything else is refused."""
+    if duration == "none":
+        user["banned_until"] = None
+        return None
+    match = _DURATION.match(duration or "")
+    if not duration or match is None:
+        return auth_error(400, "validation_failed", "invalid format for ban duration")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    user["banned_until"] = _iso(_now() + timedelta(hours=hours, minutes=minutes, seconds=seconds))
+    return None

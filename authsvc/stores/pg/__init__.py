@@ -12,6 +12,8 @@ from functools import partial
 
 from authsvc.config import Settings
 from authsvc.stores import Stores
+from authsvc.stores.pg.accounts import PgAccounts
+from authsvc.stores.pg.audit import PgAuditLog
 from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.idempotency import PgIdempotency, PgMaintenance
 from authsvc.stores.pg.identities import PgIdentities
@@ -55,6 +57,8 @@ def make_postgres_stores(settings: Settings) -> Stores:
         signup=unit,
         rate_limit_storage=PgRateLimits(auth_db),
         lifecycle=PgLifecycle(auth_db, app_db, co_located=not settings.split),
+        accounts=PgAccounts(auth_db, app_db, co_located=not settings.split),
+        audit=PgAuditLog(auth_db),
         pool_stats=lambda: {db.name: db.stats() for db in databases},
         _open=[db.open for db in databases],
         _close=[db.close for db in databases],

@@ -21,10 +21,12 @@ from functools import partial
 
 from authsvc.config import Settings
 from authsvc.stores import Stores
+from authsvc.stores.pg.audit import PgAuditLog
 from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.idempotency import PgIdempotency, PgMaintenance
 from authsvc.stores.pg.ratelimits import PgRateLimits
 from authsvc.stores.pg.sessions import PgSessions
+from authsvc.stores.supabase.accounts import SupabaseAccounts
 from authsvc.stores.supabase.admin import SupabaseSchema
 from authsvc.stores.supabase.clients import SupabaseClients
 from authsvc.stores.supabase.identities import SupabaseIdentities, SupabasePasswordCheck
@@ -53,6 +55,8 @@ def make_supabase_stores(settings: Settings) -> Stores:
         rate_limit_storage=PgRateLimits(db),
         password_check=SupabasePasswordCheck(clients, identities.find_by_email),
         lifecycle=SupabaseLifecycle(clients, identities, profiles, db),
+        accounts=SupabaseAccounts(clients, profiles, db),
+        audit=PgAuditLog(db),
         pool_stats=lambda: {db.name: db.stats()},
         _open=[db.open],
         _close=[db.close, clients.close],

@@ -1,0 +1,48 @@
+"""DELETE /api/v1/auth/me: the signed-in user closes their account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from flask_jwt_extended import jwt_required
+from flask_smorest import Blueprint
+
+from authsvc import errors, tokens
+from authsvc.api.admin import document_errors
+from authsvc.api.admin_schemas import CloseAccountSchema
+from authsvc.api.auth import TOKEN_ERRORS
+from authsvc.api.schemas import EmptySchema, enveloped
+from authsvc.errors import envelope_ok
+from authsvc.services import closing
+
+blp = Blueprint(
+    "closing", __name__, url_prefix="/api/v1/auth", description="Closing an account"
+)
+
+
+@blp.route("/me", methods=["DELETE"])
+@jwt_required()
+@blp.arguments(CloseAccountSchema, required=False)
+@blp.response(200, enveloped(EmptySchema))
+@blp.doc(security=[{"bearerAuth": []}])
+@document_errors(
+    blp,
+    {
+        401: (errors.InvalidCredentials, errors.ReauthenticationRequired, *TOKEN_ERRORS),
+        403: (errors.UserBanned,),
+        429: (errors.RateLimited,),
+        500: (errors.DeletionFailed,),
+    },
+)
+def close_account(body: dict[str, Any]):
+    """Close this account: every session ends, then the identity and the profile are removed.
+    Confirm with the current password, unless you logged in within the last few minutes."""
+    runtime = current_app.extensions["authsvc"]
+    user_id, session_id = tokens.current_ids()
+    password = body.get("password")
+    if password is not None:  # a password guess counts against the login limits
+        runtime.rate_limits.hit("login", request.remote_addr or "unknown", f"account:{user_id}")
+    ctx = runtime.context(request.headers.get("User-Agent"))
+    closing.close_own_account(ctx, user_id, session_id, password)
+    return envelope_ok({})

@@ -1,0 +1,100 @@
+"""`authsvc users ...`, run as an operator runs it (a subprocess with the environment), in one
+database and split."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from authsvc.errors import TokenRevoked, UserBanned
+from tests.admin_support import Deployment, bearer
+from tests.conftest import TEST_SECRET
+
+AUTHSVC = [shutil.which("authsvc")] if shutil.which("authsvc") else [sys.executable, "-m",
+                                                                       "authsvc.cli"]
+
+
+def users(deployment: Deployment, *args: str) -> subprocess.CompletedProcess:
+    app_url, auth_url = deployment.service_urls
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "DATABASE_URL"))}
+    env.update(DATABASE_URL=app_url, AUTH_DATABASE_URL=auth_url, JWT_SECRET_KEY=TEST_SECRET,
+               AUTHSVC_DATA_DIR=str(deployment.data_dir / "cli"))
+    return subprocess.run([*AUTHSVC, "users", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def test_an_operator_grants_admin_lists_shows_and_the_grant_opens_the_admin_api(deployment):
+    boss_id, _ = deployment.signup("boss@example.com")
+    deployment.signup("ann@example.com", username="ann")
+    assert "granted admin" in ok(users(deployment, "grant-admin", "BOSS@example.com"))
+    token = deployment.auth.login("boss@example.com")["data"]["session"]["access_token"]
+    assert deployment.client.get("/api/v1/admin/users", headers=bearer(token)).status_code == 200
+
+    listed = json.loads(ok(users(deployment, "list", "--json")))
+    assert [u["email"] for u in listed["users"]] == ["ann@example.com", "boss@example.com"]
+    assert listed["users"][1]["roles"] == ["admin"] and listed["next_cursor"] is None
+    page = ok(users(deployment, "list", "--limit", "1"))
+    assert page.splitlines()[0].endswith("ann@example.com")
+    cursor = page.splitlines()[-1].removeprefix("more: authsvc users list --cursor ")
+    rest = ok(users(deployment, "list", "--limit", "1", "--cursor", cursor))
+    assert rest.splitlines() == [f"{boss_id}  boss@example.com  [admin]"]
+    assert ok(users(deployment, "list", "--search", "nobody")) == "no users matching 'nobody'\n"
+
+    shown = json.loads(ok(users(deployment, "show", boss_id, "--json")))
+    assert shown["consistent"] is True and shown["identity"]["roles"] == ["admin"]
+    human = ok(users(deployment, "show", "ann@example.com"))
+    assert "username: ann" in human and "consistent: yes" in human
+
+    assert "revoked admin" in ok(users(deployment, "revoke-admin", "boss@example.com"))
+    assert deployment.client.get("/api/v1/admin/users", headers=bearer(token)).status_code == 403
+    assert [e["actor"] for e in deployment.events("role_granted")] == ["cli"]
+    assert len(deployment.events("role_revoked")) == 1
+
+
+def test_an_operator_bans_unbans_revokes_and_deletes(deployment):
+    user_id, token = deployment.signup("troll@example.com", username="troll")
+    out = ok(users(deployment, "ban", "troll@example.com", "--duration", "2h"))
+    assert out.startswith("banned:") and "[banned until" in out
+    assert deployment.auth.me(token).get_json()["error"]["code"] == TokenRevoked.code
+    assert deployment.auth.login("troll@example.com", expect=403)["error"]["code"] == (
+        UserBanned.code)
+    (banned,) = deployment.events("user_banned")
+    assert banned["actor"] == "cli" and banned["details"]["duration_seconds"] == 7200
+    ok(users(deployment, "unban", user_id))
+    second = deployment.auth.login("troll@example.com")["data"]["session"]["access_token"]
+    assert ok(users(deployment, "revoke", "troll@example.com")) == "ended 1 session(s)\n"
+    assert deployment.auth.me(second).status_code == 401
+
+    refused = users(deployment, "delete", "troll@example.com")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert deployment.identity(user_id) is not None
+    assert ok(users(deployment, "delete", "troll@example.com", "--yes")) == f"deleted {user_id}\n"
+    assert deployment.identity(user_id) is None and deployment.profile(user_id) is None
+    (deleted,) = deployment.events("user_deleted")
+    assert deleted["actor"] == "cli" and deleted["details"]["reason"] == "deleted_by_admin"
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "said"),
+    [(("show", "nobody@example.com"), 1, "There is no user nobody@example.com"),
+     (("ban", "nobody@example.com", "--duration", "1h"), 1, "There is no user"),
+     (("ban", "someone@example.com", "--duration", "soon"), 2, "is not a duration"),
+     (("delete", "8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10", "--yes"), 1, "There is no user")],
+)
+def test_mistakes_are_said_with_an_exit_status(deployment, args: Any, status, said):
+    deployment.signup("someone@example.com")
+    result = users(deployment, *args)
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert said in result.stderr
+    assert deployment.events("user_banned") == [] and deployment.events("user_deleted") == []
