@@ -340,11 +340,14 @@ def _parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_reconcile)
     purge = sub.add_parser(
         "purge",
-        help="remove spent refresh tokens, ended sessions and expired idempotency keys",
+        help="remove spent refresh tokens, ended sessions, expired keys and links, idle "
+        "anonymous accounts and old audit events",
         description="Remove what can never be used again: refresh tokens expired or spent "
         "longer ago than AUTHSVC_SPENT_TOKEN_RETENTION_SECONDS, sessions revoked that long ago "
-        "or left without tokens, and expired idempotency keys. The service also does this by "
-        "itself, at most every AUTHSVC_PURGE_INTERVAL_SECONDS, one instance at a time.",
+        "or left without tokens, expired idempotency keys and one-time links; anonymous "
+        "accounts idle past AUTHSVC_ANONYMOUS_MAX_IDLE_DAYS (both rows); audit events past "
+        "AUTHSVC_AUDIT_RETENTION_DAYS. The service also does this by itself, at most every "
+        "AUTHSVC_PURGE_INTERVAL_SECONDS, one instance at a time.",
     )
     purge.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     purge.set_defaults(func=cmd_purge)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt
 from jwt import InvalidSignatureError
 
@@ -21,6 +21,11 @@ def mint(user_id: UUID, session_id: UUID) -> tuple[str, int]:
     ttl = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
     token = create_access_token(identity=str(user_id), additional_claims={"sid": str(session_id)})
     return token, int(ttl.total_seconds())
+
+
+def checked_session() -> Any:
+    """This request's session check (with the user's rows when storage read them with it)."""
+    return g.get("authsvc_session")
 
 
 def current_ids() -> tuple[UUID, UUID]:
@@ -102,7 +107,9 @@ def init_app(app: Flask, secret: str, access_ttl: int, previous: Sequence[str] =
             return True
         # An ended session is revoked (401); a ban raises UserBanned (403) from here.
         try:
-            sessions.check_access(current_app.extensions["authsvc"].stores, session_id)
+            g.authsvc_session = sessions.check_access(
+                current_app.extensions["authsvc"].stores, session_id
+            )
         except TokenRevoked:
             return True
         return False

@@ -33,6 +33,10 @@ def test_a_journey_is_recorded_with_who_from_where_and_nothing_secret(deployment
     login = deployment.auth.login("ada@example.com")["data"]["session"]
     refresh = login["refresh_token"]
     rotated = client.post("/api/v1/auth/refresh", json={"refresh_token": refresh}).get_json()
+    # Past the reuse interval, the spent token presented again is theft.
+    deployment.sql(deployment.identity_owner_url,
+                   "UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '1 minute' "
+                   "WHERE used_at IS NOT NULL")
     reused = client.post("/api/v1/auth/refresh", json={"refresh_token": refresh})
     assert reused.get_json()["error"]["code"] == RefreshTokenReused.code
     last = deployment.auth.login("ada@example.com")["data"]["session"]
@@ -168,3 +172,21 @@ def test_details_that_look_secret_are_dropped_and_values_kept_plain(deployment):
     (event,) = deployment.events()
     assert event["details"] == {"scope": "local", "many": list(range(20)), "note": "x" * 200}
     assert audit.record(deployment.stores, audit.SYSTEM, "Not A Type") is False
+
+
+def test_password_changes_and_upgrades_are_recorded(deployment):
+    client = deployment.client
+    token = client.post("/api/v1/auth/signup", json={
+        "email": "pat@example.com", "password": PASSWORD}).get_json()["data"]["session"][
+        "access_token"]
+    changed = client.post("/api/v1/auth/password", headers=bearer(token), json={
+        "current_password": PASSWORD, "password": "another long passphrase"})
+    assert changed.status_code == 200, changed.get_json()
+    guest = client.post("/api/v1/auth/anonymous", json={}).get_json()["data"]
+    upgraded = client.post("/api/v1/auth/upgrade",
+                           headers=bearer(guest["session"]["access_token"]),
+                           json={"email": "guest@example.com", "password": PASSWORD})
+    assert upgraded.status_code == 200, upgraded.get_json()
+    types = [e["type"] for e in deployment.events()]
+    assert types == ["signup", "password_changed", "signup", "user_upgraded"], types
+    assert str(deployment.events("user_upgraded")[0]["user_id"]) == guest["user"]["id"]

@@ -76,6 +76,7 @@ class NoMailer:
     """Production without SMTP_URL: every message is reported as undelivered."""
 
     description = "none (SMTP_URL is not set)"
+    delivers = False  # the queue does not even compose for it: no link is made for nobody
 
     def send(self, message: EmailMessage) -> None:
         raise MailError("SMTP_URL is not set: no mail can be sent", permanent=True)

@@ -55,6 +55,11 @@ class MailQueue:
 
     def submit(self, kind: str, compose: Compose) -> None:
         """Queue a job; never raises (a full queue is reported like any undelivered mail)."""
+        if not getattr(self.mailer, "delivers", True):
+            # No mail can go out (production without SMTP_URL): make no link nobody gets.
+            log.warning("mail not sent: SMTP_URL is not set", extra={"kind": kind})
+            self._count(kind, FAILED)
+            return
         self._ensure_thread()
         try:
             self._queue.put_nowait(_Job(kind, compose))

@@ -186,8 +186,8 @@ def _resolve_session(browser: BrowserSession) -> SignedIn | None:
         browser.sign_out()
         return None
     try:
-        accounts.check_access(ctx, session_id)
-        user = accounts.me(ctx, user_id)
+        seen = accounts.check_access(ctx, session_id)
+        user = accounts.me(ctx, user_id, seen)
     except (TokenRevoked, UserBanned):
         browser.sign_out()
         return None

@@ -30,7 +30,7 @@ from authsvc.passwords import Hasher
 from authsvc.sealing import Sealer
 from authsvc.services import audit, links, sessions, signup
 from authsvc.services.sessions import Minter, Session, User
-from authsvc.stores import Identity, Profile, Stores
+from authsvc.stores import Identity, Profile, SessionCheck, Stores
 
 log = logging.getLogger("authsvc.accounts")
 
@@ -243,7 +243,7 @@ def _token_holder(ctx: Context, refresh_token: str) -> UUID | None:
         return None
 
 
-def check_access(ctx: Context, session_id: UUID) -> UUID:
+def check_access(ctx: Context, session_id: UUID) -> SessionCheck:
     return sessions.check_access(ctx.stores, session_id)
 
 
@@ -252,8 +252,8 @@ def log_out(ctx: Context, user_id: UUID, session_id: UUID, scope: str = "local")
     audit.record(ctx.stores, ctx.origin, audit.LOGOUT, user_id, scope=scope)
 
 
-def me(ctx: Context, user_id: UUID) -> User:
-    return sessions.me(ctx.stores, user_id)
+def me(ctx: Context, user_id: UUID, seen: SessionCheck | None = None) -> User:
+    return sessions.me(ctx.stores, user_id, seen)
 
 
 def update_me(ctx: Context, user_id: UUID, changes: dict[str, Any]) -> User:

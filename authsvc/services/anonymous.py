@@ -33,7 +33,7 @@ from authsvc.errors import (
     UpgradeFailed,
     WeakPassword,
 )
-from authsvc.services import links, sessions, signup
+from authsvc.services import audit, links, sessions, signup
 from authsvc.services.accounts import Context, _retried
 from authsvc.services.signup import ProfileMismatch
 from authsvc.stores import LifecycleStore, NewProfile, Outcome, Profile, Stores
@@ -88,7 +88,7 @@ def start(ctx: Context) -> tuple[sessions.User, sessions.Session]:
     are retried briefly; an account that still gets no session is unreachable and is removed
     with the idle ones."""
     profile = create_account(ctx.stores)
-    # audit: signup (anonymous)
+    audit.record(ctx.stores, ctx.origin, audit.SIGNUP, profile.id, anonymous=True)
     user = _retried("reading the user back", lambda: sessions.load_user(ctx.stores, profile.id))
     if user is None:
         raise TokenRevoked("The account was removed right after it was created.")
@@ -152,7 +152,7 @@ def upgrade(
                 extra={"user_id": str(user_id), "step": step, "error_code": err.code},
             )
             raise err from exc
-    # audit: user_upgraded
+    audit.record(ctx.stores, ctx.origin, audit.USER_UPGRADED, user_id)
     log.info("anonymous account upgraded", extra={"user_id": str(user_id)})
     # The upgrade has landed: what follows is retried briefly rather than failed at once.
     _retried("ending earlier sessions",

@@ -40,6 +40,10 @@ SESSIONS_REVOKED = "sessions_revoked"
 ROLE_GRANTED = "role_granted"
 ROLE_REVOKED = "role_revoked"
 RECONCILE_REPAIR = "reconcile_repair"
+PASSWORD_CHANGED = "password_changed"  # noqa: S105 - an event name
+PASSWORD_RESET = "password_reset"  # noqa: S105 - an event name
+EMAIL_VERIFIED = "email_verified"
+USER_UPGRADED = "user_upgraded"
 
 ACTORS = ("user", "admin", "admin_key", "cli", "system")
 _TYPE = re.compile(r"^[a-z][a-z_]{0,63}\Z")

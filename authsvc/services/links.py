@@ -20,7 +20,7 @@ from uuid import UUID
 from authsvc import passwords
 from authsvc.errors import InvalidCredentials, LinkInvalid, TokenRevoked, WeakPassword
 from authsvc.mail import Mail
-from authsvc.services import sessions
+from authsvc.services import audit, sessions
 from authsvc.stores import COMPLETE, Identity, LifecycleStore, Stores
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def verify_email(ctx: Context, token: str) -> sessions.User:
     user_id = _lifecycle(ctx.stores).confirm_email(token)
     if user_id is None:
         raise LinkInvalid()
-    # audit: email_verified
+    audit.record(ctx.stores, ctx.origin, audit.EMAIL_VERIFIED, user_id)
     log.info("email verified", extra={"user_id": str(user_id)})
     user = sessions.load_user(ctx.stores, user_id)
     if user is None:
@@ -156,7 +156,7 @@ def reset_password(ctx: Context, token: str, password: str) -> UUID:
     user_id = _lifecycle(ctx.stores).reset_password(token, password, ctx.hasher.hash(password))
     if user_id is None:
         raise LinkInvalid()
-    # audit: password_reset
+    audit.record(ctx.stores, ctx.origin, audit.PASSWORD_RESET, user_id)
     log.info("password reset; every session revoked", extra={"user_id": str(user_id)})
     return user_id
 
@@ -180,7 +180,7 @@ def change_password(
         raise WeakPassword(details={"password": reasons})
     if not _lifecycle(ctx.stores).change_password(user_id, password, ctx.hasher.hash(password)):
         raise TokenRevoked("The account this token belongs to no longer exists.")
-    # audit: password_changed
+    audit.record(ctx.stores, ctx.origin, audit.PASSWORD_CHANGED, user_id)
     log.info("password changed; every other session revoked", extra={"user_id": str(user_id)})
     return sessions.start_session(ctx.stores, user_id, ctx.mint, ctx.refresh_ttl, ctx.user_agent)
 

@@ -15,11 +15,18 @@ PURGE_JOB = "purge"
 
 
 def purge(stores: Stores, settings: Settings) -> dict[str, Any]:
-    """Remove refresh tokens and sessions that can never be used again and expired
-    idempotency keys; the counts removed, and how long it took."""
+    """Remove what can never be used again or is past its keeping: spent and expired refresh
+    tokens, ended sessions, expired idempotency keys and one-time links, anonymous accounts idle
+    past AUTHSVC_ANONYMOUS_MAX_IDLE_DAYS (both rows), audit events past
+    AUTHSVC_AUDIT_RETENTION_DAYS; the counts removed, and how long it took."""
+    from authsvc.services import anonymous, audit, links
+
     started = time.monotonic()
     counts: dict[str, Any] = dict(stores.sessions.purge(settings.spent_token_retention))
     counts["idempotency_keys"] = stores.idempotency.purge()
+    counts["one_time_tokens"] = links.purge_expired_tokens(stores, settings)
+    counts.update(anonymous.purge_idle(stores, settings))
+    counts.update(audit.purge_expired(stores, settings))
     counts["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
     log.info("purge done", extra={"purged": counts})
     return counts

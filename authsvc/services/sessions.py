@@ -22,7 +22,7 @@ from authsvc.errors import (
 )
 from authsvc.passwords import Hasher
 from authsvc.services.reconcile import restore_profile
-from authsvc.stores import COMPLETE, Identity, Profile, RotateOutcome, Stores
+from authsvc.stores import COMPLETE, Identity, Profile, RotateOutcome, SessionCheck, Stores
 
 log = logging.getLogger("authsvc.sessions")
 
@@ -182,9 +182,10 @@ def _refuse_if_banned(banned_until: datetime | None) -> None:
         raise UserBanned(details={"banned_until": _rfc3339(banned_until)})
 
 
-def check_access(stores: Stores, session_id: UUID) -> UUID:
-    """The user of an open session whose user is not banned; every authenticated call and
-    refresh goes through this. TokenRevoked for an ended session, UserBanned for a ban."""
+def check_access(stores: Stores, session_id: UUID) -> SessionCheck:
+    """An open session whose user is not banned (with the user's rows when storage read them
+    in the same statement); every authenticated call goes through this. TokenRevoked for an
+    ended session, UserBanned for a ban."""
     check = stores.sessions.check(session_id)
     if check is None or not check.active:
         raise TokenRevoked()
@@ -195,7 +196,7 @@ def check_access(stores: Stores, session_id: UUID) -> UUID:
             raise TokenRevoked("The account this token belongs to no longer exists.")
         banned_until = identity.banned_until
     _refuse_if_banned(banned_until)
-    return check.user_id
+    return check
 
 
 def refresh(
@@ -244,8 +245,17 @@ def logout(stores: Stores, user_id: UUID, session_id: UUID, scope: str = "local"
     log.info("logout", extra={"user_id": str(user_id), "scope": scope})
 
 
-def me(stores: Stores, user_id: UUID) -> User:
-    user = load_user(stores, user_id)
+def me(stores: Stores, user_id: UUID, seen: SessionCheck | None = None) -> User:
+    """The whole user; `seen` is this request's session check, whose rows (when storage read
+    them with the session) need not be read again."""
+    identity = seen.identity if seen is not None and seen.user_id == user_id else None
+    if identity is not None and identity.signup_state == COMPLETE:
+        profile = seen.profile if seen is not None else None  # noqa: SIM108 - both from `seen`
+        if profile is None:
+            profile = stores.profiles.get(user_id)
+        user = User(identity, profile) if profile is not None else None
+    else:
+        user = load_user(stores, user_id)
     if user is None:
         raise TokenRevoked("The account this token belongs to no longer exists.")
     return user

@@ -74,6 +74,10 @@ class SessionCheck:
     active: bool
     banned_until: datetime | None
     bans_known: bool
+    # The user's rows, when the sessions' database holds them too (read in the same statement,
+    # so GET /me needs no other): None when not held here, or missing.
+    identity: Identity | None = None
+    profile: Profile | None = None
 
 
 @dataclass(frozen=True)

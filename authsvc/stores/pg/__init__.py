@@ -50,7 +50,7 @@ def make_postgres_stores(settings: Settings) -> Stores:
         backend="postgres",
         identities=identities,
         profiles=profiles,
-        sessions=PgSessions(auth_db, bans_known=True),
+        sessions=PgSessions(auth_db, bans_known=True, profiles_here=not settings.split),
         idempotency=PgIdempotency(auth_db),
         maintenance=PgMaintenance(auth_db),
         admin=PgSchema(plan, settings),

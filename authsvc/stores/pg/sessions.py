@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 from authsvc.stores import RotateOutcome, Rotation, SessionCheck
+from authsvc.stores.pg import identities, profiles
 from authsvc.stores.pg.database import Database
 
 # Deletes run in batches this size, so a purge of millions of rows never holds a long lock.
@@ -30,15 +32,23 @@ SELECT %(hash)s, id, %(expires)s FROM session
 
 class PgSessions:
     """SessionStore in the Postgres that holds the authsvc schema; `bans_known` when auth.users
-    is in the same database."""
+    is in the same database, `profiles_here` when public.users is too (one database): then a
+    session's check reads the whole user in the same statement."""
 
-    def __init__(self, db: Database, bans_known: bool) -> None:
+    def __init__(self, db: Database, bans_known: bool, profiles_here: bool = False) -> None:
         self.db = db
         self.bans_known = bans_known
+        self.profiles_here = profiles_here and bans_known
         ban = "u.banned_until" if bans_known else "NULL::timestamptz"
         join = "LEFT JOIN auth.users u ON u.id = s.user_id" if bans_known else ""
+        user = ""
+        if bans_known:
+            user += "".join(f", u.{c} AS u_{c}" for c in identities.COLUMNS.split(", "))
+        if self.profiles_here:
+            user += "".join(f", p.{c} AS p_{c}" for c in profiles.COLUMNS.split(", "))
+            join += " LEFT JOIN public.users p ON p.id = s.user_id"
         self._check = (
-            f"SELECT s.user_id, s.revoked_at IS NULL AS active, {ban} AS banned_until "
+            f"SELECT s.user_id, s.revoked_at IS NULL AS active, {ban} AS banned_until{user} "
             f"FROM authsvc.sessions s {join} WHERE s.id = %s"
         )
         self._lock_token = (
@@ -111,7 +121,14 @@ class PgSessions:
         row = self.db.read_one(self._check, (session_id,))
         if row is None:
             return None
-        return SessionCheck(row["user_id"], row["active"], row["banned_until"], self.bans_known)
+        identity = profile = None
+        if self.bans_known and row["u_id"] is not None:
+            identity = identities.to_identity(_prefixed(row, "u_"))
+        if self.profiles_here and row["p_id"] is not None:
+            profile = profiles.to_profile(_prefixed(row, "p_"))
+        return SessionCheck(
+            row["user_id"], row["active"], row["banned_until"], self.bans_known, identity, profile
+        )
 
     def revoke_session(self, session_id: UUID, reason: str) -> None:
         self.db.execute(
@@ -157,3 +174,7 @@ class PgSessions:
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
+
+
+def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
