@@ -51,6 +51,22 @@ SERVICE_ROLE_OPTIONS = (
 )
 
 
+# Every server of this test session (started here or given by TEST_DATABASE_URL), by address:
+# tests/pgbouncer.py puts a PgBouncer only in front of these, as their admin user.
+_SERVERS: dict[tuple[str, int], PgServer] = {}
+
+
+def _address(url: str) -> tuple[str, int]:
+    params = conninfo_to_dict(url)
+    return params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+
+
+def server_of(url: str) -> PgServer | None:
+    """The session's server that `url` points at; None for anything else (a closed port, a
+    proxy, a pooler)."""
+    return _SERVERS.get(_address(url))
+
+
 def _target(grant: str) -> str:
     """The object a grant statement names ("auth.users", "SCHEMA auth", "DATABASE ...")."""
     return grant.split(" ON ", 1)[1].split(" TO ", 1)[0]
@@ -66,6 +82,9 @@ class PgServer:
     service_role: str | None = None
     service_role_missing: str = ""
     _service_password: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        _SERVERS[_address(self.admin_url)] = self
 
     @classmethod
     def start(cls) -> PgServer:
@@ -190,6 +209,8 @@ class PgServer:
         if self.data_dir is not None:
             embedded.stop(self.data_dir)
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if _SERVERS.get(_address(self.admin_url)) is self:
+            del _SERVERS[_address(self.admin_url)]
 
     # A stopped and restarted server, for outage tests (only on our own cluster).
     def stop_server(self) -> None:
