@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -142,15 +143,19 @@ class PgBouncer:
         return bouncer
 
     def url(self, direct: str) -> str:
-        """`direct` (a URL of this bouncer's server) with host and port of the pooler."""
+        """`direct` (a URL or key=value string of this bouncer's server) with host and port of
+        the pooler, in the same form (a test of how the service shows a form still sees it)."""
         params = conninfo_to_dict(direct)
         user, password = params["user"], params.get("password", "")
         if self.users.get(user) != password:
             self.users[user] = password
             _write_userlist(self.dir, self.users)
             self.console("RELOAD")
-        return "postgresql://{user}:{password}@127.0.0.1:{port}/{dbname}".format(
-            user=user, password=password, port=self.listen_port, dbname=params["dbname"])
+        if "://" not in direct:
+            return make_conninfo(direct, host="127.0.0.1", port=str(self.listen_port))
+        parts = urlsplit(direct)
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{self.listen_port}"))
 
     def console(self, command: str) -> list[dict[str, Any]]:
         """A command on PgBouncer's admin console (SHOW SERVERS, RELOAD, ...), as dicts."""

@@ -56,15 +56,20 @@ SERVICE_ROLE_OPTIONS = (
 _SERVERS: dict[tuple[str, int], PgServer] = {}
 
 
-def _address(url: str) -> tuple[str, int]:
+def _address(url: str) -> tuple[str, int] | None:
+    """(host, port) of the one server `url` names; None when it names several."""
     params = conninfo_to_dict(url)
-    return params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+    host, port = params.get("host") or "127.0.0.1", params.get("port") or "5432"
+    if "," in host or "," in port:
+        return None
+    return host, int(port)
 
 
 def server_of(url: str) -> PgServer | None:
     """The session's server that `url` points at; None for anything else (a closed port, a
-    proxy, a pooler)."""
-    return _SERVERS.get(_address(url))
+    proxy, a pooler, a list of hosts)."""
+    address = _address(url)
+    return _SERVERS.get(address) if address is not None else None
 
 
 def _target(grant: str) -> str:
@@ -84,7 +89,9 @@ class PgServer:
     _service_password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        _SERVERS[_address(self.admin_url)] = self
+        address = _address(self.admin_url)
+        if address is not None:
+            _SERVERS[address] = self
 
     @classmethod
     def start(cls) -> PgServer:
@@ -209,8 +216,9 @@ class PgServer:
         if self.data_dir is not None:
             embedded.stop(self.data_dir)
             shutil.rmtree(self.data_dir, ignore_errors=True)
-        if _SERVERS.get(_address(self.admin_url)) is self:
-            del _SERVERS[_address(self.admin_url)]
+        address = _address(self.admin_url)
+        if address is not None and _SERVERS.get(address) is self:
+            del _SERVERS[address]
 
     # A stopped and restarted server, for outage tests (only on our own cluster).
     def stop_server(self) -> None:
