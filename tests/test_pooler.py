@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from authsvc import create_app
 from authsvc.config import ConfigError, Settings, load_settings, redact_url
@@ -220,15 +221,15 @@ def test_doctor_fails_without_a_server_side_timeout_or_a_direct_url_and_says_wha
         migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:  # whatever the suite's switch set
             conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" RESET statement_timeout')
-        env = {"DATABASE_URL": bouncer.url(pg.service_url(url)),
-               "AUTHSVC_DB_POOLER": "transaction"}
+        service_url = pg.service_url(url)
+        env = {"DATABASE_URL": bouncer.url(service_url), "AUTHSVC_DB_POOLER": "transaction"}
         result = cli(env, "doctor", data_dir=tmp_path)
         assert result.code == 1, result
         checks = lines(result.stdout)
         assert checks["pooler"].startswith("ok")
         assert checks["statement timeout"].startswith("FAIL")
         # The statement to run names the role the service connects as.
-        role = pg.service_role or "postgres"
+        role = conninfo_to_dict(service_url)["user"]
         assert f"ALTER ROLE {role} SET statement_timeout = '15000ms'" in checks[
             "statement timeout"]
         assert checks["direct url"].startswith("FAIL")
