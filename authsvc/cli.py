@@ -29,27 +29,34 @@ def _say(message: str) -> None:
     print(f"authsvc: {message}", file=sys.stderr)
 
 
-def _where(settings: Settings, embedded: bool) -> str:
+def _where(settings: Settings, origin: str) -> str:
     url = redact_url(settings.database_url or "")
     if settings.split:
         url = f"{url} (identities: {redact_url(settings.auth_database_url or '')})"
-    origin = f"embedded, data dir {settings.data_dir}" if embedded else "DATABASE_URL"
     return f"database {url} ({origin})"
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[Settings]:
-    """The settings with a database: the configured one, or the embedded one, started if need
+def _database(settings: Settings, direct_for: str | None = None) -> Iterator[Settings]:
+    """The settings with a database: the configured one (on its direct URLs when `direct_for`,
+    a command that needs a session of its own, is given), or the embedded one, started if need
     be and stopped again afterwards when this command started it."""
     if settings.database_url:
-        _say(_where(settings, embedded=False))
+        origin = "DATABASE_URL"
+        if direct_for:
+            settings = settings.direct(direct_for)
+            direct = [("DATABASE_DIRECT_URL", settings.database_direct_url)]
+            if settings.split:
+                direct.append(("AUTH_DATABASE_DIRECT_URL", settings.auth_database_direct_url))
+            origin = ", ".join(name for name, url in direct if url) or origin
+        _say(_where(settings, origin))
         yield settings
         return
     from authsvc import embedded
 
     settings, cluster = embedded.with_database(settings)
     _say(
-        _where(settings, embedded=True)
+        _where(settings, f"embedded, data dir {settings.data_dir}")
         + ("; started it" if cluster.started_here else "; already running")
     )
     # gunicorn's workers are forks of this process and leave through this frame too: only the
@@ -132,8 +139,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     with (
-        _database(settings) as settings,
-        _stores(settings.direct("`authsvc migrate`")) as stores,
+        _database(settings, direct_for="`authsvc migrate`") as settings,
+        _stores(settings) as stores,
     ):
         applied = stores.admin.migrate()
         status = stores.admin.migration_status()
@@ -149,13 +156,10 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from authsvc.services import reconcile
 
     try:
-        with _database(settings) as settings:
-            if args.repair:  # repairs run on the direct connection, as migrations do
-                settings = settings.direct("`authsvc reconcile --repair`")
-            with _stores(settings) as stores:
-                result, remaining = reconcile.run(
-                    stores, settings.reconcile_grace_seconds, args.repair
-                )
+        # Repairs run on the direct connection, as migrations do.
+        direct_for = "`authsvc reconcile --repair`" if args.repair else None
+        with _database(settings, direct_for) as settings, _stores(settings) as stores:
+            result, remaining = reconcile.run(stores, settings.reconcile_grace_seconds, args.repair)
     except Exception as exc:  # noqa: BLE001 - whatever stopped it, the answer is exit 2
         # Exit 1 means "drift remains": a crash must not be mistaken for that by a scheduler.
         if isinstance(exc, AuthError):

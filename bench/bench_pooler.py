@@ -31,14 +31,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from authsvc.stores.pg.identities import COLUMNS  # noqa: E402
 from tests.conftest import migrate  # noqa: E402
 from tests.pgbouncer import PgBouncer  # noqa: E402
 from tests.pgcluster import PgServer  # noqa: E402
 
-LOOKUP = (
-    "SELECT id, email, password_hash, is_anonymous, email_confirmed_at, banned_until, "
-    "signup_state, created_at FROM auth.users WHERE lower(email) = lower(%s)"
-)
+# The service's own login lookup (PgIdentities.find_by_email).
+LOOKUP = f"SELECT {COLUMNS} FROM auth.users WHERE lower(email) = lower(%s)"
 TIMEOUT_MS = 15000
 
 
@@ -117,7 +116,8 @@ def main() -> None:
             )
             conn.execute(f"ALTER DATABASE {conninfo_db(url)} SET statement_timeout = {TIMEOUT_MS}")
         bouncer = PgBouncer.start(pg.admin_url)
-        urls = {"pooled": bouncer.url(url), "direct": url}
+        service_url = pg.service_url(url)  # as the service connects: its non-superuser role
+        urls = {"pooled": bouncer.url(service_url), "direct": service_url}
         results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in WAYS}
         for _ in range(args.rounds):  # interleaved, so a noisy neighbour hits every way alike
             for name, where, fn in WAYS:

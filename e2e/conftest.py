@@ -1,7 +1,8 @@
 """The service under gunicorn on a fresh database, and Debian's Chromium to drive it.
 
 One gunicorn (two workers, gunicorn.conf.py read from the repository root) serves every test of
-the session on a free loopback port (tests/service.py); each test starts from empty tables.
+the session on a free loopback port (tests/service.py; behind PgBouncer in transaction mode when
+the suite runs with AUTHSVC_TEST_POOLER=pgbouncer); each test starts from empty tables.
 Chromium is the machine's own (/usr/bin/chromium, or $AUTHSVC_E2E_CHROMIUM): Playwright's
 browser download is not used. Everything a run produces goes under test-results/ (pytest
 --output; git-ignored), never into the repository: the service's log test-results/gunicorn.log;
@@ -83,7 +84,8 @@ def service(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
         gunicorn = Gunicorn.started(env, log_path=output / "gunicorn.log")
     except ServiceFailed as exc:
         pytest.fail(str(exc))
-    yield Service(gunicorn, database_url, owner_url)
+    # The URL the service was given (PgBouncer's under AUTHSVC_TEST_POOLER=pgbouncer).
+    yield Service(gunicorn, gunicorn.env["DATABASE_URL"], owner_url)
     gunicorn.stop()
 
 

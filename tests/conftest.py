@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from authsvc import create_app
 from authsvc.config import load_settings
 from authsvc.stores import make_stores
+from tests import pgbouncer
 from tests.pgcluster import PgServer
 
 TABLES = (
@@ -40,7 +41,9 @@ CHEAP_ARGON2 = {
 
 
 def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, Any]:
-    return {
+    """An in-process app's settings on `database_url` (behind PgBouncer under
+    AUTHSVC_TEST_POOLER=pgbouncer), `extra` last."""
+    return pgbouncer.route({
         "TESTING": True,
         "DATABASE_URL": database_url,
         "AUTH_DATABASE_URL": "",
@@ -56,7 +59,7 @@ def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, A
         "AUTHSVC_DB_CONNECT_TIMEOUT": "2",
         **CHEAP_ARGON2,
         **extra,
-    }
+    })
 
 
 def migration_count(*sets: str) -> int:
@@ -83,8 +86,9 @@ def migrate(database_url: str, auth_database_url: str | None = None) -> None:
 
 
 def migrate_with(env: dict[str, Any]) -> None:
-    """The migrations of the store these settings name (`authsvc migrate`'s code)."""
-    stores = make_stores(load_settings(env))
+    """The migrations of the store these settings name (`authsvc migrate`'s code, on the direct
+    URLs as it runs them when the suite puts the service behind PgBouncer)."""
+    stores = make_stores(load_settings(pgbouncer.route(env)).direct("`authsvc migrate`"))
     try:
         stores.admin.migrate()
     finally:
@@ -251,6 +255,8 @@ def auth(client) -> AuthActions:
 
 def pytest_report_header(config: Any) -> str:
     where = os.environ.get("TEST_DATABASE_URL") and "TEST_DATABASE_URL" or "throwaway cluster"
+    if pgbouncer.enabled():
+        where += ", the service behind PgBouncer in transaction mode (AUTHSVC_TEST_POOLER)"
     return f"authsvc tests: real Postgres from {where}"
 
 

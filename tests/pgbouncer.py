@@ -7,12 +7,14 @@ else: `options` refused, no `max_prepared_statements` (Debian 12's 1.18 has none
 the README's `query_wait_timeout` and `server_login_retry`: how fast an outage is answered and
 over, not what the pooler accepts.
 
-With `AUTHSVC_TEST_POOLER=pgbouncer` in the environment, `service_env()` hands the service under
-test every database through a PgBouncer (one per Postgres server, started on first use) and the
-direct URLs as `DATABASE_DIRECT_URL` / `AUTH_DATABASE_DIRECT_URL`, with
-`AUTHSVC_DB_POOLER=transaction`: the fixtures call it wherever they give the service its
-configuration, so the whole suite runs behind the pooler. Raw-SQL assertions and faults keep
-using the direct URLs.
+With `AUTHSVC_TEST_POOLER=pgbouncer` in the environment, `route()` hands the service under test
+every database through a PgBouncer (one per Postgres server of the session, started on first
+use, its admin user the server's) and the direct URLs as `DATABASE_DIRECT_URL` /
+`AUTH_DATABASE_DIRECT_URL`, with `AUTHSVC_DB_POOLER=transaction`. The harness calls it wherever
+it gives the service its configuration (tests/conftest.py's app_overrides and migrate_with,
+tests/service.py's Gunicorn, the CLI runners, the stores built without an app), so the whole
+suite, tests/ and e2e/, runs behind the pooler. Raw-SQL assertions and faults keep using the
+direct URLs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -37,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from authsvc import embedded
 from authsvc.config import Settings
+from tests.pgcluster import server_of
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 SWITCH = "AUTHSVC_TEST_POOLER"
@@ -139,15 +143,19 @@ class PgBouncer:
         return bouncer
 
     def url(self, direct: str) -> str:
-        """`direct` (a URL of this bouncer's server) with host and port of the pooler."""
+        """`direct` (a URL or key=value string of this bouncer's server) with host and port of
+        the pooler, in the same form (a test of how the service shows a form still sees it)."""
         params = conninfo_to_dict(direct)
         user, password = params["user"], params.get("password", "")
         if self.users.get(user) != password:
             self.users[user] = password
             _write_userlist(self.dir, self.users)
             self.console("RELOAD")
-        return "postgresql://{user}:{password}@127.0.0.1:{port}/{dbname}".format(
-            user=user, password=password, port=self.listen_port, dbname=params["dbname"])
+        if "://" not in direct:
+            return make_conninfo(direct, host="127.0.0.1", port=str(self.listen_port))
+        parts = urlsplit(direct)
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{self.listen_port}"))
 
     def console(self, command: str) -> list[dict[str, Any]]:
         """A command on PgBouncer's admin console (SHOW SERVERS, RELOAD, ...), as dicts."""
@@ -197,13 +205,17 @@ _lock = threading.Lock()
 
 
 def bouncer_for(url: str) -> PgBouncer:
-    """The session's PgBouncer in front of the server of `url` (started on first use)."""
+    """The session's PgBouncer in front of the server of `url` (started on first use). Its
+    admin is the server's admin user when the server is one of the session's (whatever role
+    `url` names), else `url`'s own user."""
     params = conninfo_to_dict(url)
     key = (params.get("host", "127.0.0.1"), int(params.get("port", 5432)))
+    server = server_of(url)
+    admin_url = server.admin_url if server is not None else make_conninfo(url, dbname="postgres")
     with _lock:
         bouncer = _running.get(key)
         if bouncer is None or bouncer.proc.poll() is not None:
-            bouncer = _running[key] = PgBouncer.start(make_conninfo(url, dbname="postgres"))
+            bouncer = _running[key] = PgBouncer.start(admin_url)
         return bouncer
 
 
@@ -213,7 +225,8 @@ _timeouts_set: set[tuple[str, int, str]] = set()
 def pooled(url: str) -> str:
     """`url` through its server's PgBouncer. The first time, its database gets the service's
     statement timeout as a server-side setting, as the README tells users to do (through a
-    transaction-mode pooler the service cannot send it at connect time)."""
+    transaction-mode pooler the service cannot send it at connect time); the pooler's admin, the
+    server's admin user, sets it (the service's role may not)."""
     bouncer = bouncer_for(url)
     dbname = conninfo_to_dict(url)["dbname"]
     key = (bouncer.host, bouncer.port, dbname)
@@ -251,27 +264,27 @@ DIRECT = {"DATABASE_URL": "DATABASE_DIRECT_URL", "AUTH_DATABASE_URL": "AUTH_DATA
 def through_pgbouncer(env: Mapping[str, Any]) -> dict[str, Any]:
     """`env` with its database URLs through PgBouncer and the direct ones as *_DIRECT_URL.
 
-    A URL whose server does not answer (a test of an unreachable database) is left alone, and
-    so is one that comes with its direct URL already or goes through a PgBouncer already.
+    Only URLs of the session's own Postgres servers that answer now are routed: one that comes
+    with its direct URL already, or points elsewhere (a closed port for a test of an unreachable
+    database, a proxy, a PgBouncer already), is left alone.
     """
     out = dict(env)
     for var, direct_var in DIRECT.items():
         url = out.get(var)
         if not url or out.get(direct_var):
             continue  # none, or already split into a pooled and a direct URL
+        if server_of(url) is None:
+            continue  # not one of the session's servers
         params = conninfo_to_dict(url)
-        port = int(params.get("port", 5432))
-        if port in {b.listen_port for b in _running.values()}:
-            continue  # already through one of ours (a test of the pooler itself)
-        if not _answers(params.get("host", "127.0.0.1"), port):
-            continue
+        if not _answers(params.get("host", "127.0.0.1"), int(params.get("port", 5432))):
+            continue  # a stopped server: the test is about its absence
         out[direct_var] = url
         out[var] = pooled(url)
         out.setdefault("AUTHSVC_DB_POOLER", "transaction")
     return out
 
 
-def service_env(env: Mapping[str, Any]) -> dict[str, Any]:
+def route(env: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration the service under test gets: `env`, behind PgBouncer when the suite
     runs with AUTHSVC_TEST_POOLER=pgbouncer, unchanged otherwise."""
     return through_pgbouncer(env) if enabled() else dict(env)

@@ -58,6 +58,27 @@ SERVICE_ROLE_OPTIONS = (
 )
 
 
+# Every server of this test session (started here or given by TEST_DATABASE_URL), by address:
+# tests/pgbouncer.py puts a PgBouncer only in front of these, as their admin user.
+_SERVERS: dict[tuple[str, int], PgServer] = {}
+
+
+def _address(url: str) -> tuple[str, int] | None:
+    """(host, port) of the one server `url` names; None when it names several."""
+    params = conninfo_to_dict(url)
+    host, port = params.get("host") or "127.0.0.1", params.get("port") or "5432"
+    if "," in host or "," in port:
+        return None
+    return host, int(port)
+
+
+def server_of(url: str) -> PgServer | None:
+    """The session's server that `url` points at; None for anything else (a closed port, a
+    proxy, a pooler, a list of hosts)."""
+    address = _address(url)
+    return _SERVERS.get(address) if address is not None else None
+
+
 def _target(grant: str) -> str:
     """The object a grant statement names ("auth.users", "SCHEMA auth", "DATABASE ...")."""
     return grant.split(" ON ", 1)[1].split(" TO ", 1)[0]
@@ -73,6 +94,11 @@ class PgServer:
     service_role: str | None = None
     service_role_missing: str = ""
     _service_password: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        address = _address(self.admin_url)
+        if address is not None:
+            _SERVERS[address] = self
 
     @classmethod
     def start(cls) -> PgServer:
@@ -200,6 +226,9 @@ class PgServer:
         if self.data_dir is not None:
             embedded.stop(self.data_dir)
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        address = _address(self.admin_url)
+        if address is not None and _SERVERS.get(address) is self:
+            del _SERVERS[address]
 
     # A stopped and restarted server, for outage tests (only on our own cluster).
     def stop_server(self) -> None:

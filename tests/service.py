@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import gunicorn
 
+from tests import pgbouncer
 from tests.conftest import CHEAP_ARGON2, PASSWORD, TEST_SECRET
 
 REPO = Path(__file__).resolve().parent.parent
@@ -215,12 +216,13 @@ class ServiceFailed(RuntimeError):
 
 class Gunicorn:
     """`python -m gunicorn -w N wsgi:app` from the repository root, started at once on a free
-    loopback port with `env` over a clean environment (see service_env for the usual settings).
-    Its output goes to `log_path` (appended to), or to a temporary file removed by stop()."""
+    loopback port with `env` over a clean environment (see service_env for the usual settings;
+    its databases behind PgBouncer under AUTHSVC_TEST_POOLER=pgbouncer). Its output goes to
+    `log_path` (appended to), or to a temporary file removed by stop()."""
 
     def __init__(self, env: dict[str, str], workers: int = 2, log_path: Path | None = None,
                  name: str = "gunicorn") -> None:
-        self.env = clean_env(**{"PYTHONUNBUFFERED": "1", **env})
+        self.env = clean_env(**{"PYTHONUNBUFFERED": "1", **pgbouncer.route(env)})
         self.workers = workers
         self.name = name
         self._temporary_log = log_path is None

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests import faults
+from tests import faults, pgbouncer
 from tests.conftest import TEST_SECRET, count, latest_migration, migration_count
 
 MIGRATIONS = migration_count("auth", "sessions", "app")
@@ -23,8 +23,8 @@ AUTHSVC = [shutil.which("authsvc") or sys.executable, *([] if shutil.which("auth
 def run(args, env, cwd, timeout=120):
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("AUTHSVC_", "DATABASE_URL", "POSTGRES_URL", "AUTH_DATABASE"))}
-    return subprocess.run([*AUTHSVC, *args], env={**clean, **env}, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([*AUTHSVC, *args], env={**clean, **pgbouncer.route(env)}, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -66,7 +66,8 @@ def test_concurrent_migrations_from_two_instances_both_succeed(pg, env, tmp_path
     url = pg.create_database("authsvc_test_race")
     try:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-        procs = [subprocess.Popen([*AUTHSVC, "migrate"], env={**clean, **env, "DATABASE_URL": url},
+        procs = [subprocess.Popen([*AUTHSVC, "migrate"],
+                                  env={**clean, **pgbouncer.route({**env, "DATABASE_URL": url})},
                                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True) for _ in range(2)]
         outputs = [p.communicate(timeout=120) for p in procs]

@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from authsvc import create_app
 from authsvc.errors import SignupFailed
-from tests import faults
+from tests import faults, pgbouncer
 from tests.conftest import PASSWORD, AuthActions, app_overrides, identity_row, profile_row
 from tests.lossy_proxy import LossyProxy
 
@@ -24,16 +24,22 @@ COMPLETE = "signup_state = 'complete'"
 IDENTITY_INSERT = "INSERT INTO auth.users"
 
 
-def _proxy_for(url: str) -> LossyProxy:
-    params = conninfo_to_dict(url)
-    return LossyProxy(params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
+def _proxied(env: dict[str, str], var: str) -> tuple[dict[str, str], LossyProxy]:
+    """`env` (the service's database settings) with `var`'s database behind a proxy, right in
+    front of the service: before PgBouncer when the suite runs behind it (whose direct URL then
+    stays as it was)."""
+    env = pgbouncer.route(env)
+    params = conninfo_to_dict(env[var])
+    proxy = LossyProxy(params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
+    return {**env, var: proxy.url(env[var])}, proxy
 
 
 @pytest.fixture
 def one(database_url: str, tmp_path: Any) -> Iterator[tuple[AuthActions, LossyProxy]]:
     """The service on one database, through the proxy."""
-    proxy = _proxy_for(database_url)
-    app = create_app(app_overrides(proxy.url(database_url), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1"))
+    env, proxy = _proxied({"DATABASE_URL": database_url}, "DATABASE_URL")
+    app = create_app(app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1",
+                                   **env))
     yield AuthActions(app.test_client()), proxy
     app.extensions["authsvc"].stores.close()
     proxy.stop()
@@ -43,11 +49,10 @@ def one(database_url: str, tmp_path: Any) -> Iterator[tuple[AuthActions, LossyPr
 def split(split_urls: tuple[str, str], tmp_path: Any) -> Iterator[tuple[AuthActions, LossyProxy]]:
     """The service on two databases; the identity database behind the proxy."""
     app_url, auth_url = split_urls
-    proxy = _proxy_for(auth_url)
-    app = create_app(
-        app_overrides(app_url, tmp_path, AUTH_DATABASE_URL=proxy.url(auth_url),
-                      AUTHSVC_DB_POOL_TIMEOUT="1")
-    )
+    env, proxy = _proxied({"DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url},
+                          "AUTH_DATABASE_URL")
+    app = create_app(app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1",
+                                   **env))
     yield AuthActions(app.test_client()), proxy
     app.extensions["authsvc"].stores.close()
     proxy.stop()

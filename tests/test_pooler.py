@@ -22,20 +22,34 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from authsvc import create_app
-from authsvc.config import ConfigError, Settings, load_settings
+from authsvc.config import ConfigError, Settings, load_settings, redact_url
 from authsvc.errors import SignupFailed
-from authsvc.passwords import Hasher
-from authsvc.stores import make_store
-from authsvc.stores.pg import _ADVISORY_LOCK_KEY
+from authsvc.stores import make_stores
+from authsvc.stores.pg.schema import _ADVISORY_LOCK_KEY
 from tests import faults
-from tests.conftest import PASSWORD, TEST_SECRET, app_overrides, assert_no_trace, migrate, truncate
+from tests.conftest import (
+    PASSWORD,
+    TEST_SECRET,
+    app_overrides,
+    assert_no_trace,
+    migrate,
+    migration_count,
+    truncate,
+)
 from tests.pgbouncer import PGBOUNCER, PgBouncer, bouncer_for, through_pgbouncer
 from tests.pgcluster import PgServer
-from tests.reliability.conftest import _throwaway_cluster
-from tests.reliability.support import Layout, Service, cli, start_server, unique_email, wait_for
+from tests.reliability.conftest import (
+    _throwaway_cluster,
+    chaos_seed,  # noqa: F401 - the randomized run's seed
+)
+from tests.reliability.support import Layout, cli, start_server, unique_email
 from tests.reliability.test_randomized import HELD_STEPS, INJECTIONS, PLAIN, chaos
+from tests.service import Gunicorn, service_env, wait_for
+
+MIGRATIONS = migration_count("auth", "sessions", "app")
 
 pytestmark = pytest.mark.skipif(
     not Path(PGBOUNCER).exists(), reason="needs Debian's pgbouncer: bash scripts/install.sh --test"
@@ -48,17 +62,24 @@ def bouncer(pg: PgServer) -> PgBouncer:
 
 
 @pytest.fixture(scope="module")
-def one(pg: PgServer) -> Iterator[str]:
-    """A migrated database of this module's own (its server-side settings are ours to change)."""
+def one_owner(pg: PgServer) -> Iterator[str]:
+    """A migrated database of this module's own (its server-side settings are ours to change),
+    as its owner: for faults and raw-SQL assertions."""
     url = pg.create_database("authsvc_pooler")
     migrate(url)
     yield url
     pg.drop_database(url)
 
 
+@pytest.fixture(scope="module")
+def one(pg: PgServer, one_owner: str) -> str:
+    """The same database as the service connects to it (the non-superuser service role)."""
+    return pg.service_url(one_owner)
+
+
 @pytest.fixture
-def clean_one(one: str) -> str:
-    truncate(one)
+def clean_one(one: str, one_owner: str) -> str:
+    truncate(one_owner)
     return one
 
 
@@ -133,13 +154,12 @@ def test_the_store_refuses_to_take_the_migration_lock_through_the_pooler(pg, bou
             ({"DATABASE_URL": bouncer.url(app_url), "AUTH_DATABASE_URL": bouncer.url(auth_url)},
              "AUTH_DATABASE_DIRECT_URL"),
         ):
-            store = make_store(settings(AUTHSVC_DB_POOLER="transaction", **env),
-                               Hasher(1, 8, 1))
+            stores = make_stores(settings(AUTHSVC_DB_POOLER="transaction", **env))
             try:
                 with pytest.raises(ConfigError, match=f"set {variable}"):
-                    store.migrate()
+                    stores.admin.migrate()
             finally:
-                store.close()
+                stores.close()
         for url in (app_url, auth_url):
             with psycopg.connect(url, autocommit=True) as conn:
                 assert conn.execute("SELECT to_regclass('auth.users')").fetchone()[0] is None
@@ -201,14 +221,17 @@ def test_doctor_fails_without_a_server_side_timeout_or_a_direct_url_and_says_wha
         migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:  # whatever the suite's switch set
             conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" RESET statement_timeout')
-        env = {"DATABASE_URL": bouncer.url(url), "AUTHSVC_DB_POOLER": "transaction"}
+        service_url = pg.service_url(url)
+        env = {"DATABASE_URL": bouncer.url(service_url), "AUTHSVC_DB_POOLER": "transaction"}
         result = cli(env, "doctor", data_dir=tmp_path)
         assert result.code == 1, result
         checks = lines(result.stdout)
         assert checks["pooler"].startswith("ok")
         assert checks["statement timeout"].startswith("FAIL")
-        assert "ALTER ROLE" in checks["statement timeout"]
-        assert "statement_timeout = '15000ms'" in checks["statement timeout"]
+        # The statement to run names the role the service connects as.
+        role = conninfo_to_dict(service_url)["user"]
+        assert f"ALTER ROLE {role} SET statement_timeout = '15000ms'" in checks[
+            "statement timeout"]
         assert checks["direct url"].startswith("FAIL")
         assert "set DATABASE_DIRECT_URL" in checks["direct url"]
 
@@ -257,7 +280,7 @@ def test_signup_login_refresh_and_me_through_the_pooler_all_succeed(
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(journey, range(24)))
     finally:
-        app.extensions["authsvc"].store.close()
+        app.extensions["authsvc"].stores.close()
     assert all(r == [201] + [200] * 9 for r in results), results
     dbname = clean_one.rsplit("/", 1)[1]
     servers = [s for s in bouncer.console("SHOW SERVERS") if s["database"] == dbname]
@@ -273,15 +296,17 @@ def test_a_slow_statement_is_cut_by_the_statement_timeout_through_the_pooler_or_
     url = pg.create_database("authsvc_pooler_timeout")
     try:
         migrate(url)
+        service_url = pg.service_url(url)
         if path == "pgbouncer":
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" '
                              "SET statement_timeout = '300ms'")
-            overrides = app_overrides(bouncer.url(url), tmp_path, DATABASE_DIRECT_URL=url,
+            overrides = app_overrides(bouncer.url(service_url), tmp_path,
+                                      DATABASE_DIRECT_URL=service_url,
                                       AUTHSVC_DB_POOLER="transaction")
         else:
             # With its direct URL given, the suite's AUTHSVC_TEST_POOLER leaves it direct.
-            overrides = app_overrides(url, tmp_path, DATABASE_DIRECT_URL=url,
+            overrides = app_overrides(service_url, tmp_path, DATABASE_DIRECT_URL=service_url,
                                       AUTHSVC_DB_STATEMENT_TIMEOUT_MS="300")
         app = create_app(overrides)
         try:
@@ -290,7 +315,7 @@ def test_a_slow_statement_is_cut_by_the_statement_timeout_through_the_pooler_or_
                     "/api/v1/auth/signup", json={"email": "slow@example.com",
                                                  "password": PASSWORD})
         finally:
-            app.extensions["authsvc"].store.close()
+            app.extensions["authsvc"].stores.close()
         body = reply.get_json()
         assert reply.status_code == 500 and body["error"]["code"] == SignupFailed.code, body
         assert body["error"]["details"]["step"] == "profile_insert"
@@ -351,7 +376,9 @@ def test_migrate_takes_its_advisory_lock_on_the_direct_connection(pg, bouncer, t
         holder.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK_KEY,))
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-        assert "applied 3 migration(s)" in out
+        assert f"applied {MIGRATIONS} migration(s)" in out
+        # It says which database it migrated: the direct one, not the pooler in DATABASE_URL.
+        assert f"database {redact_url(url)} (DATABASE_DIRECT_URL)" in err
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -361,9 +388,9 @@ def test_migrate_takes_its_advisory_lock_on_the_direct_connection(pg, bouncer, t
 
 
 def test_reconcile_reads_through_the_pooler_and_repairs_only_on_the_direct_url(
-    clean_one, tmp_path
+    clean_one, one_owner, tmp_path
 ):
-    with psycopg.connect(clean_one, autocommit=True) as conn:
+    with psycopg.connect(one_owner, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO auth.users (id, email, password_hash, signup_state, created_at) "
             "VALUES (gen_random_uuid(), 'abandoned@example.com', 'x', 'pending', "
@@ -373,18 +400,20 @@ def test_reconcile_reads_through_the_pooler_and_repairs_only_on_the_direct_url(
     found = cli(env, "reconcile", "--json", data_dir=tmp_path)
     assert found.code == 1, found
     assert found.json["identities_without_profile"]["count"] == 1
+    assert f"database {redact_url(env['DATABASE_URL'])} (DATABASE_URL)" in found.stderr
 
     without_direct = {k: v for k, v in env.items() if k != "DATABASE_DIRECT_URL"}
     refused = cli(without_direct, "reconcile", "--repair", data_dir=tmp_path)
     assert refused.code == 2, refused
     assert "Set DATABASE_DIRECT_URL" in refused.stderr
-    with psycopg.connect(clean_one, autocommit=True) as conn:
+    with psycopg.connect(one_owner, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 1
 
     repaired = cli(env, "reconcile", "--repair", "--json", data_dir=tmp_path)
     assert repaired.code == 0, repaired
     assert repaired.json["repaired"]["identities_removed"] == 1
-    with psycopg.connect(clean_one, autocommit=True) as conn:
+    assert f"database {redact_url(clean_one)} (DATABASE_DIRECT_URL)" in repaired.stderr
+    with psycopg.connect(one_owner, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 0
 
 
@@ -420,34 +449,43 @@ def pooled_layouts(outage_cluster: PgServer) -> dict[str, Layout]:
     auth_url = outage_cluster.create_database("authsvc_pooled_auth")
     migrate(app_url, auth_url)
     server = outage_cluster  # both layouts on it: stopping it takes both databases down
+    service_one = server.service_url(one)
     return {
-        "one": Layout("pgbouncer-one", one, one, app_server=server, auth_server=server),
-        "split": Layout("pgbouncer-split", app_url, auth_url, app_server=server,
-                        auth_server=server),
+        "one": Layout("pgbouncer-one", one, one, service_one, service_one,
+                      app_server=server, auth_server=server),
+        "split": Layout("pgbouncer-split", app_url, auth_url, server.service_url(app_url),
+                        server.service_url(auth_url), app_server=server, auth_server=server),
     }
 
 
+def pooled_env(layout: Layout) -> dict[str, str]:
+    """The layout's settings as the service gets them: through PgBouncer, direct URLs beside."""
+    return behind(layout.service_app_url, layout.service_auth_url)
+
+
 @pytest.fixture(scope="module")
-def pooled_services() -> Iterator[dict[str, Service]]:
-    running: dict[str, Service] = {}
+def pooled_services() -> Iterator[dict[str, Gunicorn]]:
+    running: dict[str, Gunicorn] = {}
     yield running
     for service in running.values():
         service.stop()
 
 
 @pytest.fixture(params=["one", "split"])
-def pooled(request, pooled_layouts, pooled_services, tmp_path_factory) -> tuple[Layout, Service]:
+def pooled(request, pooled_layouts, pooled_services, tmp_path_factory) -> tuple[Layout, Gunicorn]:
     """(layout, gunicorn with 2 workers reaching it through PgBouncer), tables emptied."""
     layout = pooled_layouts[request.param]
     for server in layout.servers():
         start_server(server)
     layout.truncate()
     service = pooled_services.get(request.param)
-    if service is None or service.proc is None or service.proc.poll() is not None:
-        env = {**behind(layout.app_url, layout.auth_url), "AUTHSVC_DB_POOL_TIMEOUT": "2"}
+    if service is None:
         data_dir = tmp_path_factory.mktemp(f"pooled-{request.param}")
-        service = Service(layout, data_dir, extra_env=env, name=layout.name).start()
+        env = service_env(data_dir, **pooled_env(layout), AUTHSVC_DB_POOL_TIMEOUT="2")
+        service = Gunicorn.started(env, log_path=data_dir / "gunicorn.log", name=layout.name)
         pooled_services[request.param] = service
+    elif not service.running:
+        service.restart()
     return layout, service
 
 
@@ -477,8 +515,9 @@ def _bounded_schedule(rng: random.Random) -> list[tuple[str, ...]]:
 
 
 @pytest.mark.slow
-def test_randomized_faults_through_the_pooler_never_leave_half_a_user(pooled, tmp_path):
+def test_randomized_faults_through_the_pooler_never_leave_half_a_user(
+    pooled, tmp_path, chaos_seed  # noqa: F811 - the fixture imported above
+):
     """The reliability suite's run (its assertions, its report), on a shorter schedule."""
     layout, service = pooled
-    chaos(layout, service, tmp_path, _bounded_schedule,
-          cli_env=behind(layout.app_url, layout.auth_url))
+    chaos(layout, service, tmp_path, _bounded_schedule, chaos_seed, cli_env=pooled_env(layout))

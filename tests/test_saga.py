@@ -9,7 +9,7 @@ from authsvc.errors import EmailTaken, SignupFailed
 from authsvc.passwords import Hasher
 from authsvc.services import signup
 from authsvc.stores import make_stores
-from tests import faults
+from tests import faults, pgbouncer
 from tests.conftest import PASSWORD, TEST_SECRET, assert_no_trace, identity_row, profile_row
 
 HASHER = Hasher(1, 8, 1)
@@ -17,8 +17,9 @@ HASHER = Hasher(1, 8, 1)
 
 @pytest.fixture
 def pg_store(database_url, tmp_path):
-    settings = load_settings({"DATABASE_URL": database_url, "AUTH_DATABASE_URL": "",
-                              "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)})
+    settings = load_settings(pgbouncer.route({
+        "DATABASE_URL": database_url, "AUTH_DATABASE_URL": "", "JWT_SECRET_KEY": TEST_SECRET,
+        "AUTHSVC_DATA_DIR": str(tmp_path)}))
     stores = make_stores(settings)
     yield stores
     stores.close()
@@ -68,8 +69,9 @@ def test_verify_returned_refuses_no_row_and_other_rows():
 @pytest.fixture
 def split_store(split_urls, tmp_path):
     app_url, auth_url = split_urls
-    settings = load_settings({"DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url,
-                              "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path)})
+    settings = load_settings(pgbouncer.route({
+        "DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url, "JWT_SECRET_KEY": TEST_SECRET,
+        "AUTHSVC_DATA_DIR": str(tmp_path)}))
     assert settings.split
     stores = make_stores(settings)
     yield stores

@@ -30,6 +30,7 @@ from authsvc.stores import (
     Stores,
     make_stores,
 )
+from tests import pgbouncer
 from tests.conftest import TEST_SECRET, truncate
 from tests.supabase.fake import ANON_KEY, SERVICE_KEY, SUPABASE_URL, FakeSupabase
 
@@ -74,7 +75,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Stores]:
         fake = FakeSupabase().__enter__()
     for url in owners:
         truncate(url)  # every test starts from empty tables
-    built = make_stores(load_settings(env))
+    built = make_stores(load_settings(pgbouncer.route(env)))
     yield built
     built.close()
     if fake is not None:

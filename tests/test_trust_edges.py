@@ -15,7 +15,7 @@ from authsvc.errors import (
 )
 from authsvc.services import maintenance
 from authsvc.stores import make_stores
-from tests import faults
+from tests import faults, pgbouncer
 from tests.conftest import PASSWORD, TEST_SECRET, AuthActions, app_overrides, count
 
 
@@ -157,8 +157,9 @@ def test_an_expired_key_starts_over(auth, db):
 
 
 def _stores(database_url: str, tmp_path: Any, **env: str):
-    settings = load_settings({"DATABASE_URL": database_url, "JWT_SECRET_KEY": TEST_SECRET,
-                              "AUTHSVC_DATA_DIR": str(tmp_path), **env})
+    settings = load_settings(pgbouncer.route({
+        "DATABASE_URL": database_url, "JWT_SECRET_KEY": TEST_SECRET,
+        "AUTHSVC_DATA_DIR": str(tmp_path), **env}))
     return settings, make_stores(settings)
 
 

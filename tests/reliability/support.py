@@ -20,6 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from authsvc import embedded
+from tests import pgbouncer
 from tests.conftest import truncate
 from tests.pgcluster import PgServer
 from tests.service import Gunicorn, clean_env, service_env, wait_for
@@ -157,9 +158,13 @@ class Layout:
 
 
 def workers_holding(service: Gunicorn, held: Iterable[dict[str, Any]]) -> dict[int, int]:
-    """worker pid -> how many of the `held` backends (pg_stat_activity rows with client_port
-    and server_port) it is connected to."""
-    return service.holders((h["client_port"], h["server_port"]) for h in held)
+    """worker pid -> how many of the `held` backends (pg_stat_activity rows with pid,
+    client_port and server_port) it is connected to."""
+    # Behind PgBouncer a backend's client is the pooler: follow it to the service's connection.
+    return service.holders(
+        pgbouncer.client_of(h["server_port"], h["pid"]) or (h["client_port"], h["server_port"])
+        for h in held
+    )
 
 
 # -- a gate: hold statements inside a pg_sleep loop until released ---------------------------
@@ -254,7 +259,10 @@ class CliResult:
 
 def cli(layout_env: dict[str, str], *args: str, data_dir: Path,
         extra_env: dict[str, str] | None = None, timeout: float = 180) -> CliResult:
-    env = clean_env(**service_env(data_dir, **{**layout_env, **(extra_env or {})}))
+    """`authsvc <args>` as a subprocess with the layout's settings (behind PgBouncer under
+    AUTHSVC_TEST_POOLER=pgbouncer)."""
+    settings = service_env(data_dir, **{**layout_env, **(extra_env or {})})
+    env = clean_env(**pgbouncer.route(settings))
     proc = subprocess.run(
         [sys.executable, "-m", "authsvc.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,

@@ -276,11 +276,19 @@ def test_randomized_signups_under_faults_never_leave_half_a_user(
         start_server(server)
     layout.truncate()
     service = services.get(layout, name="chaos", extra_env={"AUTHSVC_DB_POOL_TIMEOUT": "2"})
-    seed = chaos_seed
+    chaos(layout, service, state_dir, _schedule, chaos_seed)
+
+
+def chaos(layout: Layout, service: Gunicorn, state_dir: Any,
+          schedule: Callable[[random.Random], list[tuple[str, ...]]], seed: int,
+          cli_env: dict[str, str] | None = None) -> None:
+    """Signups along `schedule` (drawn with `seed`), then `authsvc reconcile --repair` (with
+    `cli_env` over the layout's settings), then the guarantee checked with plain SQL and real
+    logins; the counts go to the run's report."""
     rng = random.Random(seed)
     run = Run(layout, service, rng)
     started = time.monotonic()
-    for i, spec in enumerate(_schedule(rng)):
+    for i, spec in enumerate(schedule(rng)):
         try:
             if spec[0] == "clean":
                 run.clean()
@@ -294,14 +302,14 @@ def test_randomized_signups_under_faults_never_leave_half_a_user(
     traffic = time.monotonic() - started
 
     before = layout.drift()
-    found = reconcile(layout, "--json", data_dir=state_dir)
+    found = reconcile(layout, "--json", data_dir=state_dir, extra_env=cli_env)
     assert found.code == (1 if any(before.values()) else 0), found
     assert found.json["identities_without_profile"]["count"] == before[
         "identities_without_profile"]
     assert found.json["profiles_without_identity"]["count"] == before[
         "profiles_without_identity"]
     repair_started = time.monotonic()
-    repaired = reconcile(layout, "--repair", "--json", data_dir=state_dir)
+    repaired = reconcile(layout, "--repair", "--json", data_dir=state_dir, extra_env=cli_env)
     repair_seconds = time.monotonic() - repair_started
     assert repaired.code == 0, repaired
     after = layout.drift()

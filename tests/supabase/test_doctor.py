@@ -121,9 +121,9 @@ def supabase_database(pg, tmp_path):
 
 
 def test_doctor_finds_a_trigger_that_writes_profiles_itself(
-    supabase_database, cli_env, fake, capsys, monkeypatch
+    supabase_database, cli_env, fake, capsys
 ):
-    monkeypatch.setenv("DATABASE_URL", supabase_database)
+    cli_env(DATABASE_URL=supabase_database)
     status, lines = doctor(capsys)
     assert status == 1
     assert lines["triggers"].startswith("FAIL")
@@ -133,11 +133,11 @@ def test_doctor_finds_a_trigger_that_writes_profiles_itself(
 
 
 def test_doctor_lists_harmless_triggers_without_failing(
-    supabase_database, cli_env, fake, capsys, monkeypatch
+    supabase_database, cli_env, fake, capsys
 ):
     with psycopg.connect(supabase_database, autocommit=True) as conn:
         conn.execute("DROP TRIGGER on_auth_user_created ON auth.users")
-    monkeypatch.setenv("DATABASE_URL", supabase_database)
+    cli_env(DATABASE_URL=supabase_database)
     status, lines = doctor(capsys)
     assert lines["triggers"].startswith("ok") and "audit_users" in lines["triggers"]
     assert status == 0, lines
