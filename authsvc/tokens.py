@@ -23,6 +23,10 @@ def mint(user_id: UUID, session_id: UUID) -> tuple[str, int]:
     return token, int(ttl.total_seconds())
 
 
+ISSUER = "authsvc"
+AUDIENCE = "authsvc"
+
+
 def checked_session() -> Any:
     """This request's session check (with the user's rows when storage read them with it)."""
     return g.get("authsvc_session")
@@ -70,6 +74,11 @@ def init_app(app: Flask, secret: str, access_ttl: int, previous: Sequence[str] =
         JWT_TOKEN_LOCATION=["headers"],
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=access_ttl),
         JWT_ERROR_MESSAGE_KEY="message",
+        # Tokens say who issued them and for whom, and only ours are taken (API.md, Tokens).
+        JWT_ENCODE_ISSUER=ISSUER,
+        JWT_DECODE_ISSUER=ISSUER,
+        JWT_ENCODE_AUDIENCE=AUDIENCE,
+        JWT_DECODE_AUDIENCE=AUDIENCE,
     )
     jwt = JWTManager(app)
 

@@ -71,9 +71,9 @@ def test_a_token_signed_before_a_rotation_still_works_and_new_ones_use_the_new_k
 
     fresh = AuthActions(client).login()["data"]["session"]["access_token"]
     assert jwt.get_unverified_header(fresh)["kid"] == key_id(NEW) != key_id(OLD)
-    assert jwt.decode(fresh, NEW, algorithms=["HS256"])["sub"]
+    assert jwt.decode(fresh, NEW, algorithms=["HS256"], audience="authsvc")["sub"]
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(fresh, OLD, algorithms=["HS256"])
+        jwt.decode(fresh, OLD, algorithms=["HS256"], audience="authsvc")
 
 
 def test_without_the_previous_key_a_token_of_the_old_key_is_refused(make_app):
@@ -93,7 +93,7 @@ def test_the_key_id_is_a_short_hash_of_the_key_never_the_key(make_app):
 
 def _claims(app: Any, secret: str) -> dict[str, Any]:
     token = AuthActions(app.test_client()).signup()["data"]["session"]["access_token"]
-    return jwt.decode(token, secret, algorithms=["HS256"])
+    return jwt.decode(token, secret, algorithms=["HS256"], audience="authsvc")
 
 
 def test_a_token_without_a_key_id_is_checked_against_the_current_key_only(make_app):

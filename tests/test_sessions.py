@@ -360,3 +360,26 @@ def test_a_deleted_account_loses_its_sessions(auth, db):
     db.execute("DELETE FROM auth.users")
     assert auth.me(session["access_token"]).status_code == 401
     assert refresh(auth.client, session["refresh_token"]).status_code == 401
+
+
+@pytest.mark.parametrize("claims", [{"aud": "someone-else"}, {"iss": "someone-else"},
+                                    {"aud": None}, {"iss": None}])
+def test_a_token_for_another_audience_or_issuer_is_refused(app, auth, claims):
+    import jwt as pyjwt
+
+    from tests.conftest import TEST_SECRET
+
+    token = session_of(auth.signup())["access_token"]
+    payload = pyjwt.decode(token, options={"verify_signature": False})
+    assert (payload["iss"], payload["aud"]) == ("authsvc", "authsvc")
+    for key, value in claims.items():
+        if value is None:
+            payload.pop(key)
+        else:
+            payload[key] = value
+    header = pyjwt.get_unverified_header(token)
+    forged = pyjwt.encode(payload, TEST_SECRET, algorithm="HS256", headers={"kid": header["kid"]})
+    response = auth.me(forged)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == TokenInvalid.code
+    assert auth.me(token).status_code == 200  # the genuine one still works

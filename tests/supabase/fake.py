@@ -423,14 +423,16 @@ class FakeSupabase:
         invalid = auth_error(400, "invalid_credentials", "Invalid login credentials")
         if user is None or user["id"] not in self.password_hashes:
             return invalid
+        # GoTrue's ResourceOwnerPasswordGrant (internal/api/token.go) checks the ban before it
+        # looks at the password, and the confirmation only after the password matched.
+        if user.get("banned_until") and datetime.fromisoformat(user["banned_until"]) > _now():
+            return auth_error(400, "user_banned", "User is banned")
         try:
             PasswordHasher().verify(self.password_hashes[user["id"]], body.get("password", ""))
         except VerificationError:
             return invalid
         if "email_confirmed_at" not in user:
             return auth_error(400, "email_not_confirmed", "Email not confirmed")
-        if user.get("banned_until") and datetime.fromisoformat(user["banned_until"]) > _now():
-            return auth_error(400, "user_banned", "User is banned")
         expires_at = int(_now().timestamp()) + 3600
         access = fake_jwt(
             {

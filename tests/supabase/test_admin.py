@@ -65,7 +65,7 @@ def test_one_user_shows_the_auth_user_and_the_profile(auth, fake):
     user_id, _ = signup(auth, "shown@example.com", username="shown")
     data = auth.client.get(f"{USERS}/{user_id}", headers=ADMIN_HEADERS).get_json()["data"]
     assert data["consistent"] is True and data["profile"]["username"] == "shown"
-    assert data["identity"]["email_confirmed_at"] is not None
+    assert data["identity"]["email_confirmed_at"] is None  # Supabase users start unconfirmed
     del fake.profiles[user_id]
     drifted = auth.client.get(f"{USERS}/{user_id}", headers=ADMIN_HEADERS).get_json()["data"]
     assert drifted["consistent"] is False and drifted["profile"] is None

@@ -6,9 +6,9 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pgerr
@@ -105,6 +105,11 @@ def translate(exc: BaseException, database: str = "database") -> AuthError:
         return exc
     if isinstance(exc, PoolTimeout | PoolClosed):
         return DatabaseUnavailable(database=database, sent=False)
+    if (getattr(exc, "sqlstate", None) or "").startswith("08"):
+        # An answer of class 08 (connection exception) means the statement never ran: a
+        # pooler that cannot reach the database says so this way (PgBouncer's 08P01 "server
+        # login has been failing").
+        return DatabaseUnavailable(database=database, sent=False)
     if _connection_lost(exc):
         return DatabaseUnavailable(database=database, sent=True, lost=True)
     if isinstance(exc, pgerr.UniqueViolation):
@@ -132,6 +137,11 @@ def _dropped(conn: psycopg.Connection) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+# Between attempts at a statement a pooler refused before running it.
+RETRY_PAUSE = 0.1
+T = TypeVar("T")
 
 
 class Database:
@@ -264,19 +274,38 @@ class Database:
             self.putconn(conn)
 
     def begin(self) -> psycopg.Connection:
-        """A pooled connection with a transaction open; the BEGIN is retried once on another
-        connection when the first turns out dead (nothing has been done yet). Give it back with
-        putconn() after COMMIT or ROLLBACK."""
-        for attempt in (1, 2):
+        """A pooled connection with a transaction open. Nothing has been done yet, so a BEGIN
+        that fails on a dead connection, or is refused by a pooler that cannot reach the
+        database, is tried again (_retrying). Give it back with putconn() after COMMIT or
+        ROLLBACK."""
+
+        def attempt() -> psycopg.Connection:
             conn = self.getconn()
             try:
                 conn.execute("BEGIN")
-                return conn
             except psycopg.Error as exc:
                 self.putconn(conn)
-                if attempt == 2 or not _connection_lost(exc):
-                    raise translate(exc, self.name) from exc
-        raise AssertionError("unreachable")
+                raise translate(exc, self.name) from exc
+            return conn
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """`attempt()` again while it fails without having done anything: a connection found
+        dead, or a statement refused before it ran; within the pool time-out, as a checkout
+        waits. A time-out of the pool itself is not waited out twice."""
+        deadline = time.monotonic() + self._pool_timeout
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return attempt()
+            except DatabaseUnavailable as exc:
+                waited = isinstance(exc.__cause__, PoolTimeout | PoolClosed)
+                if waited or time.monotonic() > deadline or (tries > 1 and exc.lost):
+                    raise
+                if not exc.lost:
+                    time.sleep(RETRY_PAUSE)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
@@ -309,14 +338,9 @@ class Database:
             return cursor.execute(sql, params).fetchall()
 
     def read(self, sql: str, params: Any = None, row_factory: Any = None) -> list[Any]:
-        """The rows of a statement that only reads: retried once on another connection when
-        the first one turns out dead (a read is safe to run twice)."""
-        try:
-            return self.fetchall(sql, params, row_factory)
-        except DatabaseUnavailable as exc:
-            if not exc.lost:
-                raise
-            return self.fetchall(sql, params, row_factory)
+        """The rows of a statement that only reads, so it is safe to run twice: retried as
+        BEGIN is (_retrying)."""
+        return self._retrying(lambda: self.fetchall(sql, params, row_factory))
 
     def read_one(self, sql: str, params: Any = None) -> dict[str, Any] | None:
         rows = self.read(sql, params)
