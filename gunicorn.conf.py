@@ -28,4 +28,3 @@ logconfig_dict = GUNICORN_LOGCONFIG
 # gunicorn >= 25.1 opens a control socket at one fixed path per user; two instances on one
 # machine would fight over it. Older versions ignore this setting.
 control_socket_disable = True
-

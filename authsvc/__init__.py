@@ -182,7 +182,11 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0, x_host=0, x_port=0,
+            app.wsgi_app,
+            x_for=settings.trusted_proxies,
+            x_proto=0,
+            x_host=0,
+            x_port=0,
             x_prefix=0,
         )
     stores = make_stores(settings)

@@ -91,8 +91,10 @@ def _delete(args: argparse.Namespace, stores: Stores) -> int:
         print(f"would delete {account.id}; add --yes to delete it", file=sys.stderr)
         return 2
     whole = admin.delete(stores, audit.CLI, account.id)
-    print(f"deleted {account.id}" + ("" if whole else
-          "; its profile remains until `authsvc reconcile --repair`"))
+    print(
+        f"deleted {account.id}"
+        + ("" if whole else "; its profile remains until `authsvc reconcile --repair`")
+    )
     return 0
 
 

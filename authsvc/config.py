@@ -214,7 +214,6 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
         auth_direct_url = direct_url  # one database: one direct URL
     pooler = _db_pooler(env, database_url, auth_database_url, warnings)
 
-
     time_cost = _int(env, "AUTHSVC_ARGON2_TIME_COST", OWASP_MIN_TIME_COST, 1)
     memory_kib = _int(env, "AUTHSVC_ARGON2_MEMORY_KIB", OWASP_MIN_MEMORY_KIB, 8)
     parallelism = _int(env, "AUTHSVC_ARGON2_PARALLELISM", OWASP_MIN_PARALLELISM, 1)

@@ -273,8 +273,11 @@ class UpgradeFailed(AuthError):
     status, code = 500, "UPGRADE_FAILED"
 
     def __init__(self, step: str, reason: Reason | str, compensated: bool) -> None:
-        outcome = "Nothing was changed; retry." if compensated else (
-            "The profile may show the new email while the account stays anonymous; retry.")
+        outcome = (
+            "Nothing was changed; retry."
+            if compensated
+            else ("The profile may show the new email while the account stays anonymous; retry.")
+        )
         details = {"step": step, "reason": str(reason), "compensated": compensated}
         text = f"The account could not be upgraded: step {step} failed ({reason}). {outcome}"
         super().__init__(text, details)

@@ -58,6 +58,7 @@ def _scrubbed(value: Any) -> Any:
         return [_scrubbed(v) for v in value]
     return value
 
+
 access_log = logging.getLogger("authsvc.access")
 
 
@@ -129,10 +130,18 @@ GUNICORN_LOGCONFIG: dict[str, Any] = {
     },
     "root": {"level": "INFO", "handlers": ["console"]},
     "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False,
-                           "qualname": "gunicorn.error"},
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False,
-                            "qualname": "gunicorn.access"},
+        "gunicorn.error": {
+            "level": "INFO",
+            "handlers": ["error_console"],
+            "propagate": False,
+            "qualname": "gunicorn.error",
+        },
+        "gunicorn.access": {
+            "level": "INFO",
+            "handlers": ["console"],
+            "propagate": False,
+            "qualname": "gunicorn.access",
+        },
     },
 }
 

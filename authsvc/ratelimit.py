@@ -63,8 +63,10 @@ class RateLimits:
         if self._batch is not None:
             # All or nothing, in one statement: a refused request spends no budget.
             allowed = self._batch(
-                [(item.key_for(name, key), item.amount, item.get_expiry())
-                 for item, key in counters]
+                [
+                    (item.key_for(name, key), item.amount, item.get_expiry())
+                    for item, key in counters
+                ]
             )
             return [counter for counter, ok in zip(counters, allowed, strict=True) if not ok]
         # One call per counter (Redis: one round trip each), stopping at the first refusal.

@@ -40,28 +40,49 @@ from bench.table import Config, repo_sha, run_table
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     """The run's sizes from the command line (`--quick` first, then explicit options)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes and 1 s rows (the smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and 1 s rows (the smoke test)"
+    )
     parser.add_argument("--seconds", type=float, help="length of each light row (default 10)")
-    parser.add_argument("--hash-seconds", type=float,
-                        help="length of each signup and login row (default 20)")
+    parser.add_argument(
+        "--hash-seconds", type=float, help="length of each signup and login row (default 20)"
+    )
     parser.add_argument("--repeats", type=int, help="runs of the c=32 spread (default 5)")
     parser.add_argument("--users", type=int, help="accounts for the scale section (default 1M)")
     parser.add_argument("--spent-tokens", type=int, help="spent refresh tokens for the purge")
-    parser.add_argument("--peer", choices=("auto", "on", "off"), default="auto",
-                        help="Better Auth beside authsvc (auto: when node and npm exist)")
-    parser.add_argument("--only", choices=("table", "scale"),
-                        help="run one section (default: both)")
+    parser.add_argument(
+        "--peer",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="Better Auth beside authsvc (auto: when node and npm exist)",
+    )
+    parser.add_argument(
+        "--only", choices=("table", "scale"), help="run one section (default: both)"
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--profile", action="store_true",
-                        help="after the table, sample authsvc's workers with py-spy")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the table, sample authsvc's workers with py-spy",
+    )
     parser.add_argument("--label", default="", help="a note printed on the table and chart")
     args = parser.parse_args(argv)
     cfg = Config()
     if args.quick:
-        cfg = Config(seconds=1, hash_seconds=2, concurrency=(4,), repeats=1, warmup=0,
-                     ceiling_seconds=0.5, ceiling_bookends=False, timing_pairs=1,
-                     users=2_000, small_users=200, spent_tokens=2_000, scale_seconds=1)
+        cfg = Config(
+            seconds=1,
+            hash_seconds=2,
+            concurrency=(4,),
+            repeats=1,
+            warmup=0,
+            ceiling_seconds=0.5,
+            ceiling_bookends=False,
+            timing_pairs=1,
+            users=2_000,
+            small_users=200,
+            spent_tokens=2_000,
+            scale_seconds=1,
+        )
     for name in ("seconds", "hash_seconds", "repeats", "users", "spent_tokens"):
         value = getattr(args, name)
         if value is not None:
@@ -87,14 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    data: dict[str, Any] = {"meta": {
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": repo_sha(REPO), "cores": cfg.cores, "label": args.label,
-        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "server": "python -m gunicorn -w 2 wsgi:app (gunicorn.conf.py), AUTHSVC_ENV=production, "
-                  "AUTHSVC_RATE_LIMITS=off; load client wrk (keep-alive, Lua)",
-        "config": {k: v for k, v in vars(cfg).items()},
-    }}
+    data: dict[str, Any] = {
+        "meta": {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": repo_sha(REPO),
+            "cores": cfg.cores,
+            "label": args.label,
+            "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "server": "python -m gunicorn -w 2 wsgi:app (gunicorn.conf.py), "
+            "AUTHSVC_ENV=production, AUTHSVC_RATE_LIMITS=off; load client wrk (keep-alive, Lua)",
+            "config": {k: v for k, v in vars(cfg).items()},
+        }
+    }
     pg = svc = peer = None
     status = 0
     try:
@@ -115,16 +140,16 @@ def main(argv: list[str] | None = None) -> int:
                         raise
                     data["peer_status"] = f"not run: {exc}"
                     progress(data["peer_status"])
-            data["table"] = run_table(cfg, svc, url, peer, postmaster_pid(pg.data_dir),
-                                      progress)
+            data["table"] = run_table(cfg, svc, url, peer, postmaster_pid(pg.data_dir), progress)
             data["table"]["repeat_summary"] = report.summarize_repeats(data["table"]["repeats"])
             if args.profile:
                 from bench.profile import run_profiles
 
                 c = sorted(cfg.concurrency)[len(cfg.concurrency) // 2]
                 try:
-                    data["profile"] = run_profiles(svc.base, svc.proc.pid, url, c,
-                                                   cfg.seconds, logs, progress)
+                    data["profile"] = run_profiles(
+                        svc.base, svc.proc.pid, url, c, cfg.seconds, logs, progress
+                    )
                 except Exception as exc:  # noqa: BLE001 - the table stands without it
                     traceback.print_exc()
                     data["profile"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -138,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
                 data["scale"] = run_scale(cfg, pg, logs / "gunicorn-scale.log", progress)
             except Exception as exc:  # noqa: BLE001 - the table above still stands
                 traceback.print_exc()
-                data["scale"] = {"error": f"{type(exc).__name__}: {exc}",
-                                 "users": cfg.users, "small_users": cfg.small_users,
-                                 "concurrency": cfg.scale_concurrency}
+                data["scale"] = {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "users": cfg.users,
+                    "small_users": cfg.small_users,
+                    "concurrency": cfg.scale_concurrency,
+                }
                 status = 1
     except Exception:  # noqa: BLE001 - report, stop everything, exit 1
         traceback.print_exc()
@@ -166,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         written.append(base.with_suffix(".png"))
     print(f"\nwritten: {', '.join(map(str, written))} (logs in {logs})")
     return status
-
 
 
 if __name__ == "__main__":

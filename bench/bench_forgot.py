@@ -49,18 +49,28 @@ def main() -> None:
             server = Gunicorn.started(env)
             try:
                 for i in range(KNOWN):
-                    assert call(server.port, "POST", "/api/v1/auth/signup",
-                                {"email": f"known{i}@example.com", "password": PASSWORD}
-                                ).status == 201
+                    assert (
+                        call(
+                            server.port,
+                            "POST",
+                            "/api/v1/auth/signup",
+                            {"email": f"known{i}@example.com", "password": PASSWORD},
+                        ).status
+                        == 201
+                    )
 
                 def forgot(i: int) -> tuple[str, int, float]:
                     known = i % 2 == 0
                     email = f"known{i % KNOWN}@example.com" if known else f"ghost{i}@example.com"
                     started = time.perf_counter()
-                    reply = call(server.port, "POST", "/api/v1/auth/password/forgot",
-                                 {"email": email})
-                    return ("known" if known else "unknown", reply.status,
-                            (time.perf_counter() - started) * 1000)
+                    reply = call(
+                        server.port, "POST", "/api/v1/auth/password/forgot", {"email": email}
+                    )
+                    return (
+                        "known" if known else "unknown",
+                        reply.status,
+                        (time.perf_counter() - started) * 1000,
+                    )
 
                 for i in range(20):  # warm up both workers' pools
                     forgot(i)
@@ -72,16 +82,20 @@ def main() -> None:
     finally:
         pg.drop_database(url)
         pg.stop()
-    print(f"POST /api/v1/auth/password/forgot, {args.requests} known and {args.requests} "
-          f"unknown addresses interleaved, concurrency {args.concurrency}, gunicorn -w 2")
+    print(
+        f"POST /api/v1/auth/password/forgot, {args.requests} known and {args.requests} "
+        f"unknown addresses interleaved, concurrency {args.concurrency}, gunicorn -w 2"
+    )
     print(f"{'address':10} {'statuses':>10} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     p50 = {}
     for kind in ("known", "unknown"):
         ms = [t for k, _, t in results if k == kind]
         statuses = sorted({s for k, s, _ in results if k == kind})
         p50[kind] = statistics.median(ms)
-        print(f"{kind:10} {','.join(map(str, statuses)):>10} {p50[kind]:>8.2f} "
-              f"{percentile(ms, 0.95):>8.2f} {statistics.fmean(ms):>8.2f}")
+        print(
+            f"{kind:10} {','.join(map(str, statuses)):>10} {p50[kind]:>8.2f} "
+            f"{percentile(ms, 0.95):>8.2f} {statistics.fmean(ms):>8.2f}"
+        )
     print(f"unknown / known p50 ratio: {p50['unknown'] / p50['known']:.2f}")
     print(f"mail received by the SMTP server: {received} (signups' confirmations and resets)")
 

@@ -67,8 +67,13 @@ WAYS: list[tuple[str, str, Callable[[psycopg.Connection, str], None]]] = [
 ]
 
 
-def measure(url: str, direct: bool, fn: Callable[[psycopg.Connection, str], None],
-            statements: int, concurrency: int) -> dict[str, float]:
+def measure(
+    url: str,
+    direct: bool,
+    fn: Callable[[psycopg.Connection, str], None],
+    statements: int,
+    concurrency: int,
+) -> dict[str, float]:
     kwargs: dict = {"autocommit": True}
     if direct:
         kwargs["options"] = f"-c statement_timeout={TIMEOUT_MS}"
@@ -121,18 +126,23 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in WAYS}
         for _ in range(args.rounds):  # interleaved, so a noisy neighbour hits every way alike
             for name, where, fn in WAYS:
-                results[name].append(measure(urls[where], where == "direct", fn,
-                                             args.statements, args.concurrency))
-        print(f"{args.statements} login lookups per round, {args.concurrency} connections, "
-              f"{args.rounds} rounds (median of rounds)")
+                results[name].append(
+                    measure(urls[where], where == "direct", fn, args.statements, args.concurrency)
+                )
+        print(
+            f"{args.statements} login lookups per round, {args.concurrency} connections, "
+            f"{args.rounds} rounds (median of rounds)"
+        )
         print(f"{'statement timeout set by':40} {'stmts/s':>9} {'p50 ms':>8} {'p95 ms':>8}")
         base = statistics.median(r["per_s"] for r in results[WAYS[0][0]])
         for name, _, _ in WAYS:
             rows = results[name]
             per_s = statistics.median(r["per_s"] for r in rows)
-            print(f"{name:40} {per_s:9.0f} {statistics.median(r['p50'] for r in rows):8.3f} "
-                  f"{statistics.median(r['p95'] for r in rows):8.3f}   "
-                  f"({per_s / base:.2f}x server-side)")
+            print(
+                f"{name:40} {per_s:9.0f} {statistics.median(r['p50'] for r in rows):8.3f} "
+                f"{statistics.median(r['p95'] for r in rows):8.3f}   "
+                f"({per_s / base:.2f}x server-side)"
+            )
     finally:
         if bouncer is not None:
             bouncer.stop()

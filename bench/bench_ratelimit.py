@@ -87,8 +87,11 @@ def main() -> None:
         if redis is not None:
             storages["redis"] = {"REDIS_URL": redis.url}
         for name, extra in storages.items():
-            settings = {"AUTHSVC_RATE_LIMITS": "on", "AUTHSVC_RATE_LIMIT_LOGIN": LOGIN_RULES,
-                        **extra}
+            settings = {
+                "AUTHSVC_RATE_LIMITS": "on",
+                "AUTHSVC_RATE_LIMIT_LOGIN": LOGIN_RULES,
+                **extra,
+            }
             apps[name] = create_app(app_overrides(url, data_dir.name, **settings))
         rows = {name: measure_hits(app, url, args.hits) for name, app in apps.items()}
         logins = measure_logins(apps, max(500, args.hits // 2))
@@ -101,20 +104,28 @@ def main() -> None:
         pg.stop()
 
     print(f"\nRateLimits.hit('login', address, account): 4 counters; {args.hits} hits each")
-    print("login: POST /api/v1/auth/login in-process (unknown email, cheap hashing), the storages"
-          " taking turns request by request\n")
-    print(f"{'storage':<10}{'hit p50':>10}{'hit p95':>10}{'hits/s':>9}"
-          f"{'8 thr p50':>11}{'8 thr/s':>9}{'login p50':>11}{'login p95':>11}"
-          f"{'trips/hit':>11}")
+    print(
+        "login: POST /api/v1/auth/login in-process (unknown email, cheap hashing), the storages"
+        " taking turns request by request\n"
+    )
+    print(
+        f"{'storage':<10}{'hit p50':>10}{'hit p95':>10}{'hits/s':>9}"
+        f"{'8 thr p50':>11}{'8 thr/s':>9}{'login p50':>11}{'login p95':>11}"
+        f"{'trips/hit':>11}"
+    )
     for name, (serial, parallel, round_trips) in rows.items():
         login = logins[name]
         shown = f"{round_trips:.3f}" if name == "postgres" else "-"
-        print(f"{name:<10}{serial[0]:>8.3f}ms{serial[1]:>8.3f}ms{serial[2]:>9.0f}"
-              f"{parallel[0]:>9.3f}ms{parallel[2]:>9.0f}{login[0]:>9.3f}ms{login[1]:>9.3f}ms"
-              f"{shown:>11}")
-    print("\ntrips/hit: transactions committed per hit in pg_stat_database: the pool's liveness "
-          "check (an empty query) and the one counting statement, plus both again for the "
-          "purge of expired counters every 64th hit: 2 + 2/64 = 2.031 expected.")
+        print(
+            f"{name:<10}{serial[0]:>8.3f}ms{serial[1]:>8.3f}ms{serial[2]:>9.0f}"
+            f"{parallel[0]:>9.3f}ms{parallel[2]:>9.0f}{login[0]:>9.3f}ms{login[1]:>9.3f}ms"
+            f"{shown:>11}"
+        )
+    print(
+        "\ntrips/hit: transactions committed per hit in pg_stat_database: the pool's liveness "
+        "check (an empty query) and the one counting statement, plus both again for the "
+        "purge of expired counters every 64th hit: 2 + 2/64 = 2.031 expected."
+    )
 
 
 def measure_hits(app, url: str, n: int):
@@ -141,9 +152,11 @@ def measure_logins(apps: dict, n: int) -> dict[str, tuple[float, float]]:
     for i in range(n + 50):
         for name, client in clients.items():
             started = time.perf_counter()
-            response = client.post("/api/v1/auth/login",
-                                    json={"email": f"v{i}@example.com", "password": PASSWORD},
-                                    environ_base={"REMOTE_ADDR": f"10.{i % 250}.1.1"})
+            response = client.post(
+                "/api/v1/auth/login",
+                json={"email": f"v{i}@example.com", "password": PASSWORD},
+                environ_base={"REMOTE_ADDR": f"10.{i % 250}.1.1"},
+            )
             if i >= 50:  # after warming up
                 latencies[name].append((time.perf_counter() - started) * 1000)
             assert response.status_code == 401, response.get_json()

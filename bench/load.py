@@ -69,11 +69,25 @@ def run(
             Path(item_file).write_text("\n".join(items) + "\n")
         out_path = os.path.join(tmp, "out.txt")
         args = [
-            wrk_path(), "-t", str(threads), "-c", str(connections),
-            "-d", f"{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(LUA),
-            base + path, "--",
-            f"mode={mode}", f"path={path}", f"tag={tag}", f"password={password}",
-            f"file={item_file}", f"threads={threads}",
+            wrk_path(),
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(LUA),
+            base + path,
+            "--",
+            f"mode={mode}",
+            f"path={path}",
+            f"tag={tag}",
+            f"password={password}",
+            f"file={item_file}",
+            f"threads={threads}",
         ]
         with open(out_path, "w") as out:
             started = time.perf_counter()

@@ -19,8 +19,17 @@ from typing import Any
 from bench import load
 from bench.table import API, OURS_EMAILS, PASSWORD, authsvc_sessions, emails_of
 
-INTERESTING = ("authsvc/", "psycopg", "argon2", "flask_jwt_extended", "jwt/", "marshmallow",
-               "logging/", "json/", "uuid")
+INTERESTING = (
+    "authsvc/",
+    "psycopg",
+    "argon2",
+    "flask_jwt_extended",
+    "jwt/",
+    "marshmallow",
+    "logging/",
+    "json/",
+    "uuid",
+)
 FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>.*?)(?::\d+)?\)$")
 
 
@@ -59,9 +68,15 @@ def _settled(path: Path, timeout: float = 10) -> None:
         time.sleep(1)
 
 
-def run_profiles(base: str, master_pid: int, database_url: str, connections: int,
-                 seconds: float, out_dir: Path,
-                 progress: Callable[[str], None]) -> dict[str, Any]:
+def run_profiles(
+    base: str,
+    master_pid: int,
+    database_url: str,
+    connections: int,
+    seconds: float,
+    out_dir: Path,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     """Profile signup, login, refresh and /me at `connections`, one run each."""
     spy = shutil.which("py-spy")
     if not spy:
@@ -75,20 +90,43 @@ def run_profiles(base: str, master_pid: int, database_url: str, connections: int
         if op == "login":
             items = emails
         elif op == "refresh":
-            items = [s["refresh_token"]
-                     for s in authsvc_sessions(base, emails, 2 * connections + 4)]
+            items = [
+                s["refresh_token"] for s in authsvc_sessions(base, emails, 2 * connections + 4)
+            ]
         elif op == "me":
             mode = "bearer"
             items = [s["access_token"] for s in authsvc_sessions(base, emails, 16)]
         raw = out_dir / f"profile-{op}.txt"
         sampler = subprocess.Popen(  # noqa: S603
-            [spy, "record", "--pid", str(master_pid), "--subprocesses", "--format", "raw",
-             "--rate", "200", "--duration", str(int(seconds)), "--nonblocking",
-             "--output", str(raw)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                spy,
+                "record",
+                "--pid",
+                str(master_pid),
+                "--subprocesses",
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--duration",
+                str(int(seconds)),
+                "--nonblocking",
+                "--output",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        loaded = load.run(base, mode, path, connections, seconds, items=items,
-                          password=PASSWORD, tag=f"profile{op}")
+        loaded = load.run(
+            base,
+            mode,
+            path,
+            connections,
+            seconds,
+            items=items,
+            password=PASSWORD,
+            tag=f"profile{op}",
+        )
         sampler.wait(timeout=seconds + 60)
         _settled(raw)
         result[op] = {
@@ -103,8 +141,10 @@ def lines(profiles: dict[str, Any]) -> list[str]:
     """The profile section of the table."""
     if "error" in profiles:
         return [f"profile: {profiles['error']}"]
-    out = [f"profile (py-spy samples of both workers' busy threads, waits on Postgres included, "
-           f"at c={profiles['connections']}; share of samples with the frame on the stack):"]
+    out = [
+        f"profile (py-spy samples of both workers' busy threads, waits on Postgres included, "
+        f"at c={profiles['connections']}; share of samples with the frame on the stack):"
+    ]
     for op in ("signup", "login", "refresh", "me"):
         p = profiles.get(op)
         if not p:

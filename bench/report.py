@@ -43,8 +43,12 @@ def spread(values: list[float]) -> dict[str, float] | None:
     """min, median and max of several runs (None when there are none)."""
     if not values:
         return None
-    return {"min": min(values), "median": statistics.median(values), "max": max(values),
-            "n": len(values)}
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def summarize_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -52,22 +56,30 @@ def summarize_repeats(repeats: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "me_rps": spread([r["me"]["rps"] for r in repeats]),
         "healthz_rps": spread([r["healthz"]["rps"] for r in repeats]),
-        "me_over_healthz": spread([r["me"]["rps"] / r["healthz"]["rps"] for r in repeats
-                                   if r["healthz"]["rps"]]),
+        "me_over_healthz": spread(
+            [r["me"]["rps"] / r["healthz"]["rps"] for r in repeats if r["healthz"]["rps"]]
+        ),
         "me_errors": sum(r["me"]["errors"] for r in repeats),
     }
     if repeats and "get_session" in repeats[0]:
         out["get_session_rps"] = spread([r["get_session"]["rps"] for r in repeats])
         out["ok_rps"] = spread([r["ok"]["rps"] for r in repeats])
-        out["me_over_get_session"] = spread([r["me"]["rps"] / r["get_session"]["rps"]
-                                             for r in repeats if r["get_session"]["rps"]])
+        out["me_over_get_session"] = spread(
+            [r["me"]["rps"] / r["get_session"]["rps"] for r in repeats if r["get_session"]["rps"]]
+        )
         out["get_session_errors"] = sum(r["get_session"]["errors"] for r in repeats)
     return out
 
 
 def _row(rows: list[dict[str, Any]], system: str, op: str, c: int) -> dict[str, Any] | None:
-    return next((r for r in rows if r["system"] == system and r["operation"] == op
-                 and r["concurrency"] == c), None)
+    return next(
+        (
+            r
+            for r in rows
+            if r["system"] == system and r["operation"] == op and r["concurrency"] == c
+        ),
+        None,
+    )
 
 
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,8 +88,9 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def add(name: str, measured: str, met: bool | None) -> None:
-        out.append({"target": name, "measured": measured,
-                    "met": None if met is None else bool(met)})
+        out.append(
+            {"target": name, "measured": measured, "met": None if met is None else bool(met)}
+        )
 
     c_mid = 8 if any(r["concurrency"] == 8 for r in rows) else None
     for op in ("signup", "login"):
@@ -86,42 +99,61 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         # does not move).
         r = _row(rows, "authsvc", op, c_mid) if c_mid else None
         if r and r["ratio"] and r["cpu_ratio"]:
-            add(f"{op} at c=8 >= 90% of the hash ceiling",
+            add(
+                f"{op} at c=8 >= 90% of the hash ceiling",
                 f"{_pct(r['ratio'])} by throughput, {_pct(r['cpu_ratio'])} by CPU time",
-                r["ratio"] >= 0.9 and r["cpu_ratio"] >= 0.9 and r["errors"] == 0)
+                r["ratio"] >= 0.9 and r["cpu_ratio"] >= 0.9 and r["errors"] == 0,
+            )
         else:
             add(f"{op} at c=8 >= 90% of the hash ceiling", "not measured", None)
     rep = data.get("table", {}).get("repeat_summary") or {}
     top = data.get("table", {}).get("top_concurrency", "?")
     s = rep.get("me_over_healthz")
-    add(f"GET /me at c={top} >= 50% of /healthz, every run",
+    add(
+        f"GET /me at c={top} >= 50% of /healthz, every run",
         f"{_pct(s['min'])} .. {_pct(s['max'])} (median {_pct(s['median'])}, {s['n']} runs)"
-        if s else "not measured", s["min"] >= 0.5 if s else None)
+        if s
+        else "not measured",
+        s["min"] >= 0.5 if s else None,
+    )
     s = rep.get("me_over_get_session")
-    add(f"GET /me at c={top} >= 1.5x Better Auth get-session, every run",
+    add(
+        f"GET /me at c={top} >= 1.5x Better Auth get-session, every run",
         f"{s['min']:.2f}x .. {s['max']:.2f}x (median {s['median']:.2f}x, {s['n']} runs)"
-        if s else "peer not run", s["min"] >= 1.5 if s else None)
+        if s
+        else "peer not run",
+        s["min"] >= 1.5 if s else None,
+    )
     scale = data.get("scale") or {}
     for op in ("signup", "login"):
         a = (scale.get("at_small") or {}).get(op)
         b = (scale.get("at_large") or {}).get(op)
         if a and b and a["p50_ms"]:
             growth = b["p50_ms"] / a["p50_ms"] - 1
-            add(f"{op} p50 at {scale['users']:,} within 10% of at {scale['small_users']:,}",
+            add(
+                f"{op} p50 at {scale['users']:,} within 10% of at {scale['small_users']:,}",
                 f"{a['p50_ms']:.1f} -> {b['p50_ms']:.1f} ms ({100 * growth:+.0f}%)",
-                growth <= 0.10)
+                growth <= 0.10,
+            )
         else:
             add(f"{op} p50 at a million within 10% of at a thousand", "not measured", None)
-    for key, limit, label in (("reconcile_one", 10, "one database"),
-                              ("reconcile_split", 30, "split")):
+    for key, limit, label in (
+        ("reconcile_one", 10, "one database"),
+        ("reconcile_split", 30, "split"),
+    ):
         r = scale.get(key)
         if r and "elapsed_ms" in r and r.get("elapsed_ms") is not None:
-            add(f"reconcile over {scale['users']:,} identities ({label}) < {limit} s",
+            add(
+                f"reconcile over {scale['users']:,} identities ({label}) < {limit} s",
                 f"{r['wall_s']:.1f} s wall ({r['elapsed_ms'] / 1000:.1f} s reported)",
-                r["wall_s"] < limit and r.get("counts_match", False))
+                r["wall_s"] < limit and r.get("counts_match", False),
+            )
         else:
-            add(f"reconcile ({label}) < {limit} s", "not measured" if not r else
-                f"failed: {r.get('error', r)}", None if not r else False)
+            add(
+                f"reconcile ({label}) < {limit} s",
+                "not measured" if not r else f"failed: {r.get('error', r)}",
+                None if not r else False,
+            )
     if "better-auth" in data.get("table", {}).get("ceilings", {}):
         behind = []
         for r in rows:
@@ -135,10 +167,15 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             keys = ("ratio", "cpu_ratio") if r["operation"] in ("signup", "login") else ("rps",)
             lost = [k for k in keys if (r.get(k) or 0) <= (p.get(k) or 0)]
             if lost:
-                behind.append(f"{r['operation']} c={r['concurrency']}"
-                              + (f" ({', '.join(lost)})" if len(keys) > 1 else ""))
-        add("ahead of Better Auth on every like-for-like row",
-            "behind on: " + ", ".join(behind) if behind else "ahead on every row", not behind)
+                behind.append(
+                    f"{r['operation']} c={r['concurrency']}"
+                    + (f" ({', '.join(lost)})" if len(keys) > 1 else "")
+                )
+        add(
+            "ahead of Better Auth on every like-for-like row",
+            "behind on: " + ", ".join(behind) if behind else "ahead on every row",
+            not behind,
+        )
     else:
         add("ahead of Better Auth on every like-for-like row", "peer not run", None)
     return out
@@ -186,14 +223,16 @@ def table_lines(data: dict[str, Any]) -> list[str]:
         f"p={p['parallelism']} (read back from a stored hash): {c_ours['rate']:.1f}/s on "
         f"{meta['cores']} cores ({c_ours['spread'][0]:.1f} .. {c_ours['spread'][1]:.1f} over "
         f"{len(c_ours['samples'])} samples): a hash takes {1000 / c_ours['per_core']:.1f} ms "
-        f"of wall time per core, {c_ours['cpu_ms_per_hash']:.1f} ms of CPU")
+        f"of wall time per core, {c_ours['cpu_ms_per_hash']:.1f} ms of CPU"
+    )
     if "better-auth" in t["ceilings"]:
         c_peer = t["ceilings"]["better-auth"]
         lines.append(
             f"hash ceiling, Better Auth: scrypt N=16384 r=16 p=1 (its own hashPassword): "
             f"{c_peer['rate']:.1f}/s ({c_peer['spread'][0]:.1f} .. {c_peer['spread'][1]:.1f}), "
             f"{1000 / c_peer['per_core']:.1f} ms of wall time per core, "
-            f"{_fmt(c_peer.get('cpu_ms_per_hash'))} ms of CPU")
+            f"{_fmt(c_peer.get('cpu_ms_per_hash'))} ms of CPU"
+        )
     else:
         lines.append(f"peer: {data.get('peer_status', 'not run')}")
     for system, c in t["ceilings"].items():
@@ -202,28 +241,48 @@ def table_lines(data: dict[str, Any]) -> list[str]:
             lines.append(
                 f"WARNING: {system}'s hash rate moved from {low:.1f} to {high:.1f}/s during the "
                 "run: other work shared the cores, so throughput ratios are unreliable; the "
-                "cpu column is not moved by it.")
+                "cpu column is not moved by it."
+            )
     lines.append(
         "ceiling: signup/login = per-core hash rate, sampled just before the row, x (cores - "
         "the load client's measured cores); refresh and me = the same side's light endpoint "
         "at the same concurrency. ratio = req/s / ceiling. cpu = the same in CPU time: the "
         "ceiling's CPU per request / the row's (server + db), unmoved by other work on the "
         "machine. client = the load client's share of one core; server/db = CPU ms per "
-        "request of the server's processes and of Postgres.")
+        "request of the server's processes and of Postgres."
+    )
     lines.append("")
-    header = (f"{'system':12} {'operation':24} {'c':>3} {'req/s':>8} {'p50 ms':>8} "
-              f"{'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'client':>7} {'server':>7} "
-              f"{'db':>5} {'ceiling':>8} {'ratio':>6} {'cpu':>5}")
+    header = (
+        f"{'system':12} {'operation':24} {'c':>3} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'client':>7} {'server':>7} "
+        f"{'db':>5} {'ceiling':>8} {'ratio':>6} {'cpu':>5}"
+    )
     lines.append(header)
     lines.append("-" * len(header))
-    order = ["healthz", "signup", "login", "login (wrong password)", "login (unknown email)",
-             "refresh", "me"]
-    rows = sorted(t["rows"], key=lambda r: (order.index(r["operation"]), r["concurrency"],
-                                            r["system"] != "authsvc"))
+    order = [
+        "healthz",
+        "signup",
+        "login",
+        "login (wrong password)",
+        "login (unknown email)",
+        "refresh",
+        "me",
+    ]
+    rows = sorted(
+        t["rows"],
+        key=lambda r: (order.index(r["operation"]), r["concurrency"], r["system"] != "authsvc"),
+    )
     for r in rows:
-        name = r["operation"] if r["system"] == "authsvc" else {
-            "healthz": "ok", "me": "get-session", "signup": "sign-up/email",
-            "login": "sign-in/email"}.get(r["operation"], r["operation"])
+        name = (
+            r["operation"]
+            if r["system"] == "authsvc"
+            else {
+                "healthz": "ok",
+                "me": "get-session",
+                "signup": "sign-up/email",
+                "login": "sign-in/email",
+            }.get(r["operation"], r["operation"])
+        )
         if r["operation"] == "me" and r["system"] == "authsvc":
             name = "GET /me"
         lines.append(
@@ -231,29 +290,37 @@ def table_lines(data: dict[str, Any]) -> list[str]:
             f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} "
             f"{100 * r['client_cores']:>6.0f}% {r['server_cpu_ms_per_req']:>7.2f} "
             f"{r['db_cpu_ms_per_req']:>5.2f} {_fmt(r.get('ceiling')):>8} "
-            f"{_pct(r.get('ratio')):>6} {_pct(r.get('cpu_ratio')):>5}")
+            f"{_pct(r.get('ratio')):>6} {_pct(r.get('cpu_ratio')):>5}"
+        )
     wrong = next((r for r in t["rows"] if r["operation"] == "login (wrong password)"), None)
     unknown = next((r for r in t["rows"] if r["operation"] == "login (unknown email)"), None)
     if wrong and unknown and wrong["p50_ms"]:
-        lines.append(f"\nlogin p50, unknown email / wrong password: "
-                     f"{unknown['p50_ms'] / wrong['p50_ms']:.2f} in the rows above (run one "
-                     "after the other); 1.0 means no account enumeration through timing")
+        lines.append(
+            f"\nlogin p50, unknown email / wrong password: "
+            f"{unknown['p50_ms'] / wrong['p50_ms']:.2f} in the rows above (run one "
+            "after the other); 1.0 means no account enumeration through timing"
+        )
     pairs = [p["ratio"] for p in t.get("timing_pairs", []) if p["ratio"]]
     if pairs:
-        lines.append(f"  in {len(pairs)} alternating pairs of short runs at "
-                     f"c={t['failure_concurrency']}: median "
-                     f"{statistics.median(pairs):.2f} (each: "
-                     + ", ".join(f"{p:.2f}" for p in pairs) + ")")
+        lines.append(
+            f"  in {len(pairs)} alternating pairs of short runs at "
+            f"c={t['failure_concurrency']}: median "
+            f"{statistics.median(pairs):.2f} (each: " + ", ".join(f"{p:.2f}" for p in pairs) + ")"
+        )
     rep = t.get("repeat_summary") or {}
     if rep.get("me_rps"):
-        lines.append(f"\nspread over {rep['me_rps']['n']} runs at c={t['top_concurrency']} "
-                     "(min / median / max):")
-        for key, label in (("me_rps", "authsvc GET /me req/s"),
-                           ("healthz_rps", "authsvc /healthz req/s"),
-                           ("me_over_healthz", "authsvc /me / /healthz"),
-                           ("get_session_rps", "Better Auth get-session req/s"),
-                           ("ok_rps", "Better Auth /ok req/s"),
-                           ("me_over_get_session", "authsvc /me / get-session")):
+        lines.append(
+            f"\nspread over {rep['me_rps']['n']} runs at c={t['top_concurrency']} "
+            "(min / median / max):"
+        )
+        for key, label in (
+            ("me_rps", "authsvc GET /me req/s"),
+            ("healthz_rps", "authsvc /healthz req/s"),
+            ("me_over_healthz", "authsvc /me / /healthz"),
+            ("get_session_rps", "Better Auth get-session req/s"),
+            ("ok_rps", "Better Auth /ok req/s"),
+            ("me_over_get_session", "authsvc /me / get-session"),
+        ):
             s = rep.get(key)
             if not s:
                 continue
@@ -261,13 +328,17 @@ def table_lines(data: dict[str, Any]) -> list[str]:
                 lines.append(f"  {label:32} {s['min']:.2f} / {s['median']:.2f} / {s['max']:.2f}")
             else:
                 lines.append(f"  {label:32} {s['min']:.0f} / {s['median']:.0f} / {s['max']:.0f}")
-        lines.append("  each run: /me req/s (CPU share of the busier worker), /healthz req/s"
-                     + (", get-session req/s" if rep.get("get_session_rps") else ""))
+        lines.append(
+            "  each run: /me req/s (CPU share of the busier worker), /healthz req/s"
+            + (", get-session req/s" if rep.get("get_session_rps") else "")
+        )
         for i, r in enumerate(t["repeats"], 1):
             share = (r["me"].get("worker_cpu_share") or [0])[0]
             extra = f", {r['get_session']['rps']:.0f}" if "get_session" in r else ""
-            lines.append(f"    {i}: {r['me']['rps']:.0f} ({100 * share:.0f}%), "
-                         f"{r['healthz']['rps']:.0f}{extra}")
+            lines.append(
+                f"    {i}: {r['me']['rps']:.0f} ({100 * share:.0f}%), "
+                f"{r['healthz']['rps']:.0f}{extra}"
+            )
     lines.extend(cpu_lines(t))
     return lines
 
@@ -276,8 +347,10 @@ def cpu_lines(t: dict[str, Any]) -> list[str]:
     """Where each request's CPU goes, per system at the middle concurrency: the overheads."""
     concurrencies = sorted({r["concurrency"] for r in t["rows"]})
     c = concurrencies[len(concurrencies) // 2]
-    lines = [f"\nCPU per request at c={c}, ms (server = the service's processes; hash = the "
-             "ceiling's CPU time per hash; rest = server - hash):"]
+    lines = [
+        f"\nCPU per request at c={c}, ms (server = the service's processes; hash = the "
+        "ceiling's CPU time per hash; rest = server - hash):"
+    ]
     for r in t["rows"]:
         if r["concurrency"] != c or not r["requests"]:
             continue
@@ -288,9 +361,11 @@ def cpu_lines(t: dict[str, Any]) -> list[str]:
             rest = r["server_cpu_ms_per_req"] - hash_ms
             detail = f"  hash {hash_ms:6.2f}  rest {rest:6.2f}"
         client_ms = 1000 * r["client_cpu_s"] / r["requests"]
-        lines.append(f"  {r['system']:12} {r['operation']:24} "
-                     f"server {r['server_cpu_ms_per_req']:6.2f}  db {r['db_cpu_ms_per_req']:5.2f}"
-                     f"  client {client_ms:5.2f}{detail}")
+        lines.append(
+            f"  {r['system']:12} {r['operation']:24} "
+            f"server {r['server_cpu_ms_per_req']:6.2f}  db {r['db_cpu_ms_per_req']:5.2f}"
+            f"  client {client_ms:5.2f}{detail}"
+        )
     return lines
 
 
@@ -307,16 +382,20 @@ def scale_lines(scale: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {op:7} p50 {a['p50_ms']:7.1f} ms at {small:>9,} accounts, "
                 f"{b['p50_ms']:7.1f} ms at {large:>9,} (p99 {a['p99_ms']:.1f} -> "
-                f"{b['p99_ms']:.1f} ms; errors {a['errors']}, {b['errors']})")
+                f"{b['p99_ms']:.1f} ms; errors {a['errors']}, {b['errors']})"
+            )
             if "server_cpu_ms_per_req" in a and "server_cpu_ms_per_req" in b:
                 lines.append(
                     f"  {'':7} CPU per request (server + db): "
                     f"{a['server_cpu_ms_per_req']:.2f} + {a['db_cpu_ms_per_req']:.2f} ms at "
                     f"{small:,}, {b['server_cpu_ms_per_req']:.2f} + "
-                    f"{b['db_cpu_ms_per_req']:.2f} ms at {large:,}")
-    lines.append(f"  seeding: {small:,} accounts {scale.get('seed_small_s', '-')} s, "
-                 f"up to {large:,} {scale.get('seed_large_s', '-')} s, split "
-                 f"{scale.get('seed_split_s', '-')} s")
+                    f"{b['db_cpu_ms_per_req']:.2f} ms at {large:,}"
+                )
+    lines.append(
+        f"  seeding: {small:,} accounts {scale.get('seed_small_s', '-')} s, "
+        f"up to {large:,} {scale.get('seed_large_s', '-')} s, split "
+        f"{scale.get('seed_split_s', '-')} s"
+    )
     for key, label in (("reconcile_one", "one database"), ("reconcile_split", "split")):
         r = scale.get(key)
         if not r:
@@ -327,7 +406,8 @@ def scale_lines(scale: dict[str, Any]) -> list[str]:
         lines.append(
             f"  reconcile --json over {large:,} identities ({label}): {r['wall_s']:.2f} s wall, "
             f"{(r.get('elapsed_ms') or 0) / 1000:.2f} s reported; drift found {r.get('found')} "
-            f"(planted {r.get('expected')}){'' if r.get('counts_match') else '  MISMATCH'}")
+            f"(planted {r.get('expected')}){'' if r.get('counts_match') else '  MISMATCH'}"
+        )
     purge = scale.get("purge") or {}
     if not purge.get("available"):
         lines.append("  purge: not available (this checkout has no `authsvc purge`)")
@@ -336,7 +416,8 @@ def scale_lines(scale: dict[str, Any]) -> list[str]:
         lines.append(
             f"  purge over {b['spent']:,} spent refresh tokens: {purge['wall_s']:.2f} s "
             f"(exit {purge['exit']}); spent {b['spent']:,} -> {a['spent']:,}, live "
-            f"{b['live']:,} -> {a['live']:,}, sessions {b['sessions']:,} -> {a['sessions']:,}")
+            f"{b['live']:,} -> {a['live']:,}, sessions {b['sessions']:,} -> {a['sessions']:,}"
+        )
     return lines
 
 
@@ -352,11 +433,15 @@ def write_png(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in data["table"]["rows"]
-            if r["operation"] in ("signup", "login", "refresh", "me", "healthz")]
-    keys = sorted({(r["operation"], r["concurrency"]) for r in rows},
-                  key=lambda k: (["healthz", "signup", "login", "refresh", "me"].index(k[0]),
-                                 k[1]))
+    rows = [
+        r
+        for r in data["table"]["rows"]
+        if r["operation"] in ("signup", "login", "refresh", "me", "healthz")
+    ]
+    keys = sorted(
+        {(r["operation"], r["concurrency"]) for r in rows},
+        key=lambda k: (["healthz", "signup", "login", "refresh", "me"].index(k[0]), k[1]),
+    )
     names = {"healthz": "healthz\n/ ok", "me": "me /\nget-session"}
     labels = [f"{names.get(op, op)}\nc={c}" for op, c in keys]
     systems = [s for s in ("authsvc", "better-auth") if any(r["system"] == s for r in rows)]
@@ -366,28 +451,38 @@ def write_png(data: dict[str, Any], path: Path) -> None:
     for i, system in enumerate(systems):
         by = {(r["operation"], r["concurrency"]): r for r in rows if r["system"] == system}
         xs = [k + (i - (len(systems) - 1) / 2) * width for k in range(len(keys))]
-        ratios = [100 * (by[k]["ratio"] or 0) if k in by and by[k].get("ratio") else 0
-                  for k in keys]
+        ratios = [
+            100 * (by[k]["ratio"] or 0) if k in by and by[k].get("ratio") else 0 for k in keys
+        ]
         rps = [by[k]["rps"] if k in by else 0 for k in keys]
-        cpu = [100 * by[k]["cpu_ratio"] if k in by and by[k].get("cpu_ratio") else None
-               for k in keys]
+        cpu = [
+            100 * by[k]["cpu_ratio"] if k in by and by[k].get("cpu_ratio") else None for k in keys
+        ]
         ax1.bar(xs, ratios, width, label=f"{system} (throughput)", color=colors[system])
         marked = [(x, c) for x, c in zip(xs, cpu, strict=True) if c is not None]
         if marked:
-            ax1.scatter([x for x, _ in marked], [c for _, c in marked], marker="D", s=22,
-                        color="black", zorder=3,
-                        label="CPU-time reading" if i == 0 else None)
+            ax1.scatter(
+                [x for x, _ in marked],
+                [c for _, c in marked],
+                marker="D",
+                s=22,
+                color="black",
+                zorder=3,
+                label="CPU-time reading" if i == 0 else None,
+            )
         ax2.bar(xs, rps, width, label=system, color=colors[system])
     ax1.axhline(90, color="green", linestyle="--", linewidth=1)
-    ax1.text(len(keys) - 0.5, 91, "signup/login target 90%", ha="right", fontsize=8,
-             color="green")
+    ax1.text(len(keys) - 0.5, 91, "signup/login target 90%", ha="right", fontsize=8, color="green")
     ax1.axhline(50, color="purple", linestyle=":", linewidth=1)
-    ax1.text(len(keys) - 0.5, 51, "/me target 50% of /healthz", ha="right", fontsize=8,
-             color="purple")
+    ax1.text(
+        len(keys) - 0.5, 51, "/me target 50% of /healthz", ha="right", fontsize=8, color="purple"
+    )
     ax1.set_ylabel("% of own ceiling")
     ax1.set_ylim(0, max(110, ax1.get_ylim()[1]))
-    ax1.set_title("Share of each system's own ceiling (hash rate, or its light endpoint): "
-                  "bars by throughput, diamonds by CPU time")
+    ax1.set_title(
+        "Share of each system's own ceiling (hash rate, or its light endpoint): "
+        "bars by throughput, diamonds by CPU time"
+    )
     ax2.set_ylabel("requests/s (log)")
     ax2.set_yscale("log")
     ax2.set_title("Raw throughput (hash costs differ: compare signup/login by the panel above)")
@@ -396,8 +491,11 @@ def write_png(data: dict[str, Any], path: Path) -> None:
         ax.set_xticklabels(labels, fontsize=7)
         ax.legend()
     meta = data["meta"]
-    fig.suptitle(f"authsvc bench {meta['started']} ({meta['commit']}, {meta['cores']} cores)"
-                 + (f"\n{meta['label']}" if meta.get("label") else ""), fontsize=10)
+    fig.suptitle(
+        f"authsvc bench {meta['started']} ({meta['commit']}, {meta['cores']} cores)"
+        + (f"\n{meta['label']}" if meta.get("label") else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

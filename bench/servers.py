@@ -34,12 +34,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(base: str, method: str, path: str, body: Any = None,
-         headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any, Any]:
+def http(
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any, Any]:
     """(status, parsed JSON body, headers) of one call; never raises on 4xx/5xx."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        base + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
             return resp.status, json.loads(resp.read() or b"{}"), resp.headers
@@ -104,8 +114,10 @@ class Postgres:
     def url(self, dbname: str) -> str:
         """A URL for `dbname` on this server."""
         p = conninfo_to_dict(self.admin_url)
-        return (f"postgresql://{p['user']}:{p['password']}@{p.get('host', '127.0.0.1')}:"
-                f"{p.get('port', 5432)}/{dbname}")
+        return (
+            f"postgresql://{p['user']}:{p['password']}@{p.get('host', '127.0.0.1')}:"
+            f"{p.get('port', 5432)}/{dbname}"
+        )
 
     def create_database(self, prefix: str) -> str:
         """A fresh, empty database; its URL."""
@@ -123,32 +135,53 @@ class Postgres:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def service_env(database_url: str, auth_database_url: str | None = None,
-                **extra: str) -> dict[str, str]:
+def service_env(
+    database_url: str, auth_database_url: str | None = None, **extra: str
+) -> dict[str, str]:
     """The environment of a production start with rate limits off, and nothing else of ours."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AUTHSVC_", "DATABASE_", "POSTGRES_URL", "AUTH_DATABASE",
-                                "SUPABASE_", "JWT_SECRET", "REDIS_URL", "WEB_CONCURRENCY",
-                                "GUNICORN_"))}
-    env.update({
-        "DATABASE_URL": database_url,
-        "AUTHSVC_ENV": "production",
-        "JWT_SECRET_KEY": secrets.token_hex(32),
-        "AUTHSVC_RATE_LIMITS": "off",
-        "AUTHSVC_DATA_DIR": tempfile.gettempdir(),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "AUTHSVC_",
+                "DATABASE_",
+                "POSTGRES_URL",
+                "AUTH_DATABASE",
+                "SUPABASE_",
+                "JWT_SECRET",
+                "REDIS_URL",
+                "WEB_CONCURRENCY",
+                "GUNICORN_",
+            )
+        )
+    }
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "AUTHSVC_ENV": "production",
+            "JWT_SECRET_KEY": secrets.token_hex(32),
+            "AUTHSVC_RATE_LIMITS": "off",
+            "AUTHSVC_DATA_DIR": tempfile.gettempdir(),
+        }
+    )
     if auth_database_url:
         env["AUTH_DATABASE_URL"] = auth_database_url
     env.update(extra)
     return env
 
 
-def authsvc_cli(env: dict[str, str], *args: str,
-                timeout: float = 600) -> subprocess.CompletedProcess:
+def authsvc_cli(
+    env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """`authsvc ARGS` as an operator runs it (the installed package's CLI)."""
     return subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "authsvc", *args], env=env, cwd=REPO, capture_output=True,
-        text=True, timeout=timeout,
+        [sys.executable, "-m", "authsvc", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -168,9 +201,20 @@ class Authsvc:
         self.log = log
         self._log = open(log, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "gunicorn", "-w", str(workers), "--bind",
-             f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-w",
+                str(workers),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "wsgi:app",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         wait_http(self.base, "/readyz", self.proc, log, timeout=60)
 
@@ -195,9 +239,18 @@ def install_peer(log: Path) -> None:
         return
     with open(log, "a") as out:
         done = subprocess.run(  # noqa: S603
-            [shutil.which("npm"), "install", "--no-package-lock", "--no-audit", "--no-fund",
-             "--omit=dev"],
-            cwd=PEER_DIR, stdout=out, stderr=subprocess.STDOUT, timeout=600,
+            [
+                shutil.which("npm"),
+                "install",
+                "--no-package-lock",
+                "--no-audit",
+                "--no-fund",
+                "--omit=dev",
+            ],
+            cwd=PEER_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=600,
         )
     if done.returncode != 0:
         raise PeerUnavailable(f"npm install failed (exit {done.returncode}; see {log})")
@@ -205,21 +258,27 @@ def install_peer(log: Path) -> None:
 
 def _peer_env(database_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BETTER_AUTH"))}
-    env.update({
-        "DATABASE_URL": database_url,
-        "BETTER_AUTH_SECRET": secrets.token_hex(32),
-        "BETTER_AUTH_URL": f"http://127.0.0.1:{port}",
-        "NODE_ENV": "production",
-        "WORKERS": "2",
-    })
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "BETTER_AUTH_SECRET": secrets.token_hex(32),
+            "BETTER_AUTH_URL": f"http://127.0.0.1:{port}",
+            "NODE_ENV": "production",
+            "WORKERS": "2",
+        }
+    )
     return env
 
 
 def peer_node(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
     """`node bench/peer/server.mjs ARGS`; its stdout, or RuntimeError."""
     done = subprocess.run(  # noqa: S603
-        [shutil.which("node") or "node", "server.mjs", *args], cwd=PEER_DIR, env=env,
-        capture_output=True, text=True, timeout=timeout,
+        [shutil.which("node") or "node", "server.mjs", *args],
+        cwd=PEER_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if done.returncode != 0:
         raise RuntimeError(f"node server.mjs {' '.join(args)} failed: {done.stderr[-2000:]}")
@@ -238,7 +297,10 @@ class Peer:
         self._log = open(log, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(  # noqa: S603
             [shutil.which("node") or "node", "server.mjs", "serve", str(self.port)],
-            cwd=PEER_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=PEER_DIR,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         wait_http(self.base, "/api/auth/ok", self.proc, log, timeout=60)
 
@@ -250,6 +312,7 @@ class Peer:
 
 def peer_hash_rate(seconds: float, parallel: int) -> dict[str, Any]:
     """Better Auth's own password hash (scrypt) rate with `parallel` hashes in flight."""
-    out = peer_node(["hashrate", str(seconds), str(parallel)], dict(os.environ),
-                    timeout=seconds + 60)
+    out = peer_node(
+        ["hashrate", str(seconds), str(parallel)], dict(os.environ), timeout=seconds + 60
+    )
     return json.loads(out.strip().splitlines()[-1])

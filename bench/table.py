@@ -61,10 +61,21 @@ class Table:
         self.tag = uuid.uuid4().hex[:6]
         self.runs = 0  # every run's emails are its own, warm-ups and repeats included
 
-    def measure(self, side: Side, operation: str, endpoint: str, mode: str, path: str,
-                connections: int, *, items: list[str] | None = None, record: bool = True,
-                seconds: float | None = None, expect_refusal: bool = False,
-                **extra: Any) -> dict[str, Any]:
+    def measure(
+        self,
+        side: Side,
+        operation: str,
+        endpoint: str,
+        mode: str,
+        path: str,
+        connections: int,
+        *,
+        items: list[str] | None = None,
+        record: bool = True,
+        seconds: float | None = None,
+        expect_refusal: bool = False,
+        **extra: Any,
+    ) -> dict[str, Any]:
         """One wrk run against `side`, with server and database CPU per request. With
         `expect_refusal`, 4xx answers are the point and a success counts as the error."""
         server_before = cpu.tree_cpu(side.pid)
@@ -72,14 +83,28 @@ class Table:
         if seconds is None:
             hashing = operation.startswith(("signup", "login"))
             seconds = self.cfg.hash_seconds if hashing else self.cfg.seconds
-        result = load.run(side.base, mode, path, connections, seconds,
-                          items=items, password=PASSWORD, tag=f"{self.tag}r{self.runs}")
+        result = load.run(
+            side.base,
+            mode,
+            path,
+            connections,
+            seconds,
+            items=items,
+            password=PASSWORD,
+            tag=f"{self.tag}r{self.runs}",
+        )
         self.runs += 1
         server_after = cpu.tree_cpu(side.pid)
         server_s = cpu.spent(server_before, server_after)
         # How the work fell between the workers: keep-alive connections stay where they landed.
-        workers = sorted((server_after[w] - server_before.get(w, 0.0)
-                          for w in cpu.children(side.pid) if w in server_after), reverse=True)
+        workers = sorted(
+            (
+                server_after[w] - server_before.get(w, 0.0)
+                for w in cpu.children(side.pid)
+                if w in server_after
+            ),
+            reverse=True,
+        )
         worker_share = [round(w / sum(workers), 2) for w in workers] if sum(workers) else []
         pg_s = cpu.spent(pg_before, cpu.tree_cpu(self.pg_pid)) if self.pg_pid else 0.0
         if expect_refusal:
@@ -89,8 +114,11 @@ class Table:
             result.errors = sum(result.error_kinds.values())
         n = max(result.requests, 1)
         row = {
-            "system": side.name, "operation": operation, "endpoint": endpoint,
-            "concurrency": connections, **result.as_dict(),
+            "system": side.name,
+            "operation": operation,
+            "endpoint": endpoint,
+            "concurrency": connections,
+            **result.as_dict(),
             "server_cpu_ms_per_req": 1000 * server_s / n,
             "db_cpu_ms_per_req": 1000 * pg_s / n,
             "worker_cpu_share": worker_share,
@@ -103,8 +131,17 @@ class Table:
     def warm(self, side: Side, mode: str, path: str, items: list[str] | None = None) -> None:
         """A short unrecorded run, so the first row does not pay for cold workers."""
         if self.cfg.warmup > 0:
-            self.measure(side, "warmup", path, mode, path, 8, items=items, record=False,
-                         seconds=self.cfg.warmup)
+            self.measure(
+                side,
+                "warmup",
+                path,
+                mode,
+                path,
+                8,
+                items=items,
+                record=False,
+                seconds=self.cfg.warmup,
+            )
 
 
 # -- authsvc -------------------------------------------------------------------------------
@@ -113,13 +150,15 @@ class Table:
 def authsvc_probe(svc: Authsvc, database_url: str) -> str:
     """Sign one account up over HTTP and read its stored hash back with plain SQL."""
     email = f"probe-{uuid.uuid4().hex[:8]}@example.com"
-    status, body, _ = http(svc.base, "POST", f"{API}/signup",
-                           {"email": email, "password": PASSWORD})
+    status, body, _ = http(
+        svc.base, "POST", f"{API}/signup", {"email": email, "password": PASSWORD}
+    )
     if status != 201:
         raise RuntimeError(f"probe signup answered {status}: {body}")
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT password_hash FROM auth.users WHERE id = %s",
-                           (body["data"]["user"]["id"],)).fetchone()
+        row = conn.execute(
+            "SELECT password_hash FROM auth.users WHERE id = %s", (body["data"]["user"]["id"],)
+        ).fetchone()
     if not row or not row[0]:
         raise RuntimeError("the probe account has no stored hash")
     return row[0]
@@ -127,9 +166,11 @@ def authsvc_probe(svc: Authsvc, database_url: str) -> str:
 
 def authsvc_sessions(base: str, emails: list[str], n: int) -> list[dict[str, str]]:
     """`n` fresh sessions (access and refresh token) from logins of these accounts."""
+
     def one(i: int) -> dict[str, str]:
-        status, body, _ = http(base, "POST", f"{API}/login",
-                               {"email": emails[i % len(emails)], "password": PASSWORD})
+        status, body, _ = http(
+            base, "POST", f"{API}/login", {"email": emails[i % len(emails)], "password": PASSWORD}
+        )
         if status != 200:
             raise RuntimeError(f"login for a session answered {status}: {body}")
         return body["data"]["session"]
@@ -150,9 +191,14 @@ PEER_EMAILS = 'SELECT email FROM "user" ORDER BY random()'
 
 def peer_cookies(base: str, emails: list[str], n: int) -> list[str]:
     """`n` session cookies from sign-ins of these accounts."""
+
     def one(i: int) -> str:
-        status, body, headers = http(base, "POST", "/api/auth/sign-in/email",
-                                     {"email": emails[i % len(emails)], "password": PASSWORD})
+        status, body, headers = http(
+            base,
+            "POST",
+            "/api/auth/sign-in/email",
+            {"email": emails[i % len(emails)], "password": PASSWORD},
+        )
         cookie = headers.get("Set-Cookie", "") if headers else ""
         if status != 200 or not cookie:
             raise RuntimeError(f"peer sign-in answered {status}: {body}")
@@ -165,8 +211,14 @@ def peer_cookies(base: str, emails: list[str], n: int) -> list[str]:
 # -- the run -------------------------------------------------------------------------------
 
 
-def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
-              pg_pid: int | None, progress: Callable[[str], None]) -> dict[str, Any]:
+def run_table(
+    cfg: Config,
+    svc: Authsvc,
+    database_url: str,
+    peer: Peer | None,
+    pg_pid: int | None,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     """Every row of the main table, interleaving authsvc and the peer so load falls on both."""
     table = Table(cfg, pg_pid, database_url)
     ours = Side("authsvc", svc.base, svc.proc.pid)
@@ -199,8 +251,7 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
         s = sample(side.name)
         return table.measure(side, *args, hash_sample=s, **kwargs)
 
-    def both(label: str, fn_ours: Callable[[], None],
-             fn_theirs: Callable[[], None] | None) -> None:
+    def both(label: str, fn_ours: Callable[[], None], fn_theirs: Callable[[], None] | None) -> None:
         progress(label)
         fn_ours()
         if theirs and fn_theirs:
@@ -214,20 +265,32 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
 
     # Light endpoints first: their rows are the ceiling of the session rows.
     for c in cfg.concurrency:
-        both(f"healthz c={c}",
-             lambda c=c: table.measure(ours, "healthz", "GET /healthz", "get", "/healthz", c),
-             lambda c=c: table.measure(theirs, "healthz", "GET /api/auth/ok", "get",
-                                       "/api/auth/ok", c))
+        both(
+            f"healthz c={c}",
+            lambda c=c: table.measure(ours, "healthz", "GET /healthz", "get", "/healthz", c),
+            lambda c=c: table.measure(
+                theirs, "healthz", "GET /api/auth/ok", "get", "/api/auth/ok", c
+            ),
+        )
 
     table.warm(ours, "signup", f"{API}/signup")
     if theirs:
         table.warm(theirs, "peer_signup", "/api/auth/sign-up/email")
     for c in cfg.concurrency:
-        both(f"signup c={c}",
-             lambda c=c: hashing(ours, "signup", "POST /api/v1/auth/signup", "signup",
-                                 f"{API}/signup", c),
-             lambda c=c: hashing(theirs, "signup", "POST /api/auth/sign-up/email",
-                                 "peer_signup", "/api/auth/sign-up/email", c))
+        both(
+            f"signup c={c}",
+            lambda c=c: hashing(
+                ours, "signup", "POST /api/v1/auth/signup", "signup", f"{API}/signup", c
+            ),
+            lambda c=c: hashing(
+                theirs,
+                "signup",
+                "POST /api/auth/sign-up/email",
+                "peer_signup",
+                "/api/auth/sign-up/email",
+                c,
+            ),
+        )
 
     our_emails = emails_of(database_url, OURS_EMAILS)
     their_emails = emails_of(peer.database_url, PEER_EMAILS) if theirs else []
@@ -235,51 +298,120 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
     if theirs:
         table.warm(theirs, "login", "/api/auth/sign-in/email", their_emails)
     for c in cfg.concurrency:
-        both(f"login c={c}",
-             lambda c=c: hashing(ours, "login", "POST /api/v1/auth/login", "login",
-                                 f"{API}/login", c, items=our_emails),
-             lambda c=c: hashing(theirs, "login", "POST /api/auth/sign-in/email", "login",
-                                 "/api/auth/sign-in/email", c, items=their_emails))
+        both(
+            f"login c={c}",
+            lambda c=c: hashing(
+                ours,
+                "login",
+                "POST /api/v1/auth/login",
+                "login",
+                f"{API}/login",
+                c,
+                items=our_emails,
+            ),
+            lambda c=c: hashing(
+                theirs,
+                "login",
+                "POST /api/auth/sign-in/email",
+                "login",
+                "/api/auth/sign-in/email",
+                c,
+                items=their_emails,
+            ),
+        )
 
     # Account enumeration through timing: wrong password and unknown email cost the same.
     c_mid = sorted(cfg.concurrency)[len(cfg.concurrency) // 2]
     progress(f"login failures c={c_mid}")
-    hashing(ours, "login (wrong password)", "POST /api/v1/auth/login", "login_wrong",
-            f"{API}/login", c_mid, items=our_emails, expect_refusal=True)
-    hashing(ours, "login (unknown email)", "POST /api/v1/auth/login", "login_unknown",
-            f"{API}/login", c_mid, expect_refusal=True)
+    hashing(
+        ours,
+        "login (wrong password)",
+        "POST /api/v1/auth/login",
+        "login_wrong",
+        f"{API}/login",
+        c_mid,
+        items=our_emails,
+        expect_refusal=True,
+    )
+    hashing(
+        ours,
+        "login (unknown email)",
+        "POST /api/v1/auth/login",
+        "login_unknown",
+        f"{API}/login",
+        c_mid,
+        expect_refusal=True,
+    )
     # The same comparison in short runs that alternate, so that other work on the machine
     # falls on both alike: the ratio of each adjacent pair.
     timing_pairs = []
     for _ in range(cfg.timing_pairs):
         chunk = max(1.0, cfg.hash_seconds / cfg.timing_pairs)
-        wrong = table.measure(ours, "", "", "login_wrong", f"{API}/login", c_mid,
-                              items=our_emails, record=False, seconds=chunk,
-                              expect_refusal=True)
-        unknown = table.measure(ours, "", "", "login_unknown", f"{API}/login", c_mid,
-                                record=False, seconds=chunk, expect_refusal=True)
-        timing_pairs.append({"wrong_p50_ms": wrong["p50_ms"],
-                             "unknown_p50_ms": unknown["p50_ms"],
-                             "ratio": unknown["p50_ms"] / wrong["p50_ms"]
-                             if wrong["p50_ms"] else None})
+        wrong = table.measure(
+            ours,
+            "",
+            "",
+            "login_wrong",
+            f"{API}/login",
+            c_mid,
+            items=our_emails,
+            record=False,
+            seconds=chunk,
+            expect_refusal=True,
+        )
+        unknown = table.measure(
+            ours,
+            "",
+            "",
+            "login_unknown",
+            f"{API}/login",
+            c_mid,
+            record=False,
+            seconds=chunk,
+            expect_refusal=True,
+        )
+        timing_pairs.append(
+            {
+                "wrong_p50_ms": wrong["p50_ms"],
+                "unknown_p50_ms": unknown["p50_ms"],
+                "ratio": unknown["p50_ms"] / wrong["p50_ms"] if wrong["p50_ms"] else None,
+            }
+        )
 
     for c in cfg.concurrency:
         progress(f"refresh c={c}")
         # Each connection follows its own chain of rotations; spares cover wrk's check request.
         sessions = authsvc_sessions(svc.base, our_emails, 2 * c + 4)
-        table.measure(ours, "refresh", "POST /api/v1/auth/refresh", "refresh",
-                      f"{API}/refresh", c, items=[s["refresh_token"] for s in sessions])
+        table.measure(
+            ours,
+            "refresh",
+            "POST /api/v1/auth/refresh",
+            "refresh",
+            f"{API}/refresh",
+            c,
+            items=[s["refresh_token"] for s in sessions],
+        )
 
     def me(c: int, record: bool = True) -> dict[str, Any]:
-        tokens = [s["access_token"] for s in authsvc_sessions(svc.base, our_emails,
-                                                               sessions_for(c))]
-        return table.measure(ours, "me", "GET /api/v1/auth/me", "bearer", f"{API}/me", c,
-                             items=tokens, record=record)
+        tokens = [
+            s["access_token"] for s in authsvc_sessions(svc.base, our_emails, sessions_for(c))
+        ]
+        return table.measure(
+            ours, "me", "GET /api/v1/auth/me", "bearer", f"{API}/me", c, items=tokens, record=record
+        )
 
     def get_session(c: int, record: bool = True) -> dict[str, Any]:
         cookies = peer_cookies(theirs.base, their_emails, sessions_for(c))
-        return table.measure(theirs, "me", "GET /api/auth/get-session", "cookie",
-                             "/api/auth/get-session", c, items=cookies, record=record)
+        return table.measure(
+            theirs,
+            "me",
+            "GET /api/auth/get-session",
+            "cookie",
+            "/api/auth/get-session",
+            c,
+            items=cookies,
+            record=record,
+        )
 
     for c in cfg.concurrency:
         both(f"me c={c}", lambda c=c: me(c), lambda c=c: get_session(c))
@@ -292,13 +424,15 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
         progress(f"repeat {i + 1}/{cfg.repeats} at c={top}")
         rep: dict[str, Any] = {
             "me": me(top, record=False),
-            "healthz": table.measure(ours, "healthz", "GET /healthz", "get", "/healthz", top,
-                                     record=False),
+            "healthz": table.measure(
+                ours, "healthz", "GET /healthz", "get", "/healthz", top, record=False
+            ),
         }
         if theirs:
             rep["get_session"] = get_session(top, record=False)
-            rep["ok"] = table.measure(theirs, "healthz", "GET /api/auth/ok", "get",
-                                      "/api/auth/ok", top, record=False)
+            rep["ok"] = table.measure(
+                theirs, "healthz", "GET /api/auth/ok", "get", "/api/auth/ok", top, record=False
+            )
         repeats.append(rep)
 
     if cfg.ceiling_bookends:
@@ -311,9 +445,15 @@ def run_table(cfg: Config, svc: Authsvc, database_url: str, peer: Peer | None,
         cpu_ms = [s["cpu_ms_per_hash"] for s in data["samples"] if "cpu_ms_per_hash" in s]
         data["cpu_ms_per_hash"] = sum(cpu_ms) / len(cpu_ms) if cpu_ms else None
     attach_ceilings(table.rows, ceilings, cfg.cores)
-    return {"rows": table.rows, "ceilings": ceilings, "repeats": repeats,
-            "timing_pairs": timing_pairs, "failure_concurrency": c_mid,
-            "top_concurrency": top, "stored_hash_prefix": stored.rsplit("$", 2)[0]}
+    return {
+        "rows": table.rows,
+        "ceilings": ceilings,
+        "repeats": repeats,
+        "timing_pairs": timing_pairs,
+        "failure_concurrency": c_mid,
+        "top_concurrency": top,
+        "stored_hash_prefix": stored.rsplit("$", 2)[0],
+    }
 
 
 def sessions_for(connections: int) -> int:
@@ -353,8 +493,12 @@ def attach_ceilings(rows: list[dict[str, Any]], ceilings: dict[str, Any], cores:
 def repo_sha(repo: Path) -> str:
     """The checkout's commit, for the report."""
     try:
-        done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except OSError:
         return "?"
     return done.stdout.strip() or "?"

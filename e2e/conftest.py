@@ -72,8 +72,9 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-def service(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
-            pytestconfig: pytest.Config) -> Iterator[Service]:
+def service(
+    e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Service]:
     """gunicorn serving wsgi:app, the way the Procfile runs it, on a fresh database."""
     owner_url = e2e_postgres.create_database("authsvc_e2e")
     migrate(owner_url)
@@ -117,8 +118,12 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict) -> dict:
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 860},
-            "locale": "en-GB", "timezone_id": "UTC"}
+    return {
+        **browser_context_args,
+        "viewport": {"width": 1280, "height": 860},
+        "locale": "en-GB",
+        "timezone_id": "UTC",
+    }
 
 
 @pytest.fixture
@@ -140,8 +145,9 @@ def shoot(output_path: str):
         if not shows:
             raise TypeError(f"screenshot {name!r}: name what the page must show")
         for shown in shows:
-            expect(page.get_by_text(shown).first if isinstance(shown, str) else shown
-                   ).to_be_visible()
+            expect(
+                page.get_by_text(shown).first if isinstance(shown, str) else shown
+            ).to_be_visible()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")

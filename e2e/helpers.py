@@ -235,8 +235,10 @@ def source_from_env(env: dict[str, str] | None = None) -> RowSource:
     if (env.get("AUTHSVC_BACKEND") or "postgres").lower() == "supabase":
         url, key = env.get("SUPABASE_URL"), env.get("SUPABASE_SERVICE_ROLE_KEY")
         if not url or not key:
-            raise RuntimeError("AUTHSVC_BACKEND=supabase needs SUPABASE_URL and "
-                               "SUPABASE_SERVICE_ROLE_KEY to find users")
+            raise RuntimeError(
+                "AUTHSVC_BACKEND=supabase needs SUPABASE_URL and "
+                "SUPABASE_SERVICE_ROLE_KEY to find users"
+            )
         return SupabaseRows.connect(url, key)
     url = env.get("DATABASE_URL") or env.get("POSTGRES_URL")
     if not url:
@@ -295,6 +297,9 @@ def assert_user_absent(email: str, source: Any = None) -> None:
     if found is not None:
         raise AssertionError(
             f"user {email!r} should not exist, but "
-            + " and ".join(f"{table} holds id {row['id']}" for table, row in (
-                (PROFILES, found.profile), (IDENTITIES, found.identity)) if row is not None)
+            + " and ".join(
+                f"{table} holds id {row['id']}"
+                for table, row in ((PROFILES, found.profile), (IDENTITIES, found.identity))
+                if row is not None
+            )
         )

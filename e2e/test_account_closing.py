@@ -40,15 +40,20 @@ def test_a_person_deletes_their_account_from_the_account_page(
     sign_up(page, "grace@example.com", "grace")
     assert_user_complete("grace@example.com", service.rows)
     # Signed in on another device too: that session must end with the account.
-    other = api.post("/api/v1/auth/login",
-                     data={"email": "grace@example.com", "password": PASSWORD}).json()
+    other = api.post(
+        "/api/v1/auth/login", data={"email": "grace@example.com", "password": PASSWORD}
+    ).json()
     other_token = other["data"]["session"]["access_token"]
 
     page.get_by_role("link", name="Delete account…").click()
     expect(page).to_have_url(re.compile(r"/account/delete$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Delete your account")
-    shoot(page, "account-delete", page.get_by_text("grace@example.com"),
-          page.get_by_role("button", name="Delete my account"))
+    shoot(
+        page,
+        "account-delete",
+        page.get_by_text("grace@example.com"),
+        page.get_by_role("button", name="Delete my account"),
+    )
 
     page.get_by_label("Password", exact=True).fill("not my password at all")
     page.get_by_role("button", name="Delete my account").click()
@@ -92,13 +97,18 @@ def test_an_operator_bans_a_person_and_their_browser_is_signed_out(
 ):
     sign_up(page, "mallory@example.com", "mallory")
     api.post("/api/v1/auth/signup", data={"email": "op@example.com", "password": PASSWORD})
-    command = [shutil.which("authsvc")] if shutil.which("authsvc") else [
-        sys.executable, "-m", "authsvc.cli"]
+    command = (
+        [shutil.which("authsvc")]
+        if shutil.which("authsvc")
+        else [sys.executable, "-m", "authsvc.cli"]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "DATABASE_URL"))}
     granted = subprocess.run(
         [*command, "users", "grant-admin", "op@example.com"],
         env={**env, "DATABASE_URL": service.database_url, "JWT_SECRET_KEY": TEST_SECRET},
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert granted.returncode == 0, granted.stderr
     login = api.post("/api/v1/auth/login", data={"email": "op@example.com", "password": PASSWORD})
@@ -106,8 +116,9 @@ def test_an_operator_bans_a_person_and_their_browser_is_signed_out(
 
     found = api.get("/api/v1/admin/users", params={"q": "mallory"}, headers=admin).json()
     (mallory,) = found["data"]["users"]
-    banned = api.post(f"/api/v1/admin/users/{mallory['id']}/ban",
-                      data={"duration_seconds": 3600}, headers=admin)
+    banned = api.post(
+        f"/api/v1/admin/users/{mallory['id']}/ban", data={"duration_seconds": 3600}, headers=admin
+    )
     assert banned.status == 200 and banned.json()["data"]["user"]["banned"] is True
 
     page.reload()  # the next page the person loads: signed out
@@ -117,7 +128,8 @@ def test_an_operator_bans_a_person_and_their_browser_is_signed_out(
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_contain_text("This account is suspended")
 
-    events = api.get("/api/v1/admin/audit", params={"user_id": mallory["id"]},
-                     headers=admin).json()["data"]["events"]
+    events = api.get(
+        "/api/v1/admin/audit", params={"user_id": mallory["id"]}, headers=admin
+    ).json()["data"]["events"]
     assert [e["type"] for e in events] == ["user_banned", "signup"]
     assert events[0]["actor"] == "admin" and events[0]["details"]["sessions_revoked"] == 1

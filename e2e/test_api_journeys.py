@@ -23,11 +23,18 @@ def bearer(session: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {session['access_token']}"}
 
 
-def test_sign_up_edit_log_out_and_log_back_in_through_the_api(api: APIRequestContext,
-                                                              service: Service):
-    response = api.post("/api/v1/auth/signup", data={
-        "email": "ada@example.com", "password": PASSWORD, "username": "ada",
-        "display_name": "Ada Lovelace"})
+def test_sign_up_edit_log_out_and_log_back_in_through_the_api(
+    api: APIRequestContext, service: Service
+):
+    response = api.post(
+        "/api/v1/auth/signup",
+        data={
+            "email": "ada@example.com",
+            "password": PASSWORD,
+            "username": "ada",
+            "display_name": "Ada Lovelace",
+        },
+    )
     assert response.status == 201, response.text()
     assert response.headers["x-request-id"]
     body = response.json()
@@ -39,12 +46,13 @@ def test_sign_up_edit_log_out_and_log_back_in_through_the_api(api: APIRequestCon
     me = api.get("/api/v1/auth/me", headers=bearer(session))
     assert me.status == 200 and me.json()["data"]["user"]["display_name"] == "Ada Lovelace"
 
-    patched = api.patch("/api/v1/auth/me", headers=bearer(session),
-                        data={"display_name": "Ada King", "username": "ada_king"})
-    assert patched.status == 200, patched.text()
-    assert assert_user_complete("ada@example.com", service.rows).profile["username"] == (
-        "ada_king"
+    patched = api.patch(
+        "/api/v1/auth/me",
+        headers=bearer(session),
+        data={"display_name": "Ada King", "username": "ada_king"},
     )
+    assert patched.status == 200, patched.text()
+    assert assert_user_complete("ada@example.com", service.rows).profile["username"] == ("ada_king")
 
     rotated = api.post("/api/v1/auth/refresh", data={"refresh_token": session["refresh_token"]})
     assert rotated.status == 200
@@ -54,8 +62,7 @@ def test_sign_up_edit_log_out_and_log_back_in_through_the_api(api: APIRequestCon
     after = api.get("/api/v1/auth/me", headers=bearer(session))
     assert after.status == 401 and after.json()["error"]["code"] == TokenRevoked.code
 
-    login = api.post("/api/v1/auth/login",
-                     data={"email": "ADA@example.com", "password": PASSWORD})
+    login = api.post("/api/v1/auth/login", data={"email": "ADA@example.com", "password": PASSWORD})
     assert login.status == 200
     session = login.json()["data"]["session"]
     me = api.get("/api/v1/auth/me", headers=bearer(session))
@@ -70,8 +77,10 @@ def test_sign_up_edit_log_out_and_log_back_in_through_the_api(api: APIRequestCon
     assert api.get("/api/v1/auth/me", headers=bearer(newer)).status == 200
     # ... but presented after the reuse interval it is theft: the whole session ends.
     with psycopg.connect(service.owner_url, autocommit=True) as conn:
-        conn.execute("UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '1 minute' "
-                     "WHERE used_at IS NOT NULL")
+        conn.execute(
+            "UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '1 minute' "
+            "WHERE used_at IS NOT NULL"
+        )
     stolen = api.post("/api/v1/auth/refresh", data={"refresh_token": session["refresh_token"]})
     assert stolen.status == 401 and stolen.json()["error"]["code"] == RefreshTokenReused.code
     assert api.get("/api/v1/auth/me", headers=bearer(newer)).status == 401
@@ -80,11 +89,16 @@ def test_sign_up_edit_log_out_and_log_back_in_through_the_api(api: APIRequestCon
 def test_a_taken_email_is_409_through_the_api_and_the_first_account_stays(
     api: APIRequestContext, service: Service
 ):
-    assert api.post("/api/v1/auth/signup",
-                    data={"email": "grace@example.com", "password": PASSWORD}).status == 201
-    again = api.post("/api/v1/auth/signup",
-                     data={"email": " GRACE@example.com ", "password": PASSWORD,
-                           "username": "grace"})
+    assert (
+        api.post(
+            "/api/v1/auth/signup", data={"email": "grace@example.com", "password": PASSWORD}
+        ).status
+        == 201
+    )
+    again = api.post(
+        "/api/v1/auth/signup",
+        data={"email": " GRACE@example.com ", "password": PASSWORD, "username": "grace"},
+    )
     assert again.status == 409
     assert again.json()["error"]["code"] == EmailTaken.code
     rows = assert_user_complete("grace@example.com", service.rows)
@@ -95,8 +109,9 @@ def test_a_signup_that_fails_in_the_database_names_the_step_and_leaves_neither_r
     api: APIRequestContext, service: Service
 ):
     with faults.profile_insert_raises(service.owner_url):
-        response = api.post("/api/v1/auth/signup",
-                            data={"email": "carol@example.com", "password": PASSWORD})
+        response = api.post(
+            "/api/v1/auth/signup", data={"email": "carol@example.com", "password": PASSWORD}
+        )
     assert response.status == 500
     error = response.json()["error"]
     assert error["code"] == SignupFailed.code

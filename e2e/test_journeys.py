@@ -13,8 +13,9 @@ from tests import faults
 PASSWORD = "correct horse battery staple"
 
 
-def fill_signup(page: Page, email: str, password: str = PASSWORD, username: str = "",
-                display_name: str = "") -> None:
+def fill_signup(
+    page: Page, email: str, password: str = PASSWORD, username: str = "", display_name: str = ""
+) -> None:
     page.get_by_label("Email address", exact=True).fill(email)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_label("Username", exact=True).fill(username)
@@ -34,8 +35,12 @@ def test_a_person_signs_up_edits_the_profile_logs_out_and_logs_back_in(
     expect(page).to_have_url(re.compile(r"/login$"))
     page.get_by_role("link", name="Create an account").click()
     expect(page).to_have_title("Create your account · authsvc")
-    shoot(page, "signup", page.get_by_role("heading", level=1, name="Create your account"),
-          page.get_by_role("button", name="Create account"))
+    shoot(
+        page,
+        "signup",
+        page.get_by_role("heading", level=1, name="Create your account"),
+        page.get_by_role("button", name="Create account"),
+    )
 
     fill_signup(page, "ada@example.com", username="ada", display_name="Ada Lovelace")
     page.get_by_role("button", name="Create account").click()
@@ -43,8 +48,12 @@ def test_a_person_signs_up_edits_the_profile_logs_out_and_logs_back_in(
     expect(page.get_by_role("status")).to_have_text("Welcome! Your account is ready.")
     expect(page.get_by_role("heading", level=1)).to_have_text("Ada Lovelace")
     expect(page.get_by_text("ada@example.com").first).to_be_visible()
-    shoot(page, "account", page.get_by_role("heading", level=1, name="Ada Lovelace"),
-          "Welcome! Your account is ready.")
+    shoot(
+        page,
+        "account",
+        page.get_by_role("heading", level=1, name="Ada Lovelace"),
+        "Welcome! Your account is ready.",
+    )
     rows = assert_user_complete("ada@example.com", service.rows)
     assert rows.tables == ("public.users", "auth.users")
     expect(page.get_by_text(rows.id)).to_be_visible()
@@ -60,16 +69,24 @@ def test_a_person_signs_up_edits_the_profile_logs_out_and_logs_back_in(
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_role("status")).to_have_text("Your profile was saved.")
     expect(page.get_by_role("heading", level=1)).to_have_text("Ada King")
-    shoot(page, "account-saved", page.get_by_role("heading", level=1, name="Ada King"),
-          "Your profile was saved.")
+    shoot(
+        page,
+        "account-saved",
+        page.get_by_role("heading", level=1, name="Ada King"),
+        "Your profile was saved.",
+    )
     rows = assert_user_complete("ada@example.com", service.rows)
     assert (rows.profile["username"], rows.profile["display_name"]) == ("ada_king", "Ada King")
 
     page.get_by_role("button", name="Sign out", exact=True).click()
     expect(page).to_have_url(re.compile(r"/login\?signed_out=1$"))
     expect(page.get_by_role("status")).to_have_text("You have signed out.")
-    shoot(page, "login-signed-out", page.get_by_role("heading", level=1, name="Log in"),
-          "You have signed out.")
+    shoot(
+        page,
+        "login-signed-out",
+        page.get_by_role("heading", level=1, name="Log in"),
+        "You have signed out.",
+    )
     page.goto("/account")
     expect(page).to_have_url(re.compile(r"/login$"))
 
@@ -121,9 +138,7 @@ def test_a_signup_that_fails_in_the_database_says_so_and_leaves_neither_row(
         alert = page.get_by_role("alert")
         expect(alert).to_contain_text("We couldn't create your account")
     expect(alert).to_contain_text("Something went wrong while saving your profile")
-    expect(alert).to_contain_text(
-        "Nothing was created: there is no account for carol@example.com"
-    )
+    expect(alert).to_contain_text("Nothing was created: there is no account for carol@example.com")
     expect(alert).to_contain_text("SIGNUP_FAILED")
     expect(alert).to_be_focused()
     shoot(page, "signup-failed", alert)
@@ -139,8 +154,9 @@ def test_a_signup_that_fails_in_the_database_says_so_and_leaves_neither_row(
     assert_user_complete("carol@example.com", service.rows)
 
 
-def test_the_signup_form_explains_every_problem_beside_its_field(page: Page, service: Service,
-                                                                  shoot):
+def test_the_signup_form_explains_every_problem_beside_its_field(
+    page: Page, service: Service, shoot
+):
     page.goto("/signup")
     fill_signup(page, "not-an-email", password="short", username="Bad Name")
     page.get_by_role("button", name="Create account").click()
@@ -156,8 +172,12 @@ def test_the_signup_form_explains_every_problem_beside_its_field(page: Page, ser
         expect(field).to_have_accessible_description(re.compile(re.escape(message)))
     display_name = page.get_by_label("Display name", exact=True)
     expect(display_name).not_to_have_attribute("aria-invalid", "true")
-    shoot(page, "signup-errors", page.get_by_role("alert"),
-          *(page.locator(f"#{name}-error") for name in ("email", "password", "username")))
+    shoot(
+        page,
+        "signup-errors",
+        page.get_by_role("alert"),
+        *(page.locator(f"#{name}-error") for name in ("email", "password", "username")),
+    )
     assert find_user("not-an-email", service.rows) is None
 
 
@@ -174,17 +194,26 @@ def test_the_keyboard_reaches_the_fields_in_reading_order(page: Page):
 
 def test_the_pages_fit_a_phone_screen(browser: Browser, service: Service, shoot):
     context = browser.new_context(
-        base_url=service.base_url, viewport={"width": 390, "height": 844},
-        device_scale_factor=2, is_mobile=True, has_touch=True,
+        base_url=service.base_url,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
     )
     try:
         phone = context.new_page()
-        pages = (("/signup", "signup-phone", "Create your account", "Create account"),
-                 ("/login", "login-phone", "Log in", "Log in"))
+        pages = (
+            ("/signup", "signup-phone", "Create your account", "Create account"),
+            ("/login", "login-phone", "Log in", "Log in"),
+        )
         for path, name, title, button in pages:
             phone.goto(path)
             assert phone.evaluate("document.documentElement.scrollWidth <= innerWidth")
-            shoot(phone, name, phone.get_by_role("heading", level=1, name=title),
-                  phone.get_by_role("button", name=button, exact=True))
+            shoot(
+                phone,
+                name,
+                phone.get_by_role("heading", level=1, name=title),
+                phone.get_by_role("button", name=button, exact=True),
+            )
     finally:
         context.close()

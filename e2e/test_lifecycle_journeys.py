@@ -54,17 +54,21 @@ class MailingService:
 
 
 @pytest.fixture(scope="module")
-def mailing(e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory,
-            pytestconfig: pytest.Config) -> Iterator[MailingService]:
+def mailing(
+    e2e_postgres: PgServer, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[MailingService]:
     owner_url = e2e_postgres.create_database("authsvc_e2e_mail")
     migrate(owner_url)
     output = Path(pytestconfig.getoption("--output", "test-results")).absolute()
     with Mailbox() as mailbox:
-        env = service_env(tmp_path_factory.mktemp("authsvc-mail-data"),
-                          DATABASE_URL=e2e_postgres.service_url(owner_url),
-                          SMTP_URL=mailbox.url, AUTHSVC_PUBLIC_URL=PUBLIC_URL,
-                          AUTHSVC_REQUIRE_EMAIL_CONFIRMATION="on",
-                          AUTHSVC_MAIL_RETRY_MS="100")
+        env = service_env(
+            tmp_path_factory.mktemp("authsvc-mail-data"),
+            DATABASE_URL=e2e_postgres.service_url(owner_url),
+            SMTP_URL=mailbox.url,
+            AUTHSVC_PUBLIC_URL=PUBLIC_URL,
+            AUTHSVC_REQUIRE_EMAIL_CONFIRMATION="on",
+            AUTHSVC_MAIL_RETRY_MS="100",
+        )
         try:
             gunicorn = Gunicorn.started(env, log_path=output / "gunicorn-mail.log")
         except ServiceFailed as exc:
@@ -81,8 +85,13 @@ def mail_service(mailing: MailingService) -> MailingService:
 
 
 def fill(page: Page, **fields: str) -> None:
-    labels = {"email": "Email address", "password": "Password", "username": "Username",
-              "current_password": "Current password", "new_password": "New password"}
+    labels = {
+        "email": "Email address",
+        "password": "Password",
+        "username": "Username",
+        "current_password": "Current password",
+        "new_password": "New password",
+    }
     for name, value in fields.items():
         page.get_by_label(labels[name], exact=True).fill(value)
 
@@ -135,8 +144,9 @@ def test_the_confirmation_link_in_the_mail_opens_the_first_login(
     log_in(page, "ada@example.com")
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("Confirm your email address first")
-    shoot(page, "login-not-confirmed", page.get_by_role("button",
-                                                        name="Send a new confirmation link"))
+    shoot(
+        page, "login-not-confirmed", page.get_by_role("button", name="Send a new confirmation link")
+    )
 
     (mail,) = mail_service.mailbox.to("ada@example.com")
     assert mail["Subject"] == "Confirm your email address"

@@ -86,9 +86,7 @@ class Deployment:
 
     def profile(self, user_id: str) -> dict[str, Any] | None:
         with psycopg.connect(self.profile_owner_url, row_factory=dict_row) as conn:
-            return conn.execute(
-                "SELECT * FROM public.users WHERE id = %s", (user_id,)
-            ).fetchone()
+            return conn.execute("SELECT * FROM public.users WHERE id = %s", (user_id,)).fetchone()
 
     def sql(self, url: str, query: str, params: tuple = ()) -> list[dict[str, Any]]:
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:

@@ -43,23 +43,25 @@ CHEAP_ARGON2 = {
 def app_overrides(database_url: str, tmp_path: Any, **extra: Any) -> dict[str, Any]:
     """An in-process app's settings on `database_url` (behind PgBouncer under
     AUTHSVC_TEST_POOLER=pgbouncer), `extra` last."""
-    return pgbouncer.route({
-        "TESTING": True,
-        "DATABASE_URL": database_url,
-        "AUTH_DATABASE_URL": "",
-        "POSTGRES_URL": "",
-        "AUTHSVC_ENV": "development",
-        "AUTHSVC_BACKEND": "postgres",
-        "JWT_SECRET_KEY": TEST_SECRET,
-        "AUTHSVC_DATA_DIR": str(tmp_path),
-        "AUTHSVC_RATE_LIMITS": "off",
-        # The hourly purge runs in a thread; tests that need it run it themselves.
-        "AUTHSVC_PURGE_INTERVAL_SECONDS": "0",
-        "AUTHSVC_DB_POOL_TIMEOUT": "3",
-        "AUTHSVC_DB_CONNECT_TIMEOUT": "2",
-        **CHEAP_ARGON2,
-        **extra,
-    })
+    return pgbouncer.route(
+        {
+            "TESTING": True,
+            "DATABASE_URL": database_url,
+            "AUTH_DATABASE_URL": "",
+            "POSTGRES_URL": "",
+            "AUTHSVC_ENV": "development",
+            "AUTHSVC_BACKEND": "postgres",
+            "JWT_SECRET_KEY": TEST_SECRET,
+            "AUTHSVC_DATA_DIR": str(tmp_path),
+            "AUTHSVC_RATE_LIMITS": "off",
+            # The hourly purge runs in a thread; tests that need it run it themselves.
+            "AUTHSVC_PURGE_INTERVAL_SECONDS": "0",
+            "AUTHSVC_DB_POOL_TIMEOUT": "3",
+            "AUTHSVC_DB_CONNECT_TIMEOUT": "2",
+            **CHEAP_ARGON2,
+            **extra,
+        }
+    )
 
 
 def migration_count(*sets: str) -> int:
@@ -80,8 +82,12 @@ def latest_migration(*sets: str) -> str:
 def migrate(database_url: str, auth_database_url: str | None = None) -> None:
     """Run the real migrations, through the code `authsvc migrate` uses."""
     migrate_with(
-        {"DATABASE_URL": database_url, "AUTH_DATABASE_URL": auth_database_url or database_url,
-         "JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_ENV": "development"}
+        {
+            "DATABASE_URL": database_url,
+            "AUTH_DATABASE_URL": auth_database_url or database_url,
+            "JWT_SECRET_KEY": TEST_SECRET,
+            "AUTHSVC_ENV": "development",
+        }
     )
 
 
@@ -153,7 +159,8 @@ def service_role(pg: PgServer, database_url: str) -> str:
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         present = [
-            t for t in (*TABLES, *LOG_TABLES)
+            t
+            for t in (*TABLES, *LOG_TABLES)
             if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]
         ]
         if present:
@@ -228,18 +235,26 @@ class AuthActions:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def signup(self, email: str = "alice@example.com", password: str = PASSWORD,
-               expect: int | None = 201, headers: dict | None = None, **fields: Any):
+    def signup(
+        self,
+        email: str = "alice@example.com",
+        password: str = PASSWORD,
+        expect: int | None = 201,
+        headers: dict | None = None,
+        **fields: Any,
+    ):
         body = {"email": email, "password": password, **fields}
         response = self.client.post("/api/v1/auth/signup", json=body, headers=headers or {})
         if expect is not None:
             assert response.status_code == expect, response.get_json()
         return response.get_json()
 
-    def login(self, email: str = "alice@example.com", password: str = PASSWORD,
-              expect: int | None = 200):
-        response = self.client.post("/api/v1/auth/login",
-                                    json={"email": email, "password": password})
+    def login(
+        self, email: str = "alice@example.com", password: str = PASSWORD, expect: int | None = 200
+    ):
+        response = self.client.post(
+            "/api/v1/auth/login", json={"email": email, "password": password}
+        )
         if expect is not None:
             assert response.status_code == expect, response.get_json()
         return response.get_json()
@@ -275,8 +290,9 @@ def mailbox():
 @pytest.fixture
 def mail_app(database_url: str, tmp_path: Any, mailbox):
     """The app with SMTP_URL pointing at `mailbox` and quick mail retries."""
-    app = create_app(app_overrides(database_url, tmp_path, SMTP_URL=mailbox.url,
-                                   AUTHSVC_MAIL_RETRY_MS="20"))
+    app = create_app(
+        app_overrides(database_url, tmp_path, SMTP_URL=mailbox.url, AUTHSVC_MAIL_RETRY_MS="20")
+    )
     yield app
     app.extensions["authsvc"].stores.close()
 
@@ -291,8 +307,10 @@ def shipped_migrations(*sets: str) -> list[str]:
     root = resources.files("authsvc").joinpath("stores", "pg", "migrations")
     return sorted(
         entry.name.removesuffix(".sql")
-        for group in root.iterdir() if group.is_dir() and (not sets or group.name in sets)
-        for entry in group.iterdir() if entry.name.endswith(".sql")
+        for group in root.iterdir()
+        if group.is_dir() and (not sets or group.name in sets)
+        for entry in group.iterdir()
+        if entry.name.endswith(".sql")
     )
 
 

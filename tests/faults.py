@@ -18,12 +18,16 @@ def _exec(url: str, sql: str, params: tuple = ()) -> None:
 
 
 @contextmanager
-def trigger(url: str, table: str, body: str, when: str = "BEFORE INSERT",
-            name: str = "authsvc_fault") -> Iterator[None]:
+def trigger(
+    url: str, table: str, body: str, when: str = "BEFORE INSERT", name: str = "authsvc_fault"
+) -> Iterator[None]:
     """A row trigger on `table` running the PL/pgSQL `body`."""
     fn = f"public.{name}_fn"
-    _exec(url, f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ "
-               f"BEGIN {body} END $$")
+    _exec(
+        url,
+        f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN {body} END $$",
+    )
     _exec(url, f"CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW EXECUTE FUNCTION {fn}()")
     try:
         yield
@@ -50,11 +54,13 @@ def profile_insert_sleeps(url: str, seconds: float):
 
 
 @contextmanager
-def not_valid_check(url: str, table: str = "public.users",
-                    condition: str = "false") -> Iterator[None]:
+def not_valid_check(
+    url: str, table: str = "public.users", condition: str = "false"
+) -> Iterator[None]:
     """A CHECK constraint added NOT VALID: existing rows stay, every new row is refused."""
-    _exec(url, f"ALTER TABLE {table} ADD CONSTRAINT authsvc_fault_check "
-               f"CHECK ({condition}) NOT VALID")
+    _exec(
+        url, f"ALTER TABLE {table} ADD CONSTRAINT authsvc_fault_check CHECK ({condition}) NOT VALID"
+    )
     try:
         yield
     finally:
@@ -81,7 +87,8 @@ def revoked(url: str, privilege: str, table: str = "public.users") -> Iterator[N
     the owner (the service's role among them), and granted back afterwards. Run as the owner."""
     with psycopg.connect(url, autocommit=True) as conn:
         grantees = [
-            row[0] for row in conn.execute(
+            row[0]
+            for row in conn.execute(
                 "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
                 "ELSE quote_ident(pg_get_userbyid(a.grantee)) END "
                 "FROM pg_class c, aclexplode(c.relacl) a "

@@ -64,8 +64,14 @@ def _row(url: str, table: str, where: dict[str, Any]) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def make_layout(request: pytest.FixtureRequest, name: str, tmp_path: Any, mailbox: Mailbox,
-                clean: bool = True, **extra: Any) -> Layout:
+def make_layout(
+    request: pytest.FixtureRequest,
+    name: str,
+    tmp_path: Any,
+    mailbox: Mailbox,
+    clean: bool = True,
+    **extra: Any,
+) -> Layout:
     if name == "one_database":
         url = request.getfixturevalue("database_url")
         owner = request.getfixturevalue("owner_url")
@@ -75,8 +81,14 @@ def make_layout(request: pytest.FixtureRequest, name: str, tmp_path: Any, mailbo
         app_owner, auth_owner = request.getfixturevalue("split_owner_urls")
     for owner in {auth_owner, app_owner} if clean else ():
         truncate(owner)  # asked for here, the databases escape conftest's autouse cleaning
-    env = app_overrides(url, tmp_path, AUTH_DATABASE_URL=auth_url, SMTP_URL=mailbox.url,
-                        AUTHSVC_MAIL_RETRY_MS="20", **extra)
+    env = app_overrides(
+        url,
+        tmp_path,
+        AUTH_DATABASE_URL=auth_url,
+        SMTP_URL=mailbox.url,
+        AUTHSVC_MAIL_RETRY_MS="20",
+        **extra,
+    )
     return Layout(name, create_app(env), mailbox, auth_owner, app_owner)
 
 
@@ -86,23 +98,30 @@ class Api:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def call(self, method: str, path: str, body: Any = None, token: str | None = None,
-             expect: int | None = None) -> tuple[int, dict[str, Any]]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        expect: int | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = self.client.open(f"/api/v1/auth{path}", method=method, json=body,
-                                    headers=headers)
+        response = self.client.open(
+            f"/api/v1/auth{path}", method=method, json=body, headers=headers
+        )
         payload = response.get_json()
         if expect is not None:
             assert response.status_code == expect, payload
         return response.status_code, payload
 
     def signup(self, email: str, password: str = PASSWORD, **fields: Any) -> dict[str, Any]:
-        return self.call("POST", "/signup", {"email": email, "password": password, **fields},
-                         expect=201)[1]["data"]
+        return self.call(
+            "POST", "/signup", {"email": email, "password": password, **fields}, expect=201
+        )[1]["data"]
 
     def login(self, email: str, password: str = PASSWORD, expect: int = 200) -> dict[str, Any]:
-        return self.call("POST", "/login", {"email": email, "password": password},
-                         expect=expect)[1]
+        return self.call("POST", "/login", {"email": email, "password": password}, expect=expect)[1]
 
     def anonymous(self) -> dict[str, Any]:
         return self.call("POST", "/anonymous", {}, expect=201)[1]["data"]

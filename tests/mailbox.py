@@ -101,9 +101,7 @@ class Mailbox:
                 kwargs["ssl_context"] = context
             else:
                 kwargs.update(tls_context=context, require_starttls=True)
-        self.controller = Controller(
-            _Handler(self), hostname="127.0.0.1", port=self.port, **kwargs
-        )
+        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
 
     def __enter__(self) -> Mailbox:
         self.controller.start()

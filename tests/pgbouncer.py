@@ -116,8 +116,11 @@ class PgBouncer:
         workdir = Path(tempfile.mkdtemp(prefix="authsvc-pgbouncer-"))
         workdir.chmod(0o755)
         listen_port = _free_port()
-        (workdir / "pgbouncer.ini").write_text(CONFIG.format(
-            host=host, port=port, listen_port=listen_port, dir=workdir, admin=admin[0]))
+        (workdir / "pgbouncer.ini").write_text(
+            CONFIG.format(
+                host=host, port=port, listen_port=listen_port, dir=workdir, admin=admin[0]
+            )
+        )
         users = {admin[0]: admin[1]}
         _write_userlist(workdir, users)
         # pgbouncer refuses to run as root: run it as the embedded cluster's system user.
@@ -130,7 +133,11 @@ class PgBouncer:
         with open(workdir / "stderr.log", "ab") as log:
             proc = subprocess.Popen(
                 [PGBOUNCER, str(workdir / "pgbouncer.ini")],
-                stdout=log, stderr=log, cwd="/", start_new_session=True, **kwargs,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+                start_new_session=True,
+                **kwargs,
             )
         bouncer = cls(host, port, listen_port, workdir, proc, admin, users)
         deadline = time.monotonic() + 15
@@ -160,8 +167,14 @@ class PgBouncer:
     def console(self, command: str) -> list[dict[str, Any]]:
         """A command on PgBouncer's admin console (SHOW SERVERS, RELOAD, ...), as dicts."""
         user, password = self.admin
-        with psycopg.connect(host="127.0.0.1", port=self.listen_port, dbname="pgbouncer",
-                             user=user, password=password, autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.listen_port,
+            dbname="pgbouncer",
+            user=user,
+            password=password,
+            autocommit=True,
+        ) as conn:
             # The console speaks only the simple query protocol: no parameters.
             cur = conn.execute(command)
             if cur.description is None:
@@ -171,8 +184,11 @@ class PgBouncer:
 
     def client_of(self, backend_pid: int) -> tuple[int, int] | None:
         """(client port, pooler port) of the client connection a server backend is serving."""
-        links = {s["link"] for s in self.console("SHOW SERVERS")
-                 if s["remote_pid"] == backend_pid and s["link"]}
+        links = {
+            s["link"]
+            for s in self.console("SHOW SERVERS")
+            if s["remote_pid"] == backend_pid and s["link"]
+        }
         for client in self.console("SHOW CLIENTS"):
             if client["ptr"] in links:
                 return int(client["port"]), self.listen_port
@@ -232,10 +248,19 @@ def pooled(url: str) -> str:
     key = (bouncer.host, bouncer.port, dbname)
     if key not in _timeouts_set:
         user, password = bouncer.admin
-        with psycopg.connect(host=bouncer.host, port=bouncer.port, dbname=dbname, user=user,
-                             password=password, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
-                sql.Identifier(dbname), sql.Literal(f"{Settings.statement_timeout_ms}ms")))
+        with psycopg.connect(
+            host=bouncer.host,
+            port=bouncer.port,
+            dbname=dbname,
+            user=user,
+            password=password,
+            autocommit=True,
+        ) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET statement_timeout = {}").format(
+                    sql.Identifier(dbname), sql.Literal(f"{Settings.statement_timeout_ms}ms")
+                )
+            )
         _timeouts_set.add(key)
     return bouncer.url(url)
 

@@ -192,8 +192,7 @@ class PgServer:
         self.grant_service(url)
         if self.service_role is None:
             return url
-        return self.url(conninfo_to_dict(url)["dbname"], self.service_role,
-                        self._service_password)
+        return self.url(conninfo_to_dict(url)["dbname"], self.service_role, self._service_password)
 
     def create_database(self, prefix: str = "authsvc_test") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
@@ -219,8 +218,9 @@ class PgServer:
             # A server that outlives us: its databases are gone, so the role holds nothing.
             try:
                 with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
-                        sql.Identifier(self.service_role)))
+                    conn.execute(
+                        sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.service_role))
+                    )
             except psycopg.Error:
                 pass
         if self.data_dir is not None:

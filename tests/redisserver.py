@@ -12,8 +12,10 @@ from tests.service import free_port
 def redis_server_missing() -> str | None:
     """Why no redis-server can be started here, or None when one can."""
     if shutil.which("redis-server") is None:
-        return ("redis-server is not installed (Debian: apt-get install redis-server; "
-                "scripts/install.sh --test installs it)")
+        return (
+            "redis-server is not installed (Debian: apt-get install redis-server; "
+            "scripts/install.sh --test installs it)"
+        )
     return None
 
 
@@ -29,9 +31,19 @@ class RedisServer:
     def start(self) -> None:
         """Start it (again, on the same port) and wait until it answers PING."""
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while not self.answers():

@@ -31,8 +31,15 @@ from tests.conftest import CHEAP_ARGON2, PASSWORD, TEST_SECRET
 REPO = Path(__file__).resolve().parent.parent
 
 # The caller's settings that must not reach a service under test.
-_FOREIGN_PREFIXES = ("AUTHSVC_", "SUPABASE_", "GUNICORN_", "DATABASE_URL", "AUTH_DATABASE",
-                     "POSTGRES_URL", "JWT_SECRET")
+_FOREIGN_PREFIXES = (
+    "AUTHSVC_",
+    "SUPABASE_",
+    "GUNICORN_",
+    "DATABASE_URL",
+    "AUTH_DATABASE",
+    "POSTGRES_URL",
+    "JWT_SECRET",
+)
 _FOREIGN_NAMES = ("REDIS_URL", "WEB_CONCURRENCY", "PORT", "HOST")
 
 
@@ -46,8 +53,11 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any setting of the service (or of gunicorn), plus
     `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(_FOREIGN_PREFIXES) and k not in _FOREIGN_NAMES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_FOREIGN_PREFIXES) and k not in _FOREIGN_NAMES
+    }
     env.update(extra)
     return env
 
@@ -66,8 +76,9 @@ def service_env(data_dir: Path | str, **settings: str) -> dict[str, str]:
     }
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     """The first truthy value of `predicate()`; an AssertionError naming `what` after
     `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -110,8 +121,14 @@ class Reply:
         return (data.get("user") or {}).get("id")
 
 
-def call(port: int, method: str, path: str, body: dict[str, Any] | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 60) -> Reply:
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Reply:
     """One request on a fresh connection (no keep-alive, so a killed worker only ever takes
     the requests it was serving)."""
     started = time.monotonic()
@@ -133,26 +150,45 @@ def call(port: int, method: str, path: str, body: dict[str, Any] | None = None,
         conn.close()
 
 
-def request(base: str, method: str, path: str, body: Any = None,
-            headers: dict[str, str] | None = None, timeout: float = 15) -> tuple[int, dict, Any]:
+def request(
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> tuple[int, dict, Any]:
     """(status, parsed JSON body, headers) of one call to `base` (http://127.0.0.1:port);
     never raises on 4xx/5xx."""
     reply = call(urlsplit(base).port or 80, method, path, body, headers, timeout)
     return reply.status, reply.body, reply.headers
 
 
-def signup(port: int, email: str, password: str = PASSWORD, key: str | None = None,
-           timeout: float = 60, **fields: Any) -> Reply:
+def signup(
+    port: int,
+    email: str,
+    password: str = PASSWORD,
+    key: str | None = None,
+    timeout: float = 60,
+    **fields: Any,
+) -> Reply:
     """POST /api/v1/auth/signup, with an Idempotency-Key when `key` is given."""
     headers = {"Idempotency-Key": key} if key else None
-    return call(port, "POST", "/api/v1/auth/signup",
-                {"email": email, "password": password, **fields}, headers, timeout)
+    return call(
+        port,
+        "POST",
+        "/api/v1/auth/signup",
+        {"email": email, "password": password, **fields},
+        headers,
+        timeout,
+    )
 
 
 def login(port: int, email: str, password: str = PASSWORD, timeout: float = 60) -> Reply:
     """POST /api/v1/auth/login."""
-    return call(port, "POST", "/api/v1/auth/login", {"email": email, "password": password},
-                timeout=timeout)
+    return call(
+        port, "POST", "/api/v1/auth/login", {"email": email, "password": password}, timeout=timeout
+    )
 
 
 # -- processes and their sockets, from /proc ---------------------------------------------------
@@ -220,8 +256,13 @@ class Gunicorn:
     its databases behind PgBouncer under AUTHSVC_TEST_POOLER=pgbouncer). Its output goes to
     `log_path` (appended to), or to a temporary file removed by stop()."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, log_path: Path | None = None,
-                 name: str = "gunicorn") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 2,
+        log_path: Path | None = None,
+        name: str = "gunicorn",
+    ) -> None:
         self.env = clean_env(**{"PYTHONUNBUFFERED": "1", **pgbouncer.route(env)})
         self.workers = workers
         self.name = name
@@ -246,15 +287,26 @@ class Gunicorn:
             raise
 
     def _launch(self) -> None:
-        command = [sys.executable, "-m", "gunicorn", "-w", str(self.workers),
-                   "--bind", f"127.0.0.1:{self.port}"]
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(self.workers),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+        ]
         if gunicorn.version_info >= (27,):
             command.append("--no-control-socket")  # not ~/.gunicorn/gunicorn.ctl, shared by all
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603
-                [*command, "wsgi:app"], cwd=REPO, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [*command, "wsgi:app"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     @property
@@ -275,6 +327,7 @@ class Gunicorn:
 
     def wait_ready(self, timeout: float = 60) -> Gunicorn:
         """Until the master runs all its workers and /readyz answers 200."""
+
         def ready() -> bool:
             if not self.running:
                 raise ServiceFailed(f"{self.name} exited:\n{self.log_tail()}")

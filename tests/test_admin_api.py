@@ -37,11 +37,14 @@ def parse_time(text: str) -> datetime:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", USERS), ("GET", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10"),
-     ("POST", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10/unban"),
-     ("DELETE", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10"),
-     ("DELETE", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10/sessions"),
-     ("GET", "/api/v1/admin/audit")],
+    [
+        ("GET", USERS),
+        ("GET", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10"),
+        ("POST", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10/unban"),
+        ("DELETE", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10"),
+        ("DELETE", f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10/sessions"),
+        ("GET", "/api/v1/admin/audit"),
+    ],
 )
 def test_the_admin_api_is_closed_without_the_role_or_the_key(deployment, method, path):
     _, user_token = deployment.signup("plain@example.com")
@@ -83,8 +86,12 @@ def test_the_admin_role_opens_it_until_it_is_taken_back(deployment):
 
 
 def test_production_refuses_a_weak_admin_key_and_development_warns():
-    env = {"AUTHSVC_ENV": "production", "DATABASE_URL": "postgresql://db/x",
-           "JWT_SECRET_KEY": "Zx8#kQ2$wL9@mN4!pR7&tV1*yB6^cD3%", "AUTHSVC_ADMIN_KEY": "admin"}
+    env = {
+        "AUTHSVC_ENV": "production",
+        "DATABASE_URL": "postgresql://db/x",
+        "JWT_SECRET_KEY": "Zx8#kQ2$wL9@mN4!pR7&tV1*yB6^cD3%",
+        "AUTHSVC_ADMIN_KEY": "admin",
+    }
     with pytest.raises(ConfigError, match="AUTHSVC_ADMIN_KEY is too weak"):
         load_settings(env)
     assert load_settings({**env, "AUTHSVC_ADMIN_KEY": ADMIN_KEY}).admin_key == ADMIN_KEY
@@ -113,15 +120,18 @@ def test_users_are_listed_newest_first_by_cursor_and_searched_by_email(deploymen
     assert seen == ["joanne", "carl", "anna", "bob", "ann"]
     found = deployment.client.get(USERS, query_string={"q": "ANN"}, headers=ADMIN_HEADERS)
     assert [u["email"] for u in found.get_json()["data"]["users"]] == [
-        "joanne@example.com", "anna@example.com", "ann@example.com"]
+        "joanne@example.com",
+        "anna@example.com",
+        "ann@example.com",
+    ]
     user = found.get_json()["data"]["users"][0]
     assert user["has_profile"] and user["signup_state"] == "complete"
     assert user["banned"] is False and user["roles"] == [] and user["last_sign_in_at"] is None
 
 
 @pytest.mark.parametrize(
-    "query", [{"cursor": "garbage!"}, {"limit": 0}, {"limit": 101}, {"limit": "many"},
-              {"q": ""}],
+    "query",
+    [{"cursor": "garbage!"}, {"limit": 0}, {"limit": 101}, {"limit": "many"}, {"q": ""}],
 )
 def test_a_bad_listing_query_is_a_422(deployment, query):
     answer = deployment.client.get(USERS, query_string=query, headers=ADMIN_HEADERS)
@@ -136,14 +146,16 @@ def test_one_user_shows_both_rows_and_whether_they_agree(deployment):
     assert data["identity"]["email"] == data["profile"]["email"] == "shown@example.com"
     assert data["profile"]["username"] == data["user"]["username"] == "shown"
     assert "password_hash" not in data["identity"]
-    deployment.sql(deployment.profile_owner_url, "DELETE FROM public.users WHERE id = %s",
-                   (user_id,))
+    deployment.sql(
+        deployment.profile_owner_url, "DELETE FROM public.users WHERE id = %s", (user_id,)
+    )
     drifted = deployment.client.get(f"{USERS}/{user_id}", headers=ADMIN_HEADERS)
     data = drifted.get_json()["data"]
     assert data["consistent"] is False and data["profile"] is None
     assert data["user"]["has_profile"] is False
-    missing = deployment.client.get(f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10",
-                                    headers=ADMIN_HEADERS)
+    missing = deployment.client.get(
+        f"{USERS}/8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10", headers=ADMIN_HEADERS
+    )
     assert missing.status_code == 404 and code(missing) == NotFound.code
     not_an_id = deployment.client.get(f"{USERS}/not-a-uuid", headers=ADMIN_HEADERS)
     assert not_an_id.status_code == 404
@@ -156,8 +168,9 @@ def test_a_ban_ends_every_session_at_once_and_refuses_logins_until_lifted(deploy
     user_id, token = deployment.signup("troll@example.com")
     refresh = deployment.auth.login("troll@example.com")["data"]["session"]["refresh_token"]
     before = datetime.now(UTC)
-    answer = deployment.client.post(f"{USERS}/{user_id}/ban", json={"duration_seconds": 3600},
-                                    headers=ADMIN_HEADERS)
+    answer = deployment.client.post(
+        f"{USERS}/{user_id}/ban", json={"duration_seconds": 3600}, headers=ADMIN_HEADERS
+    )
     assert answer.status_code == 200, answer.get_json()
     user = answer.get_json()["data"]["user"]
     assert user["banned"] is True
@@ -167,7 +180,8 @@ def test_a_ban_ends_every_session_at_once_and_refuses_logins_until_lifted(deploy
     reused = deployment.client.post("/api/v1/auth/refresh", json={"refresh_token": refresh})
     assert reused.status_code == 401
     assert deployment.auth.login("troll@example.com", expect=403)["error"]["code"] == (
-        UserBanned.code)
+        UserBanned.code
+    )
     open_sessions = deployment.sql(
         deployment.identity_owner_url,
         "SELECT count(*) AS n FROM authsvc.sessions WHERE user_id = %s AND revoked_at IS NULL",
@@ -185,8 +199,14 @@ def test_a_ban_ends_every_session_at_once_and_refuses_logins_until_lifted(deploy
 
 
 @pytest.mark.parametrize(
-    "body", [{}, {"duration_seconds": 0}, {"duration_seconds": "3600"},
-             {"duration_seconds": 10**12}, {"duration_seconds": 60, "reason": "x"}],
+    "body",
+    [
+        {},
+        {"duration_seconds": 0},
+        {"duration_seconds": "3600"},
+        {"duration_seconds": 10**12},
+        {"duration_seconds": 60, "reason": "x"},
+    ],
 )
 def test_a_ban_needs_a_sane_duration(deployment, body):
     user_id, token = deployment.signup("kept@example.com")
@@ -197,8 +217,9 @@ def test_a_ban_needs_a_sane_duration(deployment, body):
 
 def test_banning_or_unbanning_nobody_is_a_404(deployment):
     nobody = "8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10"
-    ban = deployment.client.post(f"{USERS}/{nobody}/ban", json={"duration_seconds": 60},
-                                 headers=ADMIN_HEADERS)
+    ban = deployment.client.post(
+        f"{USERS}/{nobody}/ban", json={"duration_seconds": 60}, headers=ADMIN_HEADERS
+    )
     unban = deployment.client.post(f"{USERS}/{nobody}/unban", headers=ADMIN_HEADERS)
     revoke = deployment.client.delete(f"{USERS}/{nobody}/sessions", headers=ADMIN_HEADERS)
     delete = deployment.client.delete(f"{USERS}/{nobody}", headers=ADMIN_HEADERS)
@@ -226,7 +247,8 @@ def test_an_admin_deletes_both_rows_and_the_sessions(deployment):
     assert deployment.identity(user_id) is None and deployment.profile(user_id) is None
     assert code(deployment.auth.me(token)) == TokenRevoked.code
     assert deployment.auth.login("leaving@example.com", expect=401)["error"]["code"] == (
-        InvalidCredentials.code)
+        InvalidCredentials.code
+    )
     again = deployment.client.get(f"{USERS}/{user_id}", headers=bearer(admin_token))
     assert again.status_code == 404
     deployment.signup("leaving@example.com", username="leaving")  # email and username are free
@@ -246,18 +268,24 @@ def test_the_audit_log_pages_newest_first_by_user_and_type(deployment):
     for _ in range(3):
         deployment.auth.login("alice@example.com")
     deployment.auth.login("bob@example.com", "wrong password, surely", expect=401)
-    answer = deployment.client.get("/api/v1/admin/audit", query_string={"user_id": alice,
-                                   "limit": 2}, headers=ADMIN_HEADERS)
+    answer = deployment.client.get(
+        "/api/v1/admin/audit", query_string={"user_id": alice, "limit": 2}, headers=ADMIN_HEADERS
+    )
     data = answer.get_json()["data"]
     assert [e["type"] for e in data["events"]] == ["login", "login"]
-    rest = deployment.client.get("/api/v1/admin/audit", headers=ADMIN_HEADERS, query_string={
-        "user_id": alice, "cursor": data["next_cursor"]}).get_json()["data"]
+    rest = deployment.client.get(
+        "/api/v1/admin/audit",
+        headers=ADMIN_HEADERS,
+        query_string={"user_id": alice, "cursor": data["next_cursor"]},
+    ).get_json()["data"]
     assert [e["type"] for e in rest["events"]] == ["login", "signup"]
     assert rest["next_cursor"] is None
-    failed = deployment.client.get("/api/v1/admin/audit", query_string={"type": "login_failed"},
-                                   headers=ADMIN_HEADERS).get_json()["data"]["events"]
+    failed = deployment.client.get(
+        "/api/v1/admin/audit", query_string={"type": "login_failed"}, headers=ADMIN_HEADERS
+    ).get_json()["data"]["events"]
     assert [(e["user_id"], e["details"]) for e in failed] == [
-        (None, {"reason": "invalid_credentials"})]
+        (None, {"reason": "invalid_credentials"})
+    ]
     everything = deployment.client.get("/api/v1/admin/audit", headers=ADMIN_HEADERS)
     types = [e["type"] for e in everything.get_json()["data"]["events"]]
     assert types.count("signup") == 2 and types.count("login") == 3
@@ -265,19 +293,20 @@ def test_the_audit_log_pages_newest_first_by_user_and_type(deployment):
 
 
 @pytest.mark.parametrize(
-    "query", [{"user_id": "nope"}, {"type": "DROP TABLE"}, {"cursor": "!!"}, {"limit": 1000}],
+    "query",
+    [{"user_id": "nope"}, {"type": "DROP TABLE"}, {"cursor": "!!"}, {"limit": 1000}],
 )
 def test_a_bad_audit_query_is_a_422(deployment, query):
-    answer = deployment.client.get("/api/v1/admin/audit", query_string=query,
-                                   headers=ADMIN_HEADERS)
+    answer = deployment.client.get("/api/v1/admin/audit", query_string=query, headers=ADMIN_HEADERS)
     assert answer.status_code == 422 and code(answer) == ValidationFailed.code
 
 
 def test_an_admin_token_of_a_banned_admin_stops_working(deployment):
     token = deployment.make_admin("boss@example.com")
     boss = deployment.auth.login("boss@example.com")["data"]["user"]["id"]
-    deployment.client.post(f"{USERS}/{boss}/ban", json={"duration_seconds": 60},
-                           headers=ADMIN_HEADERS)
+    deployment.client.post(
+        f"{USERS}/{boss}/ban", json={"duration_seconds": 60}, headers=ADMIN_HEADERS
+    )
     answer = deployment.client.get(USERS, headers=bearer(token))
     assert answer.status_code == 401 and code(answer) == TokenRevoked.code
     assert PASSWORD  # the password itself is never needed by the admin API
@@ -286,14 +315,22 @@ def test_an_admin_token_of_a_banned_admin_stops_working(deployment):
 def test_the_openapi_document_lists_every_admin_operation_with_its_security(deployment):
     spec = deployment.client.get("/api/v1/openapi.json").get_json()
     assert spec["components"]["securitySchemes"]["adminKey"]["scheme"] == "bearer"
-    admin_ops = [(path, method, op) for path, item in spec["paths"].items()
-                 if path.startswith("/api/v1/admin/")
-                 for method, op in item.items() if method != "parameters"]
+    admin_ops = [
+        (path, method, op)
+        for path, item in spec["paths"].items()
+        if path.startswith("/api/v1/admin/")
+        for method, op in item.items()
+        if method != "parameters"
+    ]
     assert {(path, method) for path, method, _ in admin_ops} == {
-        ("/api/v1/admin/users", "get"), ("/api/v1/admin/users/{user_id}", "get"),
-        ("/api/v1/admin/users/{user_id}", "delete"), ("/api/v1/admin/users/{user_id}/ban", "post"),
+        ("/api/v1/admin/users", "get"),
+        ("/api/v1/admin/users/{user_id}", "get"),
+        ("/api/v1/admin/users/{user_id}", "delete"),
+        ("/api/v1/admin/users/{user_id}/ban", "post"),
         ("/api/v1/admin/users/{user_id}/unban", "post"),
-        ("/api/v1/admin/users/{user_id}/sessions", "delete"), ("/api/v1/admin/audit", "get")}
+        ("/api/v1/admin/users/{user_id}/sessions", "delete"),
+        ("/api/v1/admin/audit", "get"),
+    }
     for path, method, op in admin_ops:
         assert op["security"] == [{"bearerAuth": []}, {"adminKey": []}], (path, method)
         assert {"401", "403", "500", "503"} <= set(op["responses"]), (path, method)

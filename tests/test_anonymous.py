@@ -64,8 +64,11 @@ def test_an_anonymous_account_that_fails_at_its_profile_leaves_neither_row(layou
         status, body = api.call("POST", "/anonymous", {})
     assert status == 500 and body["error"]["code"] == SignupFailed.code
     assert body["error"]["details"] == {
-        "step": "profile_insert", "reason": "trigger_raised", "compensated": True,
-        "hint": "a trigger on the table raised an error"}
+        "step": "profile_insert",
+        "reason": "trigger_raised",
+        "compensated": True,
+        "hint": "a trigger on the table raised an error",
+    }
     assert count(layout) == (0, 0)
 
 
@@ -74,7 +77,9 @@ def test_an_anonymous_account_whose_profile_insert_returns_no_row_is_not_created
         status, body = api.call("POST", "/anonymous", {})
     assert status == 500
     assert (body["error"]["details"]["step"], body["error"]["details"]["reason"]) == (
-        "profile_verify", "no_row_returned")
+        "profile_verify",
+        "no_row_returned",
+    )
     assert count(layout) == (0, 0)
 
 
@@ -83,12 +88,20 @@ def test_an_upgrade_keeps_the_id_and_the_profile_and_the_new_password_logs_in(la
     user_id, token = data["user"]["id"], data["session"]["access_token"]
     api.call("PATCH", "/me", {"display_name": "Guest Gwen"}, token=token, expect=200)
 
-    _, body = api.call("POST", "/upgrade", {"email": "Gwen@Example.com", "password": PASSWORD,
-                                            "username": "gwen"}, token=token, expect=200)
+    _, body = api.call(
+        "POST",
+        "/upgrade",
+        {"email": "Gwen@Example.com", "password": PASSWORD, "username": "gwen"},
+        token=token,
+        expect=200,
+    )
     user = body["data"]["user"]
     assert user["id"] == user_id and user["is_anonymous"] is False
     assert (user["email"], user["username"], user["display_name"]) == (
-        "gwen@example.com", "gwen", "Guest Gwen")  # normalised: the whole address lower-cased
+        "gwen@example.com",
+        "gwen",
+        "Guest Gwen",
+    )  # normalised: the whole address lower-cased
     assert user["email_confirmed"] is False
     identity = layout.identity(id=user_id)
     assert identity["is_anonymous"] is False and identity["email"] == "gwen@example.com"
@@ -110,8 +123,9 @@ def test_an_upgrade_to_an_email_someone_has_is_409_and_changes_nothing(layout, a
     api.signup("taken@example.com")
     data = api.anonymous()
     token = data["session"]["access_token"]
-    status, body = api.call("POST", "/upgrade", {"email": "TAKEN@example.com",
-                                                 "password": PASSWORD}, token=token)
+    status, body = api.call(
+        "POST", "/upgrade", {"email": "TAKEN@example.com", "password": PASSWORD}, token=token
+    )
     assert status == 409 and body["error"]["code"] == EmailTaken.code
     identity = layout.identity(id=data["user"]["id"])
     assert identity["is_anonymous"] is True and identity["email"] is None
@@ -122,9 +136,12 @@ def test_an_upgrade_to_an_email_someone_has_is_409_and_changes_nothing(layout, a
 def test_a_taken_username_is_409_and_the_account_stays_anonymous(layout, api):
     api.signup("first@example.com", username="same_name")
     data = api.anonymous()
-    status, body = api.call("POST", "/upgrade", {"email": "second@example.com",
-                                                 "password": PASSWORD, "username": "same_name"},
-                            token=data["session"]["access_token"])
+    status, body = api.call(
+        "POST",
+        "/upgrade",
+        {"email": "second@example.com", "password": PASSWORD, "username": "same_name"},
+        token=data["session"]["access_token"],
+    )
     assert status == 409 and body["error"]["code"] == UsernameTaken.code
     assert layout.identity(id=data["user"]["id"])["is_anonymous"] is True
     assert layout.profile(id=data["user"]["id"])["email"] is None
@@ -132,16 +149,20 @@ def test_a_taken_username_is_409_and_the_account_stays_anonymous(layout, api):
 
 def test_an_account_with_a_password_cannot_be_upgraded_again(api):
     token = api.signup("real@example.com")["session"]["access_token"]
-    status, body = api.call("POST", "/upgrade", {"email": "other@example.com",
-                                                 "password": PASSWORD}, token=token)
+    status, body = api.call(
+        "POST", "/upgrade", {"email": "other@example.com", "password": PASSWORD}, token=token
+    )
     assert status == 409 and body["error"]["code"] == NotAnonymous.code
 
 
 def test_an_upgrade_with_a_weak_password_is_422_naming_why(layout, api):
     data = api.anonymous()
-    status, body = api.call("POST", "/upgrade", {"email": "weak@example.com",
-                                                 "password": "password"},
-                            token=data["session"]["access_token"])
+    status, body = api.call(
+        "POST",
+        "/upgrade",
+        {"email": "weak@example.com", "password": "password"},
+        token=data["session"]["access_token"],
+    )
     assert status == 422 and body["error"]["code"] == WeakPassword.code
     assert body["error"]["details"]["password"]
     assert layout.identity(id=data["user"]["id"])["is_anonymous"] is True
@@ -149,16 +170,24 @@ def test_an_upgrade_with_a_weak_password_is_422_naming_why(layout, api):
 
 def test_an_upgrade_that_fails_at_the_identity_puts_the_profile_back(layout, api):
     data = api.anonymous()
-    api.call("PATCH", "/me", {"username": "before_up"}, token=data["session"]["access_token"],
-             expect=200)
-    with faults.trigger(layout.auth_owner, "auth.users", "RAISE EXCEPTION 'no upgrades';",
-                        when="BEFORE UPDATE"):
-        status, body = api.call("POST", "/upgrade", {"email": "late@example.com",
-                                                     "password": PASSWORD, "username": "after_up"},
-                                token=data["session"]["access_token"])
+    api.call(
+        "PATCH", "/me", {"username": "before_up"}, token=data["session"]["access_token"], expect=200
+    )
+    with faults.trigger(
+        layout.auth_owner, "auth.users", "RAISE EXCEPTION 'no upgrades';", when="BEFORE UPDATE"
+    ):
+        status, body = api.call(
+            "POST",
+            "/upgrade",
+            {"email": "late@example.com", "password": PASSWORD, "username": "after_up"},
+            token=data["session"]["access_token"],
+        )
     assert status == 500 and body["error"]["code"] == UpgradeFailed.code
-    assert body["error"]["details"] == {"step": "identity_update", "reason": "trigger_raised",
-                                        "compensated": True}
+    assert body["error"]["details"] == {
+        "step": "identity_update",
+        "reason": "trigger_raised",
+        "compensated": True,
+    }
     profile = layout.profile(id=data["user"]["id"])
     assert (profile["email"], profile["username"]) == (None, "before_up")
     assert layout.identity(id=data["user"]["id"])["is_anonymous"] is True
@@ -175,13 +204,19 @@ def test_an_upgrade_with_no_token_is_401(api):
 
 def age(layout: Layout, user_id: str, days: int, sessions_too: bool = True) -> None:
     """Move an account's creation, last sign-in and (optionally) session activity back."""
-    layout.sql(layout.auth_owner,
-               "UPDATE auth.users SET created_at = now() - make_interval(days => %s), "
-               "last_sign_in_at = NULL WHERE id = %s", (days, user_id))
+    layout.sql(
+        layout.auth_owner,
+        "UPDATE auth.users SET created_at = now() - make_interval(days => %s), "
+        "last_sign_in_at = NULL WHERE id = %s",
+        (days, user_id),
+    )
     if sessions_too:
-        layout.sql(layout.auth_owner,
-                   "UPDATE authsvc.sessions SET created_at = now() - make_interval(days => %s), "
-                   "refreshed_at = NULL WHERE user_id = %s", (days, user_id))
+        layout.sql(
+            layout.auth_owner,
+            "UPDATE authsvc.sessions SET created_at = now() - make_interval(days => %s), "
+            "refreshed_at = NULL WHERE user_id = %s",
+            (days, user_id),
+        )
 
 
 def test_idle_anonymous_accounts_are_purged_with_both_rows(layout, api):
@@ -189,8 +224,13 @@ def test_idle_anonymous_accounts_are_purged_with_both_rows(layout, api):
     fresh = api.anonymous()["user"]["id"]
     used = api.anonymous()
     upgraded = api.anonymous()
-    api.call("POST", "/upgrade", {"email": "kept@example.com", "password": PASSWORD},
-             token=upgraded["session"]["access_token"], expect=200)
+    api.call(
+        "POST",
+        "/upgrade",
+        {"email": "kept@example.com", "password": PASSWORD},
+        token=upgraded["session"]["access_token"],
+        expect=200,
+    )
     age(layout, idle, 31)
     age(layout, used["user"]["id"], 31, sessions_too=False)  # its session is still in use
     age(layout, upgraded["user"]["id"], 31)
@@ -199,20 +239,30 @@ def test_idle_anonymous_accounts_are_purged_with_both_rows(layout, api):
 
     assert counts == {"anonymous_removed": 1, "profiles_removed": 1}
     assert layout.identity(id=idle) is None and layout.profile(id=idle) is None
-    assert layout.sql(layout.auth_owner, "SELECT 1 FROM authsvc.sessions WHERE user_id = %s",
-                      (idle,)) == []
+    assert (
+        layout.sql(layout.auth_owner, "SELECT 1 FROM authsvc.sessions WHERE user_id = %s", (idle,))
+        == []
+    )
     for kept in (fresh, used["user"]["id"], upgraded["user"]["id"]):
         assert layout.identity(id=kept) is not None and layout.profile(id=kept) is not None
     assert anonymous.purge_idle(layout.stores, layout.settings) == {
-        "anonymous_removed": 0, "profiles_removed": 0}
+        "anonymous_removed": 0,
+        "profiles_removed": 0,
+    }
 
 
 def test_the_idle_period_is_the_setting(request, layout, api, tmp_path, mailbox):
     user_id = api.anonymous()["user"]["id"]
     age(layout, user_id, 3)
     assert anonymous.purge_idle(layout.stores, layout.settings)["anonymous_removed"] == 0
-    short = make_layout(request, layout.name, tmp_path / "short", mailbox, clean=False,
-                        AUTHSVC_ANONYMOUS_MAX_IDLE_DAYS="2")
+    short = make_layout(
+        request,
+        layout.name,
+        tmp_path / "short",
+        mailbox,
+        clean=False,
+        AUTHSVC_ANONYMOUS_MAX_IDLE_DAYS="2",
+    )
     try:
         assert short.settings.anonymous_max_idle_days == 2
         assert anonymous.purge_idle(short.stores, short.settings)["anonymous_removed"] == 1
@@ -241,21 +291,29 @@ def test_anonymous_signups_are_limited_harder_than_signups(database_url, tmp_pat
         app.extensions["authsvc"].stores.close()
 
 
-def test_an_upgrade_whose_undoing_fails_too_says_so_and_the_account_stays_anonymous(
-    layout, api
-):
+def test_an_upgrade_whose_undoing_fails_too_says_so_and_the_account_stays_anonymous(layout, api):
     if layout.name == "one_database":
         pytest.skip("in one database the upgrade is one transaction: undoing is a rollback")
     data = api.anonymous()
     user_id = data["user"]["id"]
-    with faults.trigger(layout.auth_owner, "auth.users", "RAISE EXCEPTION 'no upgrades';",
-                        when="BEFORE UPDATE"), \
-         faults.trigger(layout.app_owner, "public.users",
-                        "IF NEW.email IS NULL THEN RAISE EXCEPTION 'no undo'; END IF; "
-                        "RETURN NEW;", when="BEFORE UPDATE", name="authsvc_fault_undo"):
-        status, body = api.call("POST", "/upgrade", {"email": "stuck@example.com",
-                                                     "password": PASSWORD},
-                                token=data["session"]["access_token"])
+    with (
+        faults.trigger(
+            layout.auth_owner, "auth.users", "RAISE EXCEPTION 'no upgrades';", when="BEFORE UPDATE"
+        ),
+        faults.trigger(
+            layout.app_owner,
+            "public.users",
+            "IF NEW.email IS NULL THEN RAISE EXCEPTION 'no undo'; END IF; RETURN NEW;",
+            when="BEFORE UPDATE",
+            name="authsvc_fault_undo",
+        ),
+    ):
+        status, body = api.call(
+            "POST",
+            "/upgrade",
+            {"email": "stuck@example.com", "password": PASSWORD},
+            token=data["session"]["access_token"],
+        )
     assert status == 500 and body["error"]["code"] == UpgradeFailed.code
     assert body["error"]["details"]["compensated"] is False
     # What remains is the documented leftover: the profile shows the new email, the account
@@ -263,6 +321,11 @@ def test_an_upgrade_whose_undoing_fails_too_says_so_and_the_account_stays_anonym
     assert layout.profile(id=user_id)["email"] == "stuck@example.com"
     assert layout.identity(id=user_id)["is_anonymous"] is True
     api.login("stuck@example.com", expect=401)
-    api.call("POST", "/upgrade", {"email": "stuck@example.com", "password": PASSWORD},
-             token=data["session"]["access_token"], expect=200)
+    api.call(
+        "POST",
+        "/upgrade",
+        {"email": "stuck@example.com", "password": PASSWORD},
+        token=data["session"]["access_token"],
+        expect=200,
+    )
     assert api.login("stuck@example.com")["data"]["user"]["id"] == user_id

@@ -28,14 +28,14 @@ def modules(sub: str) -> list[Path]:
 
 def offending(path: Path, forbidden: tuple[str, ...]) -> list[str]:
     return sorted(
-        name for name in imports_of(path)
+        name
+        for name in imports_of(path)
         if any(name == f or name.startswith(f + ".") for f in forbidden)
     )
 
 
 MAX_MODULE_LINES = 400
-DRIVERS = ("psycopg", "psycopg_pool", "supabase", "supabase_auth", "postgrest", "httpx",
-           "redis")
+DRIVERS = ("psycopg", "psycopg_pool", "supabase", "supabase_auth", "postgrest", "httpx", "redis")
 WEB = ("flask", "flask_jwt_extended", "flask_smorest", "werkzeug", "jinja2", "itsdangerous")
 
 
@@ -45,15 +45,28 @@ def rel(path: Path) -> str:
 
 @pytest.mark.parametrize("path", modules("services"), ids=rel)
 def test_services_import_no_web_framework_no_driver_and_no_concrete_store(path):
-    forbidden = (*WEB, *DRIVERS, "authsvc.api", "authsvc.pages", "authsvc.tokens",
-                 "authsvc.stores.pg", "authsvc.stores.supabase")
+    forbidden = (
+        *WEB,
+        *DRIVERS,
+        "authsvc.api",
+        "authsvc.pages",
+        "authsvc.tokens",
+        "authsvc.stores.pg",
+        "authsvc.stores.supabase",
+    )
     assert offending(path, forbidden) == []
 
 
 @pytest.mark.parametrize("path", modules("stores"), ids=rel)
 def test_stores_import_no_service_and_no_entrypoint(path):
-    forbidden = (*WEB, "authsvc.services", "authsvc.api", "authsvc.pages", "authsvc.cli",
-                 "authsvc.tokens")
+    forbidden = (
+        *WEB,
+        "authsvc.services",
+        "authsvc.api",
+        "authsvc.pages",
+        "authsvc.cli",
+        "authsvc.tokens",
+    )
     assert offending(path, forbidden) == []
 
 
@@ -66,8 +79,10 @@ def test_only_make_stores_names_a_backend():
 
 def test_postgres_stores_never_import_supabase():
     for path in (PACKAGE / "stores" / "pg").rglob("*.py"):
-        assert offending(path, ("supabase", "supabase_auth", "postgrest",
-                                "authsvc.stores.supabase")) == [], rel(path)
+        assert (
+            offending(path, ("supabase", "supabase_auth", "postgrest", "authsvc.stores.supabase"))
+            == []
+        ), rel(path)
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=rel)
@@ -84,10 +99,22 @@ def test_the_checks_above_see_imports():
 
 
 def test_leaves_import_nothing_of_ours_above_them():
-    leaves = ("authsvc.errors", "authsvc.config", "authsvc.envvars", "authsvc.passwords",
-              "authsvc.redaction", "authsvc.reasons")
-    for leaf in ("errors.py", "config.py", "envvars.py", "passwords.py", "redaction.py",
-                 "reasons.py"):
+    leaves = (
+        "authsvc.errors",
+        "authsvc.config",
+        "authsvc.envvars",
+        "authsvc.passwords",
+        "authsvc.redaction",
+        "authsvc.reasons",
+    )
+    for leaf in (
+        "errors.py",
+        "config.py",
+        "envvars.py",
+        "passwords.py",
+        "redaction.py",
+        "reasons.py",
+    ):
         ours = {n for n in imports_of(PACKAGE / leaf) if n.startswith("authsvc")}
         assert offending(PACKAGE / leaf, leaves) == sorted(ours), (leaf, ours)
 
@@ -95,9 +122,11 @@ def test_leaves_import_nothing_of_ours_above_them():
 def test_error_codes_are_defined_once():
     from authsvc import errors
 
-    codes = [cls.code for cls in vars(errors).values()
-             if isinstance(cls, type) and issubclass(cls, errors.AuthError)
-             and "code" in cls.__dict__]
+    codes = [
+        cls.code
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.AuthError) and "code" in cls.__dict__
+    ]
     duplicated = {c for c in codes if codes.count(c) > 1 and c != "INTERNAL_ERROR"}
     assert not duplicated
     for path in PACKAGE.rglob("*.py"):

@@ -12,8 +12,15 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OURS = ("healthz", "signup", "login", "login (wrong password)", "login (unknown email)",
-        "refresh", "me")
+OURS = (
+    "healthz",
+    "signup",
+    "login",
+    "login (wrong password)",
+    "login (unknown email)",
+    "refresh",
+    "me",
+)
 PEER = ("healthz", "signup", "login", "me")
 
 
@@ -25,7 +32,10 @@ def test_the_bench_runs_at_tiny_size_and_writes_the_table_json_and_chart(tmp_pat
     # The timeout only stops a hung run; nothing here is judged by how long it took.
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--results", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert "system       operation" in done.stdout
@@ -35,13 +45,19 @@ def test_the_bench_runs_at_tiny_size_and_writes_the_table_json_and_chart(tmp_pat
     data = json.loads(json_file.read_text())
     png = json_file.with_suffix(".png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
-    assert json_file.with_suffix(".txt").read_text().strip() == done.stdout.split(
-        "\nwritten: ")[0].strip()
+    assert (
+        json_file.with_suffix(".txt").read_text().strip()
+        == done.stdout.split("\nwritten: ")[0].strip()
+    )
 
     # The ceiling's cost is the one the running service really stores: OWASP's minimum.
     params = data["table"]["ceilings"]["authsvc"]["parameters"]
-    assert (params["type"], params["time_cost"], params["memory_kib"],
-            params["parallelism"]) == ("id", 2, 19456, 1)
+    assert (params["type"], params["time_cost"], params["memory_kib"], params["parallelism"]) == (
+        "id",
+        2,
+        19456,
+        1,
+    )
     assert data["table"]["ceilings"]["authsvc"]["rate"] > 0
 
     ours = _rows(data, "authsvc")
@@ -80,4 +96,8 @@ def test_the_bench_runs_at_tiny_size_and_writes_the_table_json_and_chart(tmp_pat
         assert "purge: not available" in done.stdout
 
     assert {t["target"].split(" ")[0] for t in data["targets"]} >= {
-        "signup", "login", "reconcile", "ahead"}
+        "signup",
+        "login",
+        "reconcile",
+        "ahead",
+    }

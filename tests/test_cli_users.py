@@ -16,17 +16,23 @@ from authsvc.errors import TokenRevoked, UserBanned
 from tests.admin_support import Deployment, bearer
 from tests.conftest import TEST_SECRET
 
-AUTHSVC = [shutil.which("authsvc")] if shutil.which("authsvc") else [sys.executable, "-m",
-                                                                       "authsvc.cli"]
+AUTHSVC = (
+    [shutil.which("authsvc")] if shutil.which("authsvc") else [sys.executable, "-m", "authsvc.cli"]
+)
 
 
 def users(deployment: Deployment, *args: str) -> subprocess.CompletedProcess:
     app_url, auth_url = deployment.service_urls
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "DATABASE_URL"))}
-    env.update(DATABASE_URL=app_url, AUTH_DATABASE_URL=auth_url, JWT_SECRET_KEY=TEST_SECRET,
-               AUTHSVC_DATA_DIR=str(deployment.data_dir / "cli"))
-    return subprocess.run([*AUTHSVC, "users", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    env.update(
+        DATABASE_URL=app_url,
+        AUTH_DATABASE_URL=auth_url,
+        JWT_SECRET_KEY=TEST_SECRET,
+        AUTHSVC_DATA_DIR=str(deployment.data_dir / "cli"),
+    )
+    return subprocess.run(
+        [*AUTHSVC, "users", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
@@ -68,7 +74,8 @@ def test_an_operator_bans_unbans_revokes_and_deletes(deployment):
     assert out.startswith("banned:") and "[banned until" in out
     assert deployment.auth.me(token).get_json()["error"]["code"] == TokenRevoked.code
     assert deployment.auth.login("troll@example.com", expect=403)["error"]["code"] == (
-        UserBanned.code)
+        UserBanned.code
+    )
     (banned,) = deployment.events("user_banned")
     assert banned["actor"] == "cli" and banned["details"]["duration_seconds"] == 7200
     ok(users(deployment, "unban", user_id))
@@ -87,10 +94,12 @@ def test_an_operator_bans_unbans_revokes_and_deletes(deployment):
 
 @pytest.mark.parametrize(
     ("args", "status", "said"),
-    [(("show", "nobody@example.com"), 1, "There is no user nobody@example.com"),
-     (("ban", "nobody@example.com", "--duration", "1h"), 1, "There is no user"),
-     (("ban", "someone@example.com", "--duration", "soon"), 2, "is not a duration"),
-     (("delete", "8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10", "--yes"), 1, "There is no user")],
+    [
+        (("show", "nobody@example.com"), 1, "There is no user nobody@example.com"),
+        (("ban", "nobody@example.com", "--duration", "1h"), 1, "There is no user"),
+        (("ban", "someone@example.com", "--duration", "soon"), 2, "is not a duration"),
+        (("delete", "8d0c5d46-5f3c-4e7b-9a51-0b8f6f1f2a10", "--yes"), 1, "There is no user"),
+    ],
 )
 def test_mistakes_are_said_with_an_exit_status(deployment, args: Any, status, said):
     deployment.signup("someone@example.com")

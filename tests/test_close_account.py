@@ -49,10 +49,20 @@ def reconcile_repair(urls: tuple[str, str], tmp_path: Any) -> subprocess.Complet
     command = shutil.which("authsvc")
     argv = [command] if command else [sys.executable, "-m", "authsvc.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "DATABASE_URL"))}
-    env.update(DATABASE_URL=app_url, AUTH_DATABASE_URL=auth_url, JWT_SECRET_KEY=TEST_SECRET,
-               AUTHSVC_DATA_DIR=str(tmp_path / "cli"), AUTHSVC_RECONCILE_GRACE_SECONDS="0")
-    return subprocess.run([*argv, "reconcile", "--repair", "--json"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env.update(
+        DATABASE_URL=app_url,
+        AUTH_DATABASE_URL=auth_url,
+        JWT_SECRET_KEY=TEST_SECRET,
+        AUTHSVC_DATA_DIR=str(tmp_path / "cli"),
+        AUTHSVC_RECONCILE_GRACE_SECONDS="0",
+    )
+    return subprocess.run(
+        [*argv, "reconcile", "--repair", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_closing_with_the_password_removes_both_rows_and_every_session(deployment):
@@ -63,17 +73,22 @@ def test_closing_with_the_password_removes_both_rows_and_every_session(deploymen
     assert deployment.identity(user_id) is None and deployment.profile(user_id) is None
     assert code(deployment.auth.me(token)) == TokenRevoked.code
     assert code(deployment.auth.me(other["access_token"])) == TokenRevoked.code
-    refreshed = deployment.client.post("/api/v1/auth/refresh",
-                                       json={"refresh_token": other["refresh_token"]})
+    refreshed = deployment.client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]}
+    )
     assert refreshed.status_code == 401
     assert deployment.auth.login("leaving@example.com", expect=401)["error"]["code"] == (
-        InvalidCredentials.code)
+        InvalidCredentials.code
+    )
     # The email and the username are free again.
     deployment.signup("leaving@example.com", username="leaving")
     (event,) = deployment.events("user_deleted")
     assert str(event["user_id"]) == user_id and event["actor"] == "user"
-    assert event["details"] == {"reason": "account_deleted", "sessions_revoked": 2,
-                                "profile_removed": True}
+    assert event["details"] == {
+        "reason": "account_deleted",
+        "sessions_revoked": 2,
+        "profile_removed": True,
+    }
 
 
 def test_a_wrong_password_closes_nothing(deployment):
@@ -89,9 +104,11 @@ def test_a_wrong_password_closes_nothing(deployment):
 
 def test_without_a_password_only_a_fresh_login_may_close_the_account(deployment):
     user_id, token = deployment.signup("fresh@example.com")
-    deployment.sql(deployment.identity_owner_url,
-                   "UPDATE authsvc.sessions SET created_at = now() - interval '1 hour' "
-                   "WHERE user_id = %s", (user_id,))
+    deployment.sql(
+        deployment.identity_owner_url,
+        "UPDATE authsvc.sessions SET created_at = now() - interval '1 hour' WHERE user_id = %s",
+        (user_id,),
+    )
     stale = close(deployment, token)
     assert stale.status_code == 401 and code(stale) == ReauthenticationRequired.code
     assert deployment.identity(user_id) is not None
@@ -101,7 +118,8 @@ def test_without_a_password_only_a_fresh_login_may_close_the_account(deployment)
 
 
 @pytest.mark.parametrize(
-    "body", [{"password": ""}, {"password": None}, {"password": 12}, {"pasword": PASSWORD}],
+    "body",
+    [{"password": ""}, {"password": None}, {"password": 12}, {"pasword": PASSWORD}],
 )
 def test_a_bad_body_is_a_422_and_closes_nothing(deployment, body):
     user_id, token = deployment.signup("kept@example.com")
@@ -112,8 +130,9 @@ def test_a_bad_body_is_a_422_and_closes_nothing(deployment, body):
 
 def test_a_malformed_body_is_a_400_and_no_token_a_401(deployment):
     _, token = deployment.signup("kept@example.com")
-    malformed = deployment.client.delete(ME, data="{", headers={
-        **bearer(token), "Content-Type": "application/json"})
+    malformed = deployment.client.delete(
+        ME, data="{", headers={**bearer(token), "Content-Type": "application/json"}
+    )
     assert malformed.status_code == 400
     assert deployment.client.delete(ME, json={"password": PASSWORD}).status_code == 401
 
@@ -123,13 +142,21 @@ def test_a_malformed_body_is_a_400_and_no_token_a_401(deployment):
 
 def test_when_the_identity_cannot_go_nothing_goes(deployment):
     user_id, token = deployment.signup("stuck@example.com", username="stuck")
-    with faults.trigger(deployment.identity_owner_url, "auth.users",
-                        "RAISE EXCEPTION 'identity delete refused';", when="BEFORE DELETE"):
+    with faults.trigger(
+        deployment.identity_owner_url,
+        "auth.users",
+        "RAISE EXCEPTION 'identity delete refused';",
+        when="BEFORE DELETE",
+    ):
         answer = close(deployment, token, {"password": PASSWORD})
     assert answer.status_code == 500 and code(answer) == DeletionFailed.code
     details = answer.get_json()["error"]["details"]
-    assert details == {"step": "identity_delete", "reason": "trigger_raised", "removed": False,
-                       "hint": "a trigger on the table raised an error"}
+    assert details == {
+        "step": "identity_delete",
+        "reason": "trigger_raised",
+        "removed": False,
+        "hint": "a trigger on the table raised an error",
+    }
     assert deployment.identity(user_id) and deployment.profile(user_id)
     # Its sessions ended first; logging in again and retrying works.
     assert code(deployment.auth.me(token)) == TokenRevoked.code
@@ -142,8 +169,12 @@ def test_one_database_a_refused_profile_delete_rolls_the_whole_removal_back(depl
     if deployment.layout != "one_database":
         pytest.skip("one transaction only in one database; split is tested below")
     user_id, token = deployment.signup("stuck@example.com")
-    with faults.trigger(deployment.profile_owner_url, "public.users",
-                        "RAISE EXCEPTION 'profile delete refused';", when="BEFORE DELETE"):
+    with faults.trigger(
+        deployment.profile_owner_url,
+        "public.users",
+        "RAISE EXCEPTION 'profile delete refused';",
+        when="BEFORE DELETE",
+    ):
         answer = close(deployment, token, {"password": PASSWORD})
     assert code(answer) == DeletionFailed.code
     assert answer.get_json()["error"]["details"]["step"] == "profile_delete"
@@ -154,14 +185,19 @@ def test_split_a_refused_profile_delete_leaves_what_reconcile_removes(deployment
     if deployment.layout != "split":
         pytest.skip("across two databases only")
     user_id, token = deployment.signup("halfway@example.com", username="halfway")
-    with faults.trigger(deployment.profile_owner_url, "public.users",
-                        "RAISE EXCEPTION 'profile delete refused';", when="BEFORE DELETE"):
+    with faults.trigger(
+        deployment.profile_owner_url,
+        "public.users",
+        "RAISE EXCEPTION 'profile delete refused';",
+        when="BEFORE DELETE",
+    ):
         answer = close(deployment, token, {"password": PASSWORD})
     # The identity went first: the account is closed, only its profile is left behind.
     assert answer.status_code == 200
     assert deployment.identity(user_id) is None and deployment.profile(user_id) is not None
     assert deployment.auth.login("halfway@example.com", expect=401)["error"]["code"] == (
-        InvalidCredentials.code)
+        InvalidCredentials.code
+    )
     (event,) = deployment.events("user_deleted")
     assert event["details"]["profile_removed"] is False
     repaired = reconcile_repair(deployment.service_urls, tmp_path)
@@ -189,8 +225,9 @@ def behind_proxy(deployment: Deployment, tmp_path: Any) -> Iterator[tuple[AuthAc
     if deployment.layout == "one_database":
         settings = app_overrides(proxy.url(app_url), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1")
     else:
-        settings = app_overrides(app_url, tmp_path, AUTH_DATABASE_URL=proxy.url(auth_url),
-                                 AUTHSVC_DB_POOL_TIMEOUT="1")
+        settings = app_overrides(
+            app_url, tmp_path, AUTH_DATABASE_URL=proxy.url(auth_url), AUTHSVC_DB_POOL_TIMEOUT="1"
+        )
     app = create_app(settings)
     yield AuthActions(app.test_client()), proxy
     app.extensions["authsvc"].stores.close()
@@ -202,8 +239,9 @@ def test_a_lost_reply_of_the_removal_is_read_back_and_answered_200(deployment, b
     body = auth.signup("lost@example.com")["data"]
     statement = "COMMIT" if deployment.layout == "one_database" else "DELETE FROM auth.users"
     proxy.lose_reply_of(statement)
-    answer = auth.client.delete(ME, json={"password": PASSWORD},
-                                headers=bearer(body["session"]["access_token"]))
+    answer = auth.client.delete(
+        ME, json={"password": PASSWORD}, headers=bearer(body["session"]["access_token"])
+    )
     assert proxy.lost == [statement.encode()], ("no reply was lost", answer.get_json())
     assert answer.status_code == 200, answer.get_json()
     user_id = body["user"]["id"]
@@ -221,8 +259,9 @@ def test_a_database_gone_after_the_identity_went_leaves_what_reconcile_removes(
     proxy.lose_reply_of("DELETE FROM auth.users")
     proxy.unreachable_after_loss = True  # nobody can look whether the delete landed
     try:
-        answer = auth.client.delete(ME, json={"password": PASSWORD},
-                                    headers=bearer(body["session"]["access_token"]))
+        answer = auth.client.delete(
+            ME, json={"password": PASSWORD}, headers=bearer(body["session"]["access_token"])
+        )
     finally:
         proxy.refusing = False
     assert answer.status_code == 503 and code(answer) == DatabaseUnavailable.code
@@ -238,11 +277,15 @@ def test_a_database_gone_after_the_identity_went_leaves_what_reconcile_removes(
 def test_an_anonymous_account_closes_with_its_session_alone(deployment):
     user_id, token = deployment.signup("guest@example.com")
     # An anonymous identity (POST /api/v1/auth/anonymous) has no password to confirm with.
-    deployment.sql(deployment.identity_owner_url,
-                   "UPDATE auth.users SET is_anonymous = true, password_hash = NULL WHERE id = %s",
-                   (user_id,))
-    deployment.sql(deployment.identity_owner_url,
-                   "UPDATE authsvc.sessions SET created_at = now() - interval '1 day' "
-                   "WHERE user_id = %s", (user_id,))
+    deployment.sql(
+        deployment.identity_owner_url,
+        "UPDATE auth.users SET is_anonymous = true, password_hash = NULL WHERE id = %s",
+        (user_id,),
+    )
+    deployment.sql(
+        deployment.identity_owner_url,
+        "UPDATE authsvc.sessions SET created_at = now() - interval '1 day' WHERE user_id = %s",
+        (user_id,),
+    )
     assert close(deployment, token).status_code == 200
     assert deployment.identity(user_id) is None and deployment.profile(user_id) is None

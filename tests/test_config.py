@@ -17,13 +17,18 @@ STRONG = "q8Zr-4vLk_T1pXe9WmB2nYc7HsJ0dGf3AuK6oPiR5tEw"
 
 
 def prod(**env):
-    return {"AUTHSVC_ENV": "production", "DATABASE_URL": "postgresql://x@localhost/x",
-            "JWT_SECRET_KEY": STRONG, **env}
+    return {
+        "AUTHSVC_ENV": "production",
+        "DATABASE_URL": "postgresql://x@localhost/x",
+        "JWT_SECRET_KEY": STRONG,
+        **env,
+    }
 
 
-@pytest.mark.parametrize("secret", ["", "short", "a" * 64, "secretsecretsecretsecretsecret12",
-                                    "0123456789" * 4,
-                                    "0123456789" * 3])
+@pytest.mark.parametrize(
+    "secret",
+    ["", "short", "a" * 64, "secretsecretsecretsecretsecret12", "0123456789" * 4, "0123456789" * 3],
+)
 def test_production_refuses_a_missing_or_weak_jwt_secret_and_says_why(secret):
     with pytest.raises(ConfigError) as info:
         load_settings(prod(JWT_SECRET_KEY=secret))
@@ -34,8 +39,11 @@ def test_production_refuses_a_missing_or_weak_jwt_secret_and_says_why(secret):
 def test_production_accepts_random_secrets_of_the_usual_sizes():
     import secrets
 
-    for make in (lambda: secrets.token_hex(16), lambda: secrets.token_hex(32),
-                 lambda: secrets.token_urlsafe(32)):
+    for make in (
+        lambda: secrets.token_hex(16),
+        lambda: secrets.token_hex(32),
+        lambda: secrets.token_urlsafe(32),
+    ):
         for _ in range(200):
             secret = make()
             assert load_settings(prod(JWT_SECRET_KEY=secret)).jwt_secret_key == secret
@@ -56,8 +64,9 @@ def test_default_hash_parameters_meet_owasp_minimum():
     assert settings.argon2_time_cost >= OWASP_MIN_TIME_COST
     assert settings.argon2_memory_kib >= OWASP_MIN_MEMORY_KIB
     assert settings.argon2_parallelism >= OWASP_MIN_PARALLELISM
-    hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                    settings.argon2_parallelism)
+    hasher = Hasher(
+        settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+    )
     hashed = hasher.hash("a fine password")
     assert hashed.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
 
@@ -93,15 +102,24 @@ def test_bad_settings_fail_at_start_with_a_sentence(tmp_path, env, message):
 
 
 def test_postgres_url_is_read_when_database_url_is_not(tmp_path):
-    settings = load_settings({"AUTHSVC_DATA_DIR": str(tmp_path), "DATABASE_URL": "",
-                              "POSTGRES_URL": "postgresql://u:p@h/db"})
+    settings = load_settings(
+        {
+            "AUTHSVC_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "",
+            "POSTGRES_URL": "postgresql://u:p@h/db",
+        }
+    )
     assert settings.database_url == "postgresql://u:p@h/db"
     assert not settings.split
     assert "u:***@h" in repr(settings)
 
 
 def test_a_different_auth_database_means_a_split_deployment(tmp_path):
-    settings = load_settings({"AUTHSVC_DATA_DIR": str(tmp_path),
-                              "DATABASE_URL": "postgresql://h/app",
-                              "AUTH_DATABASE_URL": "postgresql://h/auth"})
+    settings = load_settings(
+        {
+            "AUTHSVC_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "postgresql://h/app",
+            "AUTH_DATABASE_URL": "postgresql://h/auth",
+        }
+    )
     assert settings.split

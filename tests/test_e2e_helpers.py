@@ -71,8 +71,11 @@ def test_an_identity_without_its_profile_is_found_in_auth_users(database_url):
     rows = find_user("ida@example.com", database_url)
     assert rows.tables == (IDENTITIES,) and rows.table == IDENTITIES
     assert rows.profile is None and rows.id == user_id
-    with pytest.raises(AssertionError, match=rf"public\.users lacks the row \(auth\.users holds id "
-                                             rf"{user_id}\)"):
+    with pytest.raises(
+        AssertionError,
+        match=rf"public\.users lacks the row \(auth\.users holds id "
+        rf"{user_id}\)",
+    ):
         assert_user_complete("ida@example.com", database_url)
 
 
@@ -106,8 +109,9 @@ def test_a_profile_whose_email_was_rewritten_is_found_by_the_identitys_id(databa
 
 def test_two_profiles_with_one_email_raise_naming_the_table(database_url):
     for n in (1, 2):
-        add_profile(database_url, add_identity(database_url, f"x{n}@example.com"),
-                    "dup@example.com")
+        add_profile(
+            database_url, add_identity(database_url, f"x{n}@example.com"), "dup@example.com"
+        )
     with pytest.raises(MultipleRowsFound, match=r"public\.users holds more than one row") as err:
         find_user("DUP@example.com", database_url)
     assert err.value.table == PROFILES
@@ -152,38 +156,65 @@ class FakeSupabase:
         mock.get(f"{SUPABASE_URL}/rest/v1/users").mock(side_effect=self.postgrest)
         mock.get(f"{SUPABASE_URL}/auth/v1/admin/users").mock(side_effect=self.gotrue_list)
 
-    def add_user(self, email: str, profile: bool = True, identity: bool = True,
-                 profile_email: str | None = None) -> str:
+    def add_user(
+        self,
+        email: str,
+        profile: bool = True,
+        identity: bool = True,
+        profile_email: str | None = None,
+    ) -> str:
         user_id = str(uuid.uuid4())
         if identity:
-            self.users.append({
-                "id": user_id, "aud": "authenticated", "role": "authenticated",
-                "email": email.lower(), "email_confirmed_at": "2025-01-02T03:04:05.123456Z",
-                "phone": "", "confirmed_at": "2025-01-02T03:04:05.123456Z",
-                "last_sign_in_at": None,
-                "app_metadata": {"provider": "email", "providers": ["email"]},
-                "user_metadata": {}, "identities": [],
-                "created_at": "2025-01-02T03:04:05.123456Z",
-                "updated_at": "2025-01-02T03:04:05.123456Z", "is_anonymous": False,
-            })
+            self.users.append(
+                {
+                    "id": user_id,
+                    "aud": "authenticated",
+                    "role": "authenticated",
+                    "email": email.lower(),
+                    "email_confirmed_at": "2025-01-02T03:04:05.123456Z",
+                    "phone": "",
+                    "confirmed_at": "2025-01-02T03:04:05.123456Z",
+                    "last_sign_in_at": None,
+                    "app_metadata": {"provider": "email", "providers": ["email"]},
+                    "user_metadata": {},
+                    "identities": [],
+                    "created_at": "2025-01-02T03:04:05.123456Z",
+                    "updated_at": "2025-01-02T03:04:05.123456Z",
+                    "is_anonymous": False,
+                }
+            )
         if profile:
-            self.profiles.append({
-                "id": user_id, "email": profile_email or email, "username": None,
-                "display_name": None, "created_at": "2025-01-02T03:04:05.123456+00:00",
-                "updated_at": "2025-01-02T03:04:05.123456+00:00",
-            })
+            self.profiles.append(
+                {
+                    "id": user_id,
+                    "email": profile_email or email,
+                    "username": None,
+                    "display_name": None,
+                    "created_at": "2025-01-02T03:04:05.123456+00:00",
+                    "updated_at": "2025-01-02T03:04:05.123456+00:00",
+                }
+            )
         return user_id
 
     @staticmethod
     def _authorised(request: httpx.Request) -> bool:
-        return (request.headers.get("apikey") == SERVICE_KEY
-                and request.headers.get("authorization") == f"Bearer {SERVICE_KEY}")
+        return (
+            request.headers.get("apikey") == SERVICE_KEY
+            and request.headers.get("authorization") == f"Bearer {SERVICE_KEY}"
+        )
 
     def postgrest(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if not self._authorised(request):
-            return httpx.Response(401, json={"code": "PGRST301", "details": None, "hint": None,
-                                             "message": "JWSError JWSInvalidSignature"})
+            return httpx.Response(
+                401,
+                json={
+                    "code": "PGRST301",
+                    "details": None,
+                    "hint": None,
+                    "message": "JWSError JWSInvalidSignature",
+                },
+            )
         assert request.headers.get("accept-profile") == "public"
         rows = self.profiles
         for column, expression in request.url.params.multi_items():
@@ -197,21 +228,34 @@ class FakeSupabase:
                 regex = like_to_regex(value)
                 rows = [r for r in rows if regex.fullmatch(str(r.get(column)))]
             else:
-                return httpx.Response(400, json={
-                    "code": "PGRST100", "details": f'unexpected "{op}"', "hint": None,
-                    "message": f'"failed to parse filter ({expression})" (line 1, column 1)'})
+                return httpx.Response(
+                    400,
+                    json={
+                        "code": "PGRST100",
+                        "details": f'unexpected "{op}"',
+                        "hint": None,
+                        "message": f'"failed to parse filter ({expression})" (line 1, column 1)',
+                    },
+                )
         content_range = f"0-{len(rows) - 1}/*" if rows else "*/*"
-        return httpx.Response(200, json=rows, headers={
-            "Content-Range": content_range, "Content-Type": "application/json; charset=utf-8"})
+        return httpx.Response(
+            200,
+            json=rows,
+            headers={
+                "Content-Range": content_range,
+                "Content-Type": "application/json; charset=utf-8",
+            },
+        )
 
     def gotrue_list(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if not self._authorised(request):
-            return httpx.Response(403, json={"code": 403, "error_code": "not_admin",
-                                             "msg": "User not allowed"})
+            return httpx.Response(
+                403, json={"code": 403, "error_code": "not_admin", "msg": "User not allowed"}
+            )
         page = int(request.url.params.get("page", 1))
         per_page = int(request.url.params.get("per_page", 50))
-        chunk = self.users[(page - 1) * per_page: page * per_page]
+        chunk = self.users[(page - 1) * per_page : page * per_page]
         last = max(1, -(-len(self.users) // per_page))
         links = [f'</admin/users?page={last}&per_page={per_page}>; rel="last"']
         if page < last:
@@ -304,8 +348,13 @@ def test_supabase_sources_from_a_client_and_from_the_environment(supabase):
     client = create_client(SUPABASE_URL, SERVICE_KEY)
     assert isinstance(as_source(client), SupabaseRows)
     assert assert_user_complete("env@example.com", client).tables == (PROFILES, IDENTITIES)
-    source = source_from_env({"AUTHSVC_BACKEND": "supabase", "SUPABASE_URL": SUPABASE_URL,
-                              "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY})
+    source = source_from_env(
+        {
+            "AUTHSVC_BACKEND": "supabase",
+            "SUPABASE_URL": SUPABASE_URL,
+            "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
+        }
+    )
     assert isinstance(source, SupabaseRows)
     with pytest.raises(RuntimeError, match="SUPABASE_SERVICE_ROLE_KEY"):
         source_from_env({"AUTHSVC_BACKEND": "supabase"})

@@ -102,8 +102,17 @@ def test_a_refused_address_is_not_the_same_as_the_visible_one(auth, db):
 
 @pytest.mark.parametrize(
     "address",
-    ["not-an-email", "a@b", "a@localhost", "a..b@example.com", '"a b"@example.com',
-     "a@[127.0.0.1]", "@example.com", "a@", "a" * 250 + "@example.com"],
+    [
+        "not-an-email",
+        "a@b",
+        "a@localhost",
+        "a..b@example.com",
+        '"a b"@example.com',
+        "a@[127.0.0.1]",
+        "@example.com",
+        "a@",
+        "a" * 250 + "@example.com",
+    ],
 )
 def test_what_email_validator_refuses_is_422(auth, address):
     body = auth.signup(address, expect=422)

@@ -17,8 +17,13 @@ from tests.service import Gunicorn, request, service_env, wait_for
 @pytest.fixture
 def server(database_url, tmp_path):
     service = Gunicorn.started(
-        service_env(tmp_path, DATABASE_URL=database_url, AUTHSVC_ENV="production",
-                    AUTHSVC_ARGON2_TIME_COST="2", AUTHSVC_ARGON2_MEMORY_KIB="19456"),
+        service_env(
+            tmp_path,
+            DATABASE_URL=database_url,
+            AUTHSVC_ENV="production",
+            AUTHSVC_ARGON2_TIME_COST="2",
+            AUTHSVC_ARGON2_MEMORY_KIB="19456",
+        ),
         log_path=tmp_path / "gunicorn.log",
     )
     yield service
@@ -26,26 +31,39 @@ def server(database_url, tmp_path):
 
 
 def test_two_workers_serve_signup_login_and_me(server, db):
-    status, body, headers = request(server.base, "POST", "/api/v1/auth/signup",
-                                    {"email": "gun@example.com", "password": PASSWORD})
+    status, body, headers = request(
+        server.base,
+        "POST",
+        "/api/v1/auth/signup",
+        {"email": "gun@example.com", "password": PASSWORD},
+    )
     assert status == 201, body
     assert headers["X-Request-ID"]
-    status, body, _ = request(server.base, "POST", "/api/v1/auth/login",
-                              {"email": "gun@example.com", "password": PASSWORD})
+    status, body, _ = request(
+        server.base,
+        "POST",
+        "/api/v1/auth/login",
+        {"email": "gun@example.com", "password": PASSWORD},
+    )
     assert status == 200
     token = body["data"]["session"]["access_token"]
     # Tokens minted by one worker are honoured by the other: hit /me several times.
     for _ in range(6):
-        status, me, _ = request(server.base, "GET", "/api/v1/auth/me",
-                                headers={"Authorization": f"Bearer {token}"})
+        status, me, _ = request(
+            server.base, "GET", "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+        )
         assert status == 200 and me["data"]["user"]["email"] == "gun@example.com"
     assert len(server.worker_pids()) == 2
 
 
 def test_duplicate_signups_across_workers_give_one_account(server, db):
     def attempt(_):
-        return request(server.base, "POST", "/api/v1/auth/signup",
-                       {"email": "race@example.com", "password": PASSWORD})[0]
+        return request(
+            server.base,
+            "POST",
+            "/api/v1/auth/signup",
+            {"email": "race@example.com", "password": PASSWORD},
+        )[0]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(attempt, range(8)))
@@ -76,10 +94,12 @@ def test_a_killed_worker_is_replaced_and_the_new_one_serves(server, db):
         for i in range(3):
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
             try:
-                conn.request("POST", "/api/v1/auth/signup",
-                             body=json.dumps({"email": f"after{i}@example.com",
-                                              "password": PASSWORD}),
-                             headers={"Content-Type": "application/json"})
+                conn.request(
+                    "POST",
+                    "/api/v1/auth/signup",
+                    body=json.dumps({"email": f"after{i}@example.com", "password": PASSWORD}),
+                    headers={"Content-Type": "application/json"},
+                )
                 response = conn.getresponse()
                 body = json.loads(response.read())
                 assert response.status == 201, body

@@ -70,13 +70,17 @@ def test_without_a_database_readyz_and_api_answer_503_within_a_few_seconds(tmp_p
         assert ready.status_code == 503
         checks = ready.get_json()["error"]["details"]["checks"]
         assert checks["database"] != "ok"
-        response = timed(client.post, "/api/v1/auth/signup",
-                         json={"email": "a@example.com", "password": PASSWORD})
+        response = timed(
+            client.post,
+            "/api/v1/auth/signup",
+            json={"email": "a@example.com", "password": PASSWORD},
+        )
         assert response.status_code == 503
         assert response.get_json()["error"]["code"] == DatabaseUnavailable.code
         assert response.headers["Retry-After"]
-        login = timed(client.post, "/api/v1/auth/login",
-                      json={"email": "a@example.com", "password": PASSWORD})
+        login = timed(
+            client.post, "/api/v1/auth/login", json={"email": "a@example.com", "password": PASSWORD}
+        )
         assert login.status_code == 503
         assert login.get_json()["error"]["code"] == DatabaseUnavailable.code
         # Liveness does no I/O and stays green.

@@ -48,11 +48,14 @@ def test_malformed_or_non_object_json_is_400(client, raw):
     assert response.get_json()["error"]["code"] == errors.BadRequest.code
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
 def test_a_body_that_is_not_json_is_415(client, db, content_type):
-    response = client.post("/api/v1/auth/signup", data="email=a@example.com",
-                           content_type=content_type)
+    response = client.post(
+        "/api/v1/auth/signup", data="email=a@example.com", content_type=content_type
+    )
     assert response.status_code == 415
     assert response.get_json()["error"]["code"] == errors.UnsupportedMediaType.code
     assert db.execute("SELECT count(*) AS n FROM auth.users").fetchone()["n"] == 0
@@ -84,15 +87,14 @@ def test_an_empty_body_is_a_validation_error_not_a_crash(client):
     assert "email" in details and "password" in details
 
 
-def test_an_unexpected_failure_is_a_generic_500_with_the_traceback_in_the_log(
-    auth, db, capfd
-):
+def test_an_unexpected_failure_is_a_generic_500_with_the_traceback_in_the_log(auth, db, capfd):
     auth.signup()
     # A table the login needs has gone missing (a botched manual change on the database).
     db.execute("ALTER TABLE authsvc.sessions RENAME TO sessions_moved")
     try:
-        response = auth.client.post("/api/v1/auth/login",
-                                    json={"email": "alice@example.com", "password": PASSWORD})
+        response = auth.client.post(
+            "/api/v1/auth/login", json={"email": "alice@example.com", "password": PASSWORD}
+        )
     finally:
         db.execute("ALTER TABLE authsvc.sessions_moved RENAME TO sessions")
     body = response.get_json()
@@ -128,8 +130,11 @@ def test_logs_are_json_lines_with_route_status_latency_and_never_secrets(auth, c
     err = capfd.readouterr().err
     entries = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     access = [e for e in entries if e["logger"] == "authsvc.access"]
-    assert {e["route"] for e in access} >= {"/api/v1/auth/signup", "/api/v1/auth/login",
-                                           "/api/v1/auth/me"}
+    assert {e["route"] for e in access} >= {
+        "/api/v1/auth/signup",
+        "/api/v1/auth/login",
+        "/api/v1/auth/me",
+    }
     for entry in access:
         assert entry["request_id"] and isinstance(entry["latency_ms"], float)
         assert entry["status"] in (200, 201)
@@ -152,8 +157,10 @@ def test_settings_repr_redacts_secrets(app):
         ("/api/v1/auth/signup", '{"email": "a@example.com", "password": "\\ud800\\ud800abcdefgh"}'),
         ("/api/v1/auth/signup", '{"email": "a\\ud800@example.com", "password": "abcdefghijk"}'),
         ("/api/v1/auth/signup", '{"email": "a@example.com", "password": "p\\u0000ssword-long"}'),
-        ("/api/v1/auth/signup",
-         '{"email": "a@example.com", "password": "abcdefghijk", "username": "alice\\n"}'),
+        (
+            "/api/v1/auth/signup",
+            '{"email": "a@example.com", "password": "abcdefghijk", "username": "alice\\n"}',
+        ),
         ("/api/v1/auth/login", '{"email": "a@example.com", "password": "\\udfff"}'),
         ("/api/v1/auth/refresh", '{"refresh_token": "\\ud800"}'),
         ("/api/v1/auth/signup", "[" * 5000 + "]" * 5000),
@@ -172,22 +179,55 @@ def test_a_bounded_random_fuzz_of_every_endpoint_never_answers_500(client, db):
     import random
 
     rng = random.Random(20261123)
-    atoms = [None, True, 0, -1, 2**70, 1.5, "", " ", "a@b.co", "x" * 300, "\u0000", "\ud800",
-             "é@ü.de", "<script>", "' OR 1=1 --", [], {}, ["a"], {"a": 1}, "alice", "Alice"]
+    atoms = [
+        None,
+        True,
+        0,
+        -1,
+        2**70,
+        1.5,
+        "",
+        " ",
+        "a@b.co",
+        "x" * 300,
+        "\u0000",
+        "\ud800",
+        "é@ü.de",
+        "<script>",
+        "' OR 1=1 --",
+        [],
+        {},
+        ["a"],
+        {"a": 1},
+        "alice",
+        "Alice",
+    ]
     fields = ["email", "password", "username", "display_name", "refresh_token", "scope", "x"]
-    paths = [("POST", "/api/v1/auth/signup"), ("POST", "/api/v1/auth/login"),
-             ("POST", "/api/v1/auth/refresh"), ("POST", "/api/v1/auth/logout"),
-             ("PATCH", "/api/v1/auth/me"), ("GET", "/api/v1/auth/me")]
+    paths = [
+        ("POST", "/api/v1/auth/signup"),
+        ("POST", "/api/v1/auth/login"),
+        ("POST", "/api/v1/auth/refresh"),
+        ("POST", "/api/v1/auth/logout"),
+        ("PATCH", "/api/v1/auth/me"),
+        ("GET", "/api/v1/auth/me"),
+    ]
     for _ in range(300):
         method, path = rng.choice(paths)
         body = {rng.choice(fields): rng.choice(atoms) for _ in range(rng.randint(0, 4))}
         raw = json.dumps(body) if rng.random() < 0.9 else json.dumps(body)[: rng.randint(0, 20)]
         headers = {"Authorization": f"Bearer {rng.choice(atoms)}"} if rng.random() < 0.3 else {}
-        response = client.open(path, method=method, data=raw, headers=headers,
-                               content_type=rng.choice(["application/json"] * 4 + ["text/plain"]))
+        response = client.open(
+            path,
+            method=method,
+            data=raw,
+            headers=headers,
+            content_type=rng.choice(["application/json"] * 4 + ["text/plain"]),
+        )
         assert response.status_code < 500, (method, path, raw, response.get_json())
         assert response.get_json()["success"] is (response.status_code < 300)
     # Whatever got through created whole users only.
-    halves = db.execute("SELECT count(*) AS n FROM auth.users u WHERE NOT EXISTS "
-                        "(SELECT 1 FROM public.users p WHERE p.id = u.id)").fetchone()["n"]
+    halves = db.execute(
+        "SELECT count(*) AS n FROM auth.users u WHERE NOT EXISTS "
+        "(SELECT 1 FROM public.users p WHERE p.id = u.id)"
+    ).fetchone()["n"]
     assert halves == 0

@@ -26,9 +26,14 @@ NEW_PASSWORD = "a brand new horse battery"
 
 @pytest.fixture(params=LAYOUTS)
 def layout(request: pytest.FixtureRequest, tmp_path: Any, mailbox) -> Layout:
-    built = make_layout(request, request.param, tmp_path, mailbox,
-                        AUTHSVC_REQUIRE_EMAIL_CONFIRMATION="on",
-                        AUTHSVC_PUBLIC_URL="https://auth.example.com")
+    built = make_layout(
+        request,
+        request.param,
+        tmp_path,
+        mailbox,
+        AUTHSVC_REQUIRE_EMAIL_CONFIRMATION="on",
+        AUTHSVC_PUBLIC_URL="https://auth.example.com",
+    )
     yield built
     built.stores.close()
 
@@ -39,8 +44,11 @@ def api(layout: Layout) -> Api:
 
 
 def tokens_of(layout: Layout, user_id: str) -> list[dict[str, Any]]:
-    return layout.sql(layout.auth_owner, "SELECT * FROM authsvc.one_time_tokens "
-                      "WHERE user_id = %s ORDER BY created_at", (user_id,))
+    return layout.sql(
+        layout.auth_owner,
+        "SELECT * FROM authsvc.one_time_tokens WHERE user_id = %s ORDER BY created_at",
+        (user_id,),
+    )
 
 
 # -- verification -----------------------------------------------------------------------------
@@ -80,8 +88,12 @@ def test_unknown_and_expired_tokens_are_link_invalid(layout, api):
     (mail,) = layout.mailbox.to("cy@example.com")
     status, body = api.call("POST", "/verify", {"token": "x" * 43})
     assert status == 400 and body["error"]["code"] == LinkInvalid.code
-    layout.sql(layout.auth_owner, "UPDATE authsvc.one_time_tokens SET expires_at = now() "
-               "- interval '1 second' WHERE user_id = %s", (user["id"],))
+    layout.sql(
+        layout.auth_owner,
+        "UPDATE authsvc.one_time_tokens SET expires_at = now() "
+        "- interval '1 second' WHERE user_id = %s",
+        (user["id"],),
+    )
     status, body = api.call("POST", "/verify", {"token": token_in(mail)})
     assert status == 400 and body["error"]["code"] == LinkInvalid.code
     assert layout.identity(id=user["id"])["email_confirmed_at"] is None
@@ -108,11 +120,19 @@ def test_resend_answers_202_for_anyone_and_mails_only_unconfirmed_accounts(layou
 
 def test_a_link_for_an_address_changed_since_confirms_nothing(layout, api):
     anon = api.anonymous()
-    _, up = api.call("POST", "/upgrade", {"email": "old@example.com", "password": PASSWORD},
-                     token=anon["session"]["access_token"], expect=200)
+    _, up = api.call(
+        "POST",
+        "/upgrade",
+        {"email": "old@example.com", "password": PASSWORD},
+        token=anon["session"]["access_token"],
+        expect=200,
+    )
     (mail,) = layout.mailbox.to("old@example.com")
-    layout.sql(layout.auth_owner, "UPDATE auth.users SET email = 'moved@example.com' "
-               "WHERE id = %s", (anon["user"]["id"],))
+    layout.sql(
+        layout.auth_owner,
+        "UPDATE auth.users SET email = 'moved@example.com' WHERE id = %s",
+        (anon["user"]["id"],),
+    )
     status, body = api.call("POST", "/verify", {"token": token_in(mail)})
     assert status == 400 and body["error"]["code"] == LinkInvalid.code
     assert layout.identity(id=anon["user"]["id"])["email_confirmed_at"] is None
@@ -146,16 +166,23 @@ def test_a_reset_sets_the_password_revokes_every_session_and_confirms_the_email(
     layout.drain()
     (reset,) = [m for m in layout.mailbox.to("fay@example.com") if "Reset" in m["Subject"]]
     token = token_in(reset)
-    sessions = layout.sql(layout.auth_owner, "SELECT id FROM authsvc.sessions WHERE user_id = %s",
-                          (user["id"],))
+    sessions = layout.sql(
+        layout.auth_owner, "SELECT id FROM authsvc.sessions WHERE user_id = %s", (user["id"],)
+    )
     assert len(sessions) == 1  # the login's
 
     status, body = api.call("POST", "/password/reset", {"token": token, "password": "password"})
     assert status == 422 and body["error"]["code"] == WeakPassword.code  # nothing spent
     api.call("POST", "/password/reset", {"token": token, "password": NEW_PASSWORD}, expect=200)
 
-    assert layout.sql(layout.auth_owner, "SELECT count(*) AS n FROM authsvc.sessions "
-                      "WHERE user_id = %s AND revoked_at IS NULL", (user["id"],))[0]["n"] == 0
+    assert (
+        layout.sql(
+            layout.auth_owner,
+            "SELECT count(*) AS n FROM authsvc.sessions WHERE user_id = %s AND revoked_at IS NULL",
+            (user["id"],),
+        )[0]["n"]
+        == 0
+    )
     api.login("fay@example.com", expect=401)
     assert api.login("fay@example.com", NEW_PASSWORD)["data"]["user"]["id"] == user["id"]
     status, body = api.call("POST", "/password/reset", {"token": token, "password": PASSWORD})
@@ -172,19 +199,31 @@ def test_only_the_newest_reset_link_works_and_none_after_30_minutes(layout, api)
     assert len(rows) == 2
     lifetime = rows[1]["expires_at"] - rows[1]["created_at"]
     assert lifetime.total_seconds() == links.RESET_TTL == 1800
-    api.call("POST", "/password/reset", {"token": token_in(older), "password": NEW_PASSWORD},
-             expect=400)
-    layout.sql(layout.auth_owner, "UPDATE authsvc.one_time_tokens SET expires_at = now() "
-               "- interval '1 second' WHERE user_id = %s", (user["id"],))
-    api.call("POST", "/password/reset", {"token": token_in(newer), "password": NEW_PASSWORD},
-             expect=400)
+    api.call(
+        "POST", "/password/reset", {"token": token_in(older), "password": NEW_PASSWORD}, expect=400
+    )
+    layout.sql(
+        layout.auth_owner,
+        "UPDATE authsvc.one_time_tokens SET expires_at = now() "
+        "- interval '1 second' WHERE user_id = %s",
+        (user["id"],),
+    )
+    api.call(
+        "POST", "/password/reset", {"token": token_in(newer), "password": NEW_PASSWORD}, expect=400
+    )
     api.login("gil@example.com")  # the old password still works
 
 
 def test_forgot_and_reset_are_rate_limited_per_address_and_per_account(database_url, tmp_path):
-    app = create_app(app_overrides(database_url, tmp_path, AUTHSVC_RATE_LIMITS="on",
-                                   AUTHSVC_RATE_LIMIT_PASSWORD_FORGOT="2 per minute",
-                                   AUTHSVC_RATE_LIMIT_PASSWORD_RESET="2 per minute"))
+    app = create_app(
+        app_overrides(
+            database_url,
+            tmp_path,
+            AUTHSVC_RATE_LIMITS="on",
+            AUTHSVC_RATE_LIMIT_PASSWORD_FORGOT="2 per minute",
+            AUTHSVC_RATE_LIMIT_PASSWORD_RESET="2 per minute",
+        )
+    )
     try:
         api = Api(app.test_client())
         one = {"REMOTE_ADDR": "10.0.0.1"}
@@ -192,19 +231,22 @@ def test_forgot_and_reset_are_rate_limited_per_address_and_per_account(database_
         client = app.test_client()
 
         def forgot(email: str, environ: dict[str, str]) -> int:
-            return client.post("/api/v1/auth/password/forgot", json={"email": email},
-                               environ_base=environ).status_code
+            return client.post(
+                "/api/v1/auth/password/forgot", json={"email": email}, environ_base=environ
+            ).status_code
 
         assert [forgot("a@example.com", one), forgot("b@example.com", one)] == [202, 202]
         assert forgot("c@example.com", one) == 429  # this address is over its budget
         assert forgot("a@example.com", two) == 202
         assert forgot("a@example.com", {"REMOTE_ADDR": "10.0.0.3"}) == 429  # that account is
-        status, body = api.call("POST", "/password/reset", {"token": "y" * 43,
-                                                            "password": NEW_PASSWORD})
+        status, body = api.call(
+            "POST", "/password/reset", {"token": "y" * 43, "password": NEW_PASSWORD}
+        )
         assert status == 400
         api.call("POST", "/password/reset", {"token": "y" * 43, "password": NEW_PASSWORD})
-        status, body = api.call("POST", "/password/reset", {"token": "y" * 43,
-                                                            "password": NEW_PASSWORD})
+        status, body = api.call(
+            "POST", "/password/reset", {"token": "y" * 43, "password": NEW_PASSWORD}
+        )
         assert status == 429 and body["error"]["code"] == RateLimited.code
     finally:
         app.extensions["authsvc"].stores.close()
@@ -218,18 +260,28 @@ def test_a_change_needs_the_current_password_and_ends_every_other_session(layout
     other = api.login("hal@example.com")["data"]["session"]
     mine = api.login("hal@example.com")["data"]["session"]
 
-    status, body = api.call("POST", "/password", {"current_password": "wrong wrong wrong",
-                                                  "password": NEW_PASSWORD},
-                            token=mine["access_token"])
+    status, body = api.call(
+        "POST",
+        "/password",
+        {"current_password": "wrong wrong wrong", "password": NEW_PASSWORD},
+        token=mine["access_token"],
+    )
     assert status == 401 and body["error"]["code"] == InvalidCredentials.code
-    status, body = api.call("POST", "/password", {"current_password": PASSWORD,
-                                                  "password": "hal@example.com-1"},
-                            token=mine["access_token"])
+    status, body = api.call(
+        "POST",
+        "/password",
+        {"current_password": PASSWORD, "password": "hal@example.com-1"},
+        token=mine["access_token"],
+    )
     assert status == 422 and body["error"]["code"] == WeakPassword.code
 
-    _, body = api.call("POST", "/password", {"current_password": PASSWORD,
-                                             "password": NEW_PASSWORD},
-                       token=mine["access_token"], expect=200)
+    _, body = api.call(
+        "POST",
+        "/password",
+        {"current_password": PASSWORD, "password": NEW_PASSWORD},
+        token=mine["access_token"],
+        expect=200,
+    )
     fresh = body["data"]["session"]
     for old in (other, mine):
         status, me = api.me(old["access_token"])
@@ -241,8 +293,12 @@ def test_a_change_needs_the_current_password_and_ends_every_other_session(layout
 
 def test_an_anonymous_account_has_no_password_to_change(api):
     token = api.anonymous()["session"]["access_token"]
-    status, body = api.call("POST", "/password", {"current_password": "anything at all",
-                                                  "password": NEW_PASSWORD}, token=token)
+    status, body = api.call(
+        "POST",
+        "/password",
+        {"current_password": "anything at all", "password": NEW_PASSWORD},
+        token=token,
+    )
     assert status == 401 and body["error"]["code"] == InvalidCredentials.code
 
 
@@ -255,7 +311,9 @@ def test_expired_tokens_are_purged(layout, api):
     api.call("POST", "/verify", {"token": token_in(first)}, expect=200)  # spent
     assert links.purge_expired_tokens(layout.stores, layout.settings) == 1
     assert len(tokens_of(layout, user["id"])) == 1
-    layout.sql(layout.auth_owner, "UPDATE authsvc.one_time_tokens SET expires_at = now() "
-               "- interval '1 second'")
+    layout.sql(
+        layout.auth_owner,
+        "UPDATE authsvc.one_time_tokens SET expires_at = now() - interval '1 second'",
+    )
     assert links.purge_expired_tokens(layout.stores, layout.settings) == 1
     assert tokens_of(layout, user["id"]) == []

@@ -38,8 +38,9 @@ def _proxied(env: dict[str, str], var: str) -> tuple[dict[str, str], LossyProxy]
 def one(database_url: str, tmp_path: Any) -> Iterator[tuple[AuthActions, LossyProxy]]:
     """The service on one database, through the proxy."""
     env, proxy = _proxied({"DATABASE_URL": database_url}, "DATABASE_URL")
-    app = create_app(app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1",
-                                   **env))
+    app = create_app(
+        app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1", **env)
+    )
     yield AuthActions(app.test_client()), proxy
     app.extensions["authsvc"].stores.close()
     proxy.stop()
@@ -49,10 +50,12 @@ def one(database_url: str, tmp_path: Any) -> Iterator[tuple[AuthActions, LossyPr
 def split(split_urls: tuple[str, str], tmp_path: Any) -> Iterator[tuple[AuthActions, LossyProxy]]:
     """The service on two databases; the identity database behind the proxy."""
     app_url, auth_url = split_urls
-    env, proxy = _proxied({"DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url},
-                          "AUTH_DATABASE_URL")
-    app = create_app(app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1",
-                                   **env))
+    env, proxy = _proxied(
+        {"DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url}, "AUTH_DATABASE_URL"
+    )
+    app = create_app(
+        app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_TIMEOUT="1", **env)
+    )
     yield AuthActions(app.test_client()), proxy
     app.extensions["authsvc"].stores.close()
     proxy.stop()
@@ -128,9 +131,7 @@ def test_split_a_lost_identity_insert_reply_is_compensated_and_says_so(split, sp
     auth.signup("split-insert@example.com", expect=201)  # and a retry is a fresh signup
 
 
-def test_a_whole_account_whose_session_cannot_start_is_201_with_session_null(
-    auth, db, owner_url
-):
+def test_a_whole_account_whose_session_cannot_start_is_201_with_session_null(auth, db, owner_url):
     with faults.trigger(owner_url, "authsvc.sessions", "RAISE EXCEPTION 'no sessions today';"):
         body = auth.signup("nosession@example.com", expect=201)
     assert body["data"]["session"] is None

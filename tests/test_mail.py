@@ -20,7 +20,9 @@ from tests.lifecycle import Api
 from tests.mailbox import Mailbox, link_in
 from tests.service import free_port
 
-MAIL = Mail("email_verification", "to@example.com", "Hello", "Open https://x.example/verify?token=t")
+MAIL = Mail(
+    "email_verification", "to@example.com", "Hello", "Open https://x.example/verify?token=t"
+)
 
 
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
@@ -74,8 +76,9 @@ def test_the_queue_gives_up_loudly(mailbox, capfd):
     assert queue.drain(10)
     assert queue.counts[("password_reset", FAILED)] == 1
     assert queue.counts[("password_reset", RETRY)] == 0  # a 5xx answer is not retried
-    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")
+    ]
     (line,) = [x for x in lines if x["msg"] == "mail not delivered; giving up"]
     assert line["level"] == "error" and "554" in line["error"]
     queue.close()
@@ -85,14 +88,23 @@ def test_a_signup_succeeds_while_mail_fails_and_the_failure_is_logged_and_counte
     database_url, tmp_path, capfd
 ):
     dead = f"smtp://127.0.0.1:{free_port()}?timeout=1"
-    app = create_app(app_overrides(database_url, tmp_path, SMTP_URL=dead, AUTHSVC_METRICS="on",
-                                   AUTHSVC_MAIL_ATTEMPTS="2", AUTHSVC_MAIL_RETRY_MS="10"))
+    app = create_app(
+        app_overrides(
+            database_url,
+            tmp_path,
+            SMTP_URL=dead,
+            AUTHSVC_METRICS="on",
+            AUTHSVC_MAIL_ATTEMPTS="2",
+            AUTHSVC_MAIL_RETRY_MS="10",
+        )
+    )
     try:
         body = Api(app.test_client()).signup("mailless@example.com")
         assert body["session"] is not None
         assert app.extensions["authsvc"].mail.drain(15)
-        lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
-                 if line.startswith("{")]
+        lines = [
+            json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")
+        ]
         mail_lines = [line for line in lines if line["logger"] == "authsvc.mail"]
         assert [(line["level"], line["msg"]) for line in mail_lines] == [
             ("warning", "mail attempt failed; retrying"),
@@ -122,28 +134,45 @@ def test_development_without_smtp_writes_the_outbox(database_url, tmp_path):
 
 
 def settings(**env: Any):
-    return load_settings({"JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": "/tmp/unused",
-                          **env})
+    return load_settings({"JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": "/tmp/unused", **env})
 
 
 def test_production_without_smtp_has_no_mailer_and_says_so():
     strong = "k" + "".join(chr(97 + (i * 7) % 26) for i in range(47)) + "Z9"
-    prod = load_settings({"AUTHSVC_ENV": "production", "JWT_SECRET_KEY": strong,
-                          "DATABASE_URL": "postgresql://db/x", "AUTHSVC_DATA_DIR": "/tmp/u"})
+    prod = load_settings(
+        {
+            "AUTHSVC_ENV": "production",
+            "JWT_SECRET_KEY": strong,
+            "DATABASE_URL": "postgresql://db/x",
+            "AUTHSVC_DATA_DIR": "/tmp/u",
+        }
+    )
     assert isinstance(make_mailer(prod), NoMailer)
     assert any("SMTP_URL is not set" in w for w in prod.warnings)
     with pytest.raises(MailError):
         NoMailer().send(MAIL.message("a@example.com"))
     with pytest.raises(ConfigError, match="SMTP_URL"):
-        load_settings({"AUTHSVC_ENV": "production", "JWT_SECRET_KEY": strong,
-                       "DATABASE_URL": "postgresql://db/x", "AUTHSVC_DATA_DIR": "/tmp/u",
-                       "AUTHSVC_REQUIRE_EMAIL_CONFIRMATION": "on"})
+        load_settings(
+            {
+                "AUTHSVC_ENV": "production",
+                "JWT_SECRET_KEY": strong,
+                "DATABASE_URL": "postgresql://db/x",
+                "AUTHSVC_DATA_DIR": "/tmp/u",
+                "AUTHSVC_REQUIRE_EMAIL_CONFIRMATION": "on",
+            }
+        )
 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://mail.example.com", "smtp://", "smtps://h?starttls=1", "smtp://h?bogus=1",
-     "smtp://h:notaport", "smtp://h?timeout=soon"],
+    [
+        "http://mail.example.com",
+        "smtp://",
+        "smtps://h?starttls=1",
+        "smtp://h?bogus=1",
+        "smtp://h:notaport",
+        "smtp://h?timeout=soon",
+    ],
 )
 def test_a_bad_smtp_url_stops_the_start_saying_what_to_set(url, database_url, tmp_path):
     with pytest.raises(ConfigError, match="SMTP_URL"):
@@ -153,7 +182,11 @@ def test_a_bad_smtp_url_stops_the_start_saying_what_to_set(url, database_url, tm
 def test_smtp_url_parts_and_its_password_stays_out_of_repr():
     target = parse_smtp_url("smtp://me%40x.com:s%3Acret@mail.example.com:587?starttls=1")
     assert (target.host, target.port, target.username, target.password) == (
-        "mail.example.com", 587, "me@x.com", "s:cret")
+        "mail.example.com",
+        587,
+        "me@x.com",
+        "s:cret",
+    )
     assert parse_smtp_url("smtps://mail.example.com").port == 465
     assert parse_smtp_url("smtp://mail.example.com").port == 25
     assert "s:cret" not in repr(target)

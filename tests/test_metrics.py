@@ -58,8 +58,11 @@ class Scrape:
 
     def values(self, name: str, **labels: str) -> list[float]:
         """Every sample of `name` whose labels include `labels`."""
-        return [v for n, have, v in self.samples
-                if n == name and all(have.get(k) == w for k, w in labels.items())]
+        return [
+            v
+            for n, have, v in self.samples
+            if n == name and all(have.get(k) == w for k, w in labels.items())
+        ]
 
     def value(self, name: str, **labels: str) -> float:
         """The sum of those samples; 0 when there are none (a counter never moved)."""
@@ -91,8 +94,11 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def metrics_app(database_url: str, tmp_path: Path, **extra: str):
-    return create_app(app_overrides(database_url, tmp_path, AUTHSVC_METRICS="on",
-                                    PROMETHEUS_MULTIPROC_DIR="", **extra))
+    return create_app(
+        app_overrides(
+            database_url, tmp_path, AUTHSVC_METRICS="on", PROMETHEUS_MULTIPROC_DIR="", **extra
+        )
+    )
 
 
 @pytest.fixture
@@ -138,8 +144,11 @@ def test_a_bad_switch_stops_the_start_naming_the_variable(value):
 
 def test_a_multiprocess_directory_that_cannot_be_used_stops_the_start(tmp_path):
     missing = tmp_path / "absent"
-    env = {"AUTHSVC_METRICS": "on", "PROMETHEUS_MULTIPROC_DIR": str(missing),
-           "JWT_SECRET_KEY": TEST_SECRET}
+    env = {
+        "AUTHSVC_METRICS": "on",
+        "PROMETHEUS_MULTIPROC_DIR": str(missing),
+        "JWT_SECRET_KEY": TEST_SECRET,
+    }
     with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR"):
         load_settings(env)
     missing.mkdir()
@@ -186,8 +195,16 @@ def test_a_failed_signup_counts_its_step_and_its_compensation(client, owner_url)
     assert body["error"]["code"] == SignupFailed.code
     after = scrape(client)
     assert moved(before, after, "authsvc_signups_total", outcome=SignupFailed.code) == 1
-    assert moved(before, after, "authsvc_signup_failures_total",
-                 step="profile_insert", compensated="true") == 1
+    assert (
+        moved(
+            before,
+            after,
+            "authsvc_signup_failures_total",
+            step="profile_insert",
+            compensated="true",
+        )
+        == 1
+    )
     assert moved(before, after, "authsvc_signup_compensations_total") == 1
     assert moved(before, after, "authsvc_signup_uncompensated_total") == 0
     assert moved(before, after, "authsvc_http_requests_total", route=SIGNUP, status="500") == 1
@@ -203,21 +220,37 @@ def test_a_signup_that_could_not_be_undone_is_counted_for_reconcile(
     client = app.test_client()
     try:
         before = scrape(client)
-        with faults.profile_insert_raises(split_owner_urls[0]), \
-                faults.trigger(split_owner_urls[1], "auth.users", "RAISE EXCEPTION 'no delete';",
-                               when="BEFORE DELETE", name="authsvc_fault_del_identity"):
+        with (
+            faults.profile_insert_raises(split_owner_urls[0]),
+            faults.trigger(
+                split_owner_urls[1],
+                "auth.users",
+                "RAISE EXCEPTION 'no delete';",
+                when="BEFORE DELETE",
+                name="authsvc_fault_del_identity",
+            ),
+        ):
             body = AuthActions(client).signup("stuck@example.com", expect=500)
         after = scrape(client)
     finally:
         app.extensions["authsvc"].stores.close()
     assert body["error"]["details"]["compensated"] is False
-    assert moved(before, after, "authsvc_signup_failures_total",
-                 step="profile_insert", compensated="false") == 1
+    assert (
+        moved(
+            before,
+            after,
+            "authsvc_signup_failures_total",
+            step="profile_insert",
+            compensated="false",
+        )
+        == 1
+    )
     assert moved(before, after, "authsvc_signup_uncompensated_total") == 1
     assert moved(before, after, "authsvc_signup_compensations_total") == 0
     with psycopg.connect(auth_url) as conn:
-        state = conn.execute("SELECT signup_state FROM auth.users WHERE email = %s",
-                             ("stuck@example.com",)).fetchone()
+        state = conn.execute(
+            "SELECT signup_state FROM auth.users WHERE email = %s", ("stuck@example.com",)
+        ).fetchone()
     assert state == ("pending",)
 
 
@@ -226,8 +259,17 @@ def test_unknown_paths_share_one_route_label(client):
     for path in ("/no/such/page", "/api/v1/auth/nothing-here", "/x" * 20):
         assert client.get(path).status_code == 404
     after = scrape(client)
-    assert moved(before, after, "authsvc_http_requests_total",
-                 route="unmatched", method="GET", status="404") == 3
+    assert (
+        moved(
+            before,
+            after,
+            "authsvc_http_requests_total",
+            route="unmatched",
+            method="GET",
+            status="404",
+        )
+        == 3
+    )
     routes = after.labels("authsvc_http_requests_total", "route")
     assert not [r for r in routes if "no/such" in r or "nothing-here" in r or "/x/x" in r]
 
@@ -236,8 +278,17 @@ def test_odd_methods_share_one_method_label(client):
     before = scrape(client)
     assert client.open("/healthz", method="BREW").status_code == 405
     after = scrape(client)
-    assert moved(before, after, "authsvc_http_requests_total",
-                 route="unmatched", method="OTHER", status="405") == 1
+    assert (
+        moved(
+            before,
+            after,
+            "authsvc_http_requests_total",
+            route="unmatched",
+            method="OTHER",
+            status="405",
+        )
+        == 1
+    )
     assert "BREW" not in after.labels("authsvc_http_requests_total", "method")
 
 
@@ -255,14 +306,31 @@ def test_signups_on_the_hosted_form_are_counted_like_the_api(app, client, db, ow
     assert identity_row(db, "page@example.com")["signup_state"] == "complete"
     assert moved(before, after, "authsvc_signups_total", outcome="created") == 1
     assert moved(before, after, "authsvc_signups_total", outcome=SignupFailed.code) == 1
-    assert moved(before, after, "authsvc_signup_failures_total",
-                 step="profile_insert", compensated="true") == 1
+    assert (
+        moved(
+            before,
+            after,
+            "authsvc_signup_failures_total",
+            step="profile_insert",
+            compensated="true",
+        )
+        == 1
+    )
     # Refused before any signup code ran: counted by status, not as an error code.
     assert moved(before, after, "authsvc_signups_total", outcome="HTTP_400") == 1
     assert moved(before, after, "authsvc_signups_total", outcome=BadRequest.code) == 0
     # Showing the form is not a signup.
-    assert moved(before, after, "authsvc_http_requests_total",
-                 route="/signup", method="GET", status="200") == 2
+    assert (
+        moved(
+            before,
+            after,
+            "authsvc_http_requests_total",
+            route="/signup",
+            method="GET",
+            status="200",
+        )
+        == 2
+    )
     assert moved(before, after, "authsvc_signups_total") == 3
 
 
@@ -274,8 +342,9 @@ def test_pool_gauges_show_a_request_waiting_for_the_only_connection(
 ):
     """Pool of one: a signup holds the connection (a trigger sleeps in its transaction) while a
     login waits for it; /metrics needs no connection and shows both."""
-    app = metrics_app(database_url, tmp_path, AUTHSVC_DB_POOL_SIZE="1",
-                      AUTHSVC_DB_POOL_TIMEOUT="10")
+    app = metrics_app(
+        database_url, tmp_path, AUTHSVC_DB_POOL_SIZE="1", AUTHSVC_DB_POOL_TIMEOUT="10"
+    )
     client = app.test_client()
     results: dict[str, int] = {}
 
@@ -301,7 +370,8 @@ def test_pool_gauges_show_a_request_waiting_for_the_only_connection(
             holder.start()
             wait_for(lambda: pool(scrape(client), "available") == 0, 5, "the signup's connection")
             waiter = threading.Thread(
-                target=call, args=("login", "/api/v1/auth/login", "nobody@example.com"))
+                target=call, args=("login", "/api/v1/auth/login", "nobody@example.com")
+            )
             waiter.start()
             busy = wait_for(lambda: waiting(scrape(client)), 5, "the login to wait")
             holder.join(10)
@@ -329,9 +399,16 @@ def test_split_deployments_show_each_database_pool(split_urls, tmp_path):
 
 
 def gunicorn_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": database_url, "JWT_SECRET_KEY": TEST_SECRET,
-            "AUTHSVC_DATA_DIR": str(tmp_path), "AUTHSVC_RATE_LIMITS": "off",
-            "AUTHSVC_METRICS": "on", "AUTHSVC_ENV": "development", **CHEAP_ARGON2, **extra}
+    return {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET_KEY": TEST_SECRET,
+        "AUTHSVC_DATA_DIR": str(tmp_path),
+        "AUTHSVC_RATE_LIMITS": "off",
+        "AUTHSVC_METRICS": "on",
+        "AUTHSVC_ENV": "development",
+        **CHEAP_ARGON2,
+        **extra,
+    }
 
 
 def served(server: Gunicorn) -> Scrape:
@@ -340,8 +417,9 @@ def served(server: Gunicorn) -> Scrape:
         return Scrape(response.read().decode())
 
 
-def per_worker(directory: Path, name: str, kind: str = "counter",
-               **labels: str) -> dict[int, float]:
+def per_worker(
+    directory: Path, name: str, kind: str = "counter", **labels: str
+) -> dict[int, float]:
     """`name` as each worker wrote it in its own file (one file at a time, read by
     prometheus_client's collector); `kind` is the file's prefix."""
     found = {}
@@ -368,8 +446,9 @@ def healthz_on_both_workers(server: Gunicorn, directory: Path) -> int:
     sent = 0
     for _ in range(20):
         with ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(lambda _: request(server.base, "GET", "/healthz")[0],
-                                     range(24)))
+            statuses = list(
+                pool.map(lambda _: request(server.base, "GET", "/healthz")[0], range(24))
+            )
         assert statuses == [200] * 24
         sent += 24
         counts = per_worker(directory, "authsvc_http_requests_total", **HEALTHZ)
@@ -384,19 +463,27 @@ def pool_pids(server: Gunicorn) -> set[str]:
 
 def test_requests_spread_over_both_workers_are_summed(database_url, tmp_path):
     directory = tmp_path / "prometheus"
-    server = Gunicorn(gunicorn_env(database_url, tmp_path,
-                                   PROMETHEUS_MULTIPROC_DIR=str(directory)))
+    server = Gunicorn(gunicorn_env(database_url, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(directory)))
     try:
         server.wait_ready()
         workers = server.worker_pids()
         # Before any scrape, each worker has written its own pool's numbers.
-        wait_for(lambda: all(per_worker(directory, "authsvc_db_pool_size", "gauge_liveall",
-                                        database="database").get(pid, 0) >= 1
-                             for pid in workers), 15, "each worker's pool gauges")
+        wait_for(
+            lambda: all(
+                per_worker(
+                    directory, "authsvc_db_pool_size", "gauge_liveall", database="database"
+                ).get(pid, 0)
+                >= 1
+                for pid in workers
+            ),
+            15,
+            "each worker's pool gauges",
+        )
         sent = healthz_on_both_workers(server, directory)
         for i in range(3):
-            status, body, _ = request(server.base, "POST", SIGNUP,
-                                      {"email": f"w{i}@example.com", "password": PASSWORD})
+            status, body, _ = request(
+                server.base, "POST", SIGNUP, {"email": f"w{i}@example.com", "password": PASSWORD}
+            )
             assert status == 201, body
         scraped = served(server)
         assert scraped.value("authsvc_http_requests_total", **HEALTHZ) == sent
@@ -419,8 +506,11 @@ def test_a_killed_worker_does_not_break_metrics(database_url, tmp_path):
         wait_for(lambda: pool_pids(server) == workers, 15, "both workers' pool gauges")
         victim = server.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in (p := server.worker_pids()) and len(p) == 2, 30,
-                 "gunicorn to replace the killed worker")
+        wait_for(
+            lambda: victim not in (p := server.worker_pids()) and len(p) == 2,
+            30,
+            "gunicorn to replace the killed worker",
+        )
         # Whichever worker answers, the dead one's requests stay in the sums and its pool goes.
         for _ in range(6):
             after = served(server)

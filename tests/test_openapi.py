@@ -84,12 +84,20 @@ def test_the_served_document_is_valid_openapi_3_1(spec):
 
 def test_the_document_lists_every_endpoint_and_error(spec):
     paths = spec["paths"]
-    assert set(paths) >= {"/api/v1/auth/signup", "/api/v1/auth/login", "/api/v1/auth/refresh",
-                          "/api/v1/auth/logout", "/api/v1/auth/me", "/healthz", "/readyz",
-                          "/version"}
+    assert set(paths) >= {
+        "/api/v1/auth/signup",
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/me",
+        "/healthz",
+        "/readyz",
+        "/version",
+    }
     signup = paths["/api/v1/auth/signup"]["post"]
     assert {"201", "400", "409", "413", "415", "422", "429", "500", "503"} <= set(
-        signup["responses"])
+        signup["responses"]
+    )
     assert signup["requestBody"]["content"]["application/json"]["schema"]
     assert set(paths["/api/v1/auth/me"]) >= {"get", "patch"}
     assert "401" in paths["/api/v1/auth/me"]["get"]["responses"]
@@ -115,10 +123,12 @@ def test_every_response_documents_x_request_id_and_retry_answers_retry_after(spe
         for status, response in operation["responses"].items():
             documented = response.get("headers", {})
             assert documented.get("X-Request-ID") == {
-                "$ref": "#/components/headers/X-Request-ID"}, (method, path, status)
+                "$ref": "#/components/headers/X-Request-ID"
+            }, (method, path, status)
             if status in ("429", "503"):
                 assert documented.get("Retry-After") == {
-                    "$ref": "#/components/headers/Retry-After"}, (method, path, status)
+                    "$ref": "#/components/headers/Retry-After"
+                }, (method, path, status)
                 seen_retry.add(status)
             else:
                 assert "Retry-After" not in documented, (method, path, status)
@@ -142,15 +152,22 @@ def test_signup_documents_the_idempotency_codes(spec):
     responses = spec["paths"]["/api/v1/auth/signup"]["post"]["responses"]
     assert errors.IdempotencyKeyInFlight.code in error_codes(responses["409"])
     assert errors.IdempotencyKeyReused.code in error_codes(responses["422"])
-    (key,) = [p for p in spec["paths"]["/api/v1/auth/signup"]["post"]["parameters"]
-              if p["name"] == "Idempotency-Key"]
+    (key,) = [
+        p
+        for p in spec["paths"]["/api/v1/auth/signup"]["post"]["parameters"]
+        if p["name"] == "Idempotency-Key"
+    ]
     assert key["in"] == "header" and key["required"] is False
 
 
 # -- answers the fuzz cannot reach, held to the document by the same checks --------------------
 
-DOCUMENT_CHECKS = [status_code_conformance, response_schema_conformance,
-                   response_headers_conformance, content_type_conformance]
+DOCUMENT_CHECKS = [
+    status_code_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    content_type_conformance,
+]
 
 
 def send_and_validate(app, method: str, path: str, **case: Any):
@@ -163,12 +180,19 @@ def send_and_validate(app, method: str, path: str, **case: Any):
 
 
 def test_a_rate_limited_answer_is_as_documented(database_url, tmp_path):
-    app = create_app(app_overrides(database_url, tmp_path, AUTHSVC_RATE_LIMITS="on",
-                                   AUTHSVC_RATE_LIMIT_LOGIN="2 per minute"))
+    app = create_app(
+        app_overrides(
+            database_url,
+            tmp_path,
+            AUTHSVC_RATE_LIMITS="on",
+            AUTHSVC_RATE_LIMIT_LOGIN="2 per minute",
+        )
+    )
     body = {"email": "nobody@example.com", "password": PASSWORD}
     try:
-        answers = [send_and_validate(app, "POST", "/api/v1/auth/login", body=body)
-                   for _ in range(3)]
+        answers = [
+            send_and_validate(app, "POST", "/api/v1/auth/login", body=body) for _ in range(3)
+        ]
         assert [answer.status_code for answer in answers] == [401, 401, 429]
         assert answers[-1].json()["error"]["code"] == errors.RateLimited.code
         assert int(answers[-1].headers["retry-after"][0]) >= 1  # lower-case, listed
@@ -179,8 +203,12 @@ def test_a_rate_limited_answer_is_as_documented(database_url, tmp_path):
 def test_answers_without_a_database_are_as_documented(tmp_path):
     app = create_app(app_overrides(closed_port_url(), tmp_path))
     try:
-        signup = send_and_validate(app, "POST", "/api/v1/auth/signup",
-                                   body={"email": "a@example.com", "password": PASSWORD})
+        signup = send_and_validate(
+            app,
+            "POST",
+            "/api/v1/auth/signup",
+            body={"email": "a@example.com", "password": PASSWORD},
+        )
         assert signup.status_code == 503
         assert signup.json()["error"]["code"] == errors.DatabaseUnavailable.code
         assert int(signup.headers["retry-after"][0]) >= 1
@@ -229,10 +257,12 @@ class CaseTally:
             for (sent, status), n in counts.items():
                 (own if sent == method else other)[status] += n
             line = f"  {label}: {sum(counts.values())} cases: " + ", ".join(
-                f"{status} x{n}" for status, n in sorted(own.items()))
+                f"{status} x{n}" for status, n in sorted(own.items())
+            )
             if other:
                 line += "; other methods: " + ", ".join(
-                    f"{status} x{n}" for status, n in sorted(other.items()))
+                    f"{status} x{n}" for status, n in sorted(other.items())
+                )
             terminalreporter.write_line(line)
 
 
@@ -281,10 +311,12 @@ def api_schema(app, auth, tally, spec):
     # The document's example login works: the examples phase reaches a 200.
     login = spec["components"]["schemas"]["Login"]["properties"]
     auth.signup(login["email"]["example"], login["password"]["example"])
-    config = schemathesis.Config.from_dict({
-        "seed": SEED,
-        "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+        }
+    )
     schema = schemathesis.openapi.from_wsgi(OPENAPI_PATH, app, config=config)
     secured = [f"{method} {path}" for method, path, op in operations(spec) if op.get("security")]
     assert secured
@@ -297,7 +329,8 @@ def api_schema(app, auth, tally, spec):
         assert tally.statuses_of(label), f"schemathesis sent no {label}"
         if label in secured:
             assert any(200 <= status < 300 for status in tally.statuses_of(label)), (
-                f"{label} never got past authentication: {tally.statuses_of(label)}")
+                f"{label} never got past authentication: {tally.statuses_of(label)}"
+            )
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -320,16 +353,25 @@ def test_schemathesis_finds_no_5xx_and_no_drift_from_the_document(case, tally, a
 
 def test_the_document_lists_the_account_lifecycle_with_its_codes(spec):
     expected = {
-        ("post", "/api/v1/auth/anonymous"): {"201": None, "429": errors.RateLimited,
-                                             "500": errors.SignupFailed},
-        ("post", "/api/v1/auth/upgrade"): {"200": None, "409": errors.NotAnonymous,
-                                           "422": errors.WeakPassword,
-                                           "500": errors.UpgradeFailed},
+        ("post", "/api/v1/auth/anonymous"): {
+            "201": None,
+            "429": errors.RateLimited,
+            "500": errors.SignupFailed,
+        },
+        ("post", "/api/v1/auth/upgrade"): {
+            "200": None,
+            "409": errors.NotAnonymous,
+            "422": errors.WeakPassword,
+            "500": errors.UpgradeFailed,
+        },
         ("post", "/api/v1/auth/verify"): {"200": None, "400": errors.LinkInvalid},
         ("post", "/api/v1/auth/verify/resend"): {"202": None, "429": errors.RateLimited},
         ("post", "/api/v1/auth/password/forgot"): {"202": None, "429": errors.RateLimited},
-        ("post", "/api/v1/auth/password/reset"): {"200": None, "400": errors.LinkInvalid,
-                                                  "422": errors.WeakPassword},
+        ("post", "/api/v1/auth/password/reset"): {
+            "200": None,
+            "400": errors.LinkInvalid,
+            "422": errors.WeakPassword,
+        },
         ("post", "/api/v1/auth/password"): {"200": None, "401": errors.InvalidCredentials},
     }
     for (method, path), responses in expected.items():

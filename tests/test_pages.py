@@ -224,8 +224,9 @@ def test_a_csrf_token_from_another_browser_is_refused(app, db):
 def test_a_post_with_no_cookie_at_all_is_refused(client, db):
     token = Pages(client).csrf("/signup")
     client.delete_cookie(COOKIE_NAME)
-    response = client.post("/signup", data={"csrf_token": token, "email": "a@example.com",
-                                            "password": PASSWORD})
+    response = client.post(
+        "/signup", data={"csrf_token": token, "email": "a@example.com", "password": PASSWORD}
+    )
     assert response.status_code == 400
     assert count(db, "auth.users") == 0
 
@@ -285,8 +286,9 @@ def test_signup_creates_both_rows_signs_in_and_lands_on_the_account(pages, db):
         ({"display_name": "x" * 101}, "display_name", "between 1 and 100 characters"),
     ],
 )
-def test_a_bad_field_is_explained_next_to_it_and_nothing_is_created(pages, db, fields, name,
-                                                                     message):
+def test_a_bad_field_is_explained_next_to_it_and_nothing_is_created(
+    pages, db, fields, name, message
+):
     body = {"email": "alice@example.com", "password": PASSWORD, **fields}
     response = pages.post("/signup", **body)
     assert response.status_code == 422
@@ -299,7 +301,7 @@ def test_a_bad_field_is_explained_next_to_it_and_nothing_is_created(pages, db, f
     # The other fields are not marked, and the summary links to the field.
     for other in ("email", "password", "username", "display_name"):
         if other != name:
-            assert 'aria-invalid' not in input_tag(response.text, other)
+            assert "aria-invalid" not in input_tag(response.text, other)
     assert f'<a href="#{name}">' in response.text
     assert count(db, "auth.users") == 0
 
@@ -311,8 +313,13 @@ def test_every_problem_is_reported_at_once(pages):
 
 
 def test_the_form_keeps_what_was_typed_but_never_the_password(pages):
-    response = pages.post("/signup", email="alice@example.com", password="s3cret-but-short",
-                          username="Bad Name", display_name="<b>Alice</b>")
+    response = pages.post(
+        "/signup",
+        email="alice@example.com",
+        password="s3cret-but-short",
+        username="Bad Name",
+        display_name="<b>Alice</b>",
+    )
     assert 'value="alice@example.com"' in input_tag(response.text, "email")
     assert 'value="Bad Name"' in input_tag(response.text, "username")
     assert "&lt;b&gt;Alice&lt;/b&gt;" in input_tag(response.text, "display_name")
@@ -419,8 +426,12 @@ def test_the_account_form_explains_a_taken_username_next_to_it(pages, app, db):
     response = pages.post("/account", display_name="", username="bob")
     assert response.status_code == 409
     assert "This username is taken" in field_html(response.text, "username")
-    assert db.execute("SELECT username FROM public.users WHERE email = 'alice@example.com'"
-                      ).fetchone()["username"] == "alice"
+    assert (
+        db.execute(
+            "SELECT username FROM public.users WHERE email = 'alice@example.com'"
+        ).fetchone()["username"]
+        == "alice"
+    )
 
 
 def test_logout_ends_the_session_on_the_server_not_only_in_the_browser(pages):
@@ -456,13 +467,12 @@ def test_an_expired_access_token_is_refreshed_quietly_and_the_refresh_token_rota
             additional_claims={"sid": claims["sid"]},
             expires_delta=timedelta(seconds=-60),
         )
-    pages.client.set_cookie(
-        COOKIE_NAME, jar._serializer.dumps({**held, "at": expired})
-    )
+    pages.client.set_cookie(COOKIE_NAME, jar._serializer.dumps({**held, "at": expired}))
     response = pages.client.get("/account")
     assert response.status_code == 200 and "Alice" in response.text
-    rotated = tokens_in(app, SimpleCookie(set_cookie_header(response, COOKIE_NAME))[
-        COOKIE_NAME].value)
+    rotated = tokens_in(
+        app, SimpleCookie(set_cookie_header(response, COOKIE_NAME))[COOKIE_NAME].value
+    )
     assert rotated["rt"] != held["rt"] and rotated["at"] != expired
     assert rotated["csrf"] == held["csrf"]  # forms already open stay valid
 
@@ -483,8 +493,11 @@ def test_a_database_that_cannot_be_reached_is_explained_on_the_page(make_app):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    app = make_app(DATABASE_URL=f"postgresql://authsvc:x@127.0.0.1:{port}/authsvc",
-                   AUTHSVC_DB_POOL_TIMEOUT="1", AUTHSVC_DB_CONNECT_TIMEOUT="1")
+    app = make_app(
+        DATABASE_URL=f"postgresql://authsvc:x@127.0.0.1:{port}/authsvc",
+        AUTHSVC_DB_POOL_TIMEOUT="1",
+        AUTHSVC_DB_CONNECT_TIMEOUT="1",
+    )
     pages = Pages(app.test_client())
     response = pages.signup("dave@example.com")
     assert response.status_code == 503

@@ -54,11 +54,14 @@ def test_the_right_password_deletes_both_rows_and_signs_the_browser_out(deployme
 
 @pytest.mark.parametrize(
     ("password", "status", "said"),
-    [("", 422, "Enter your current password."),
-     ("not the password at all", 401, "That is not your current password.")],
+    [
+        ("", 422, "Enter your current password."),
+        ("not the password at all", 401, "That is not your current password."),
+    ],
 )
-def test_a_missing_or_wrong_password_is_said_beside_the_field(deployment, pages, password,
-                                                               status, said):
+def test_a_missing_or_wrong_password_is_said_beside_the_field(
+    deployment, pages, password, status, said
+):
     user_id = signed_up(deployment, pages)
     answer = pages.post("/account/delete", password=password)
     assert answer.status_code == status
@@ -73,8 +76,9 @@ def test_a_post_without_the_forms_token_deletes_nothing(deployment, pages):
     user_id = signed_up(deployment, pages)
     answer = pages.client.post("/account/delete", data={"password": PASSWORD})
     assert answer.status_code == 400 and "This form has expired" in answer.text
-    forged = pages.client.post("/account/delete", data={"password": PASSWORD,
-                                                         "csrf_token": "forged"})
+    forged = pages.client.post(
+        "/account/delete", data={"password": PASSWORD, "csrf_token": "forged"}
+    )
     assert forged.status_code == 400
     assert deployment.identity(user_id) is not None
 
@@ -82,10 +86,12 @@ def test_a_post_without_the_forms_token_deletes_nothing(deployment, pages):
 def test_a_deletion_that_fails_says_nothing_was_removed_and_signs_out(deployment, pages):
     user_id = signed_up(deployment, pages)
     token = csrf_token(pages.client.get("/account/delete").text)
-    with faults.trigger(deployment.identity_owner_url, "auth.users",
-                        "RAISE EXCEPTION 'no';", when="BEFORE DELETE"):
-        answer = pages.client.post("/account/delete",
-                                   data={"csrf_token": token, "password": PASSWORD})
+    with faults.trigger(
+        deployment.identity_owner_url, "auth.users", "RAISE EXCEPTION 'no';", when="BEFORE DELETE"
+    ):
+        answer = pages.client.post(
+            "/account/delete", data={"csrf_token": token, "password": PASSWORD}
+        )
     assert answer.status_code == 500
     text = html.unescape(answer.text)
     assert "We couldn't delete your account" in text
@@ -101,6 +107,7 @@ def test_wrong_passwords_on_the_delete_page_count_against_the_login_limit(
     app = deployment.build(AUTHSVC_RATE_LIMITS="on", AUTHSVC_RATE_LIMIT_LOGIN="2 per minute")
     pages = Pages(app.test_client())
     assert pages.signup(email="ada@example.com").status_code == 303
-    statuses = [pages.post("/account/delete", password=f"wrong guess {n}").status_code
-                for n in range(3)]
+    statuses = [
+        pages.post("/account/delete", password=f"wrong guess {n}").status_code for n in range(3)
+    ]
     assert statuses == [401, 401, 429]

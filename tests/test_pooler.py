@@ -90,8 +90,11 @@ def behind(url: str, auth_url: str | None = None) -> dict[str, str]:
 
 def lines(output: str) -> dict[str, str]:
     """`authsvc doctor`'s lines by check name: {"pooler": "ok   pooler: ..."}."""
-    return {m.group(2): line for line in output.splitlines()
-            if (m := re.match(r"(ok  |FAIL) ([a-z ()_]+):", line))}
+    return {
+        m.group(2): line
+        for line in output.splitlines()
+        if (m := re.match(r"(ok  |FAIL) ([a-z ()_]+):", line))
+    }
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -101,16 +104,23 @@ DIRECT = "postgresql://svc:direct-secret@db.example.com:5432/postgres"
 
 
 def settings(**env: str) -> Settings:
-    base = {"DATABASE_URL": "", "AUTH_DATABASE_URL": "", "POSTGRES_URL": "",
-            "DATABASE_DIRECT_URL": "", "AUTH_DATABASE_DIRECT_URL": "", "AUTHSVC_DB_POOLER": "",
-            "JWT_SECRET_KEY": TEST_SECRET}
+    base = {
+        "DATABASE_URL": "",
+        "AUTH_DATABASE_URL": "",
+        "POSTGRES_URL": "",
+        "DATABASE_DIRECT_URL": "",
+        "AUTH_DATABASE_DIRECT_URL": "",
+        "AUTHSVC_DB_POOLER": "",
+        "JWT_SECRET_KEY": TEST_SECRET,
+    }
     return load_settings({**base, **env})
 
 
 def test_the_pooler_setting_is_none_or_transaction_and_a_wrong_one_says_so():
     assert settings(DATABASE_URL=DIRECT).db_pooler == "none"
     assert settings(DATABASE_URL=POOLED, AUTHSVC_DB_POOLER="transaction").db_pooler == (
-        "transaction")
+        "transaction"
+    )
     with pytest.raises(ConfigError, match="AUTHSVC_DB_POOLER must be none or transaction"):
         settings(DATABASE_URL=POOLED, AUTHSVC_DB_POOLER="session")
 
@@ -122,23 +132,30 @@ def test_supavisors_transaction_port_without_the_setting_is_pointed_out_at_start
 
 
 def test_direct_settings_take_the_direct_urls_or_name_the_one_missing():
-    one = settings(DATABASE_URL=POOLED, DATABASE_DIRECT_URL=DIRECT,
-                   AUTHSVC_DB_POOLER="transaction")
+    one = settings(DATABASE_URL=POOLED, DATABASE_DIRECT_URL=DIRECT, AUTHSVC_DB_POOLER="transaction")
     direct = one.direct("`authsvc migrate`")
     assert (direct.database_url, direct.auth_database_url, direct.db_pooler) == (
-        DIRECT, DIRECT, "none")
+        DIRECT,
+        DIRECT,
+        "none",
+    )
     assert "direct-secret" not in repr(one) and "pooled-secret" not in repr(one)
 
     auth_pooled = POOLED.replace("/postgres", "/auth")
-    split = settings(DATABASE_URL=POOLED, AUTH_DATABASE_URL=auth_pooled,
-                     DATABASE_DIRECT_URL=DIRECT, AUTHSVC_DB_POOLER="transaction")
+    split = settings(
+        DATABASE_URL=POOLED,
+        AUTH_DATABASE_URL=auth_pooled,
+        DATABASE_DIRECT_URL=DIRECT,
+        AUTHSVC_DB_POOLER="transaction",
+    )
     with pytest.raises(ConfigError) as info:
         split.direct("`authsvc migrate`")
     assert "Set AUTH_DATABASE_DIRECT_URL to the direct" in str(info.value)
 
     # Without a pooler the direct URL is used when given, and nothing is refused without one.
     assert settings(DATABASE_URL=POOLED.replace("6543", "5432")).direct("x").database_url == (
-        POOLED.replace("6543", "5432"))
+        POOLED.replace("6543", "5432")
+    )
     with pytest.raises(ConfigError, match="DATABASE_URL is not"):
         settings(DATABASE_DIRECT_URL=DIRECT)
 
@@ -151,8 +168,10 @@ def test_the_store_refuses_to_take_the_migration_lock_through_the_pooler(pg, bou
     try:
         for env, variable in (
             ({"DATABASE_URL": bouncer.url(app_url)}, "DATABASE_DIRECT_URL"),
-            ({"DATABASE_URL": bouncer.url(app_url), "AUTH_DATABASE_URL": bouncer.url(auth_url)},
-             "AUTH_DATABASE_DIRECT_URL"),
+            (
+                {"DATABASE_URL": bouncer.url(app_url), "AUTH_DATABASE_URL": bouncer.url(auth_url)},
+                "AUTH_DATABASE_DIRECT_URL",
+            ),
         ):
             stores = make_stores(settings(AUTHSVC_DB_POOLER="transaction", **env))
             try:
@@ -208,8 +227,9 @@ def test_doctor_passes_behind_the_pooler_with_the_setting_the_timeout_and_a_dire
     checks = lines(result.stdout)
     pids = re.search(r"ran on server connections (\d+) and (\d+)", checks["pooler"])
     assert pids and pids[1] != pids[2], checks["pooler"]  # the two transactions really moved
-    assert checks["statement timeout"].startswith("ok") and "15000 ms" in checks[
-        "statement timeout"]
+    assert (
+        checks["statement timeout"].startswith("ok") and "15000 ms" in checks["statement timeout"]
+    )
     assert checks["direct url"].startswith("ok")
 
 
@@ -230,8 +250,7 @@ def test_doctor_fails_without_a_server_side_timeout_or_a_direct_url_and_says_wha
         assert checks["statement timeout"].startswith("FAIL")
         # The statement to run names the role the service connects as.
         role = conninfo_to_dict(service_url)["user"]
-        assert f"ALTER ROLE {role} SET statement_timeout = '15000ms'" in checks[
-            "statement timeout"]
+        assert f"ALTER ROLE {role} SET statement_timeout = '15000ms'" in checks["statement timeout"]
         assert checks["direct url"].startswith("FAIL")
         assert "set DATABASE_DIRECT_URL" in checks["direct url"]
 
@@ -247,14 +266,13 @@ def test_doctor_fails_without_a_server_side_timeout_or_a_direct_url_and_says_wha
 # -- the service through the pooler ---------------------------------------------------------
 
 
-def test_signup_login_refresh_and_me_through_the_pooler_all_succeed(
-    clean_one, bouncer, tmp_path
-):
+def test_signup_login_refresh_and_me_through_the_pooler_all_succeed(clean_one, bouncer, tmp_path):
     """Each of three client connections runs every statement far more often than psycopg's
     prepare threshold (5), and its transactions land on several server connections."""
     env = behind(clean_one)
-    app = create_app(app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_SIZE="3",
-                                   **env))
+    app = create_app(
+        app_overrides(env.pop("DATABASE_URL"), tmp_path, AUTHSVC_DB_POOL_SIZE="3", **env)
+    )
     client = app.test_client()
 
     def journey(i: int) -> list[int]:
@@ -263,15 +281,16 @@ def test_signup_login_refresh_and_me_through_the_pooler_all_succeed(
         signed = client.post("/api/v1/auth/signup", json={"email": email, "password": PASSWORD})
         statuses.append(signed.status_code)
         for _ in range(3):
-            login = client.post("/api/v1/auth/login", json={"email": email,
-                                                            "password": PASSWORD})
+            login = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
             statuses.append(login.status_code)
             session = (login.get_json().get("data") or {}).get("session") or {}
-            refreshed = client.post("/api/v1/auth/refresh",
-                                    json={"refresh_token": session.get("refresh_token")})
+            refreshed = client.post(
+                "/api/v1/auth/refresh", json={"refresh_token": session.get("refresh_token")}
+            )
             statuses.append(refreshed.status_code)
             token = ((refreshed.get_json().get("data") or {}).get("session") or {}).get(
-                "access_token")
+                "access_token"
+            )
             me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
             statuses.append(me.status_code)
         return statuses
@@ -299,21 +318,29 @@ def test_a_slow_statement_is_cut_by_the_statement_timeout_through_the_pooler_or_
         service_url = pg.service_url(url)
         if path == "pgbouncer":
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" '
-                             "SET statement_timeout = '300ms'")
-            overrides = app_overrides(bouncer.url(service_url), tmp_path,
-                                      DATABASE_DIRECT_URL=service_url,
-                                      AUTHSVC_DB_POOLER="transaction")
+                conn.execute(
+                    f"ALTER DATABASE \"{url.rsplit('/', 1)[1]}\" SET statement_timeout = '300ms'"
+                )
+            overrides = app_overrides(
+                bouncer.url(service_url),
+                tmp_path,
+                DATABASE_DIRECT_URL=service_url,
+                AUTHSVC_DB_POOLER="transaction",
+            )
         else:
             # With its direct URL given, the suite's AUTHSVC_TEST_POOLER leaves it direct.
-            overrides = app_overrides(service_url, tmp_path, DATABASE_DIRECT_URL=service_url,
-                                      AUTHSVC_DB_STATEMENT_TIMEOUT_MS="300")
+            overrides = app_overrides(
+                service_url,
+                tmp_path,
+                DATABASE_DIRECT_URL=service_url,
+                AUTHSVC_DB_STATEMENT_TIMEOUT_MS="300",
+            )
         app = create_app(overrides)
         try:
             with faults.profile_insert_sleeps(url, 3):
                 reply = app.test_client().post(
-                    "/api/v1/auth/signup", json={"email": "slow@example.com",
-                                                 "password": PASSWORD})
+                    "/api/v1/auth/signup", json={"email": "slow@example.com", "password": PASSWORD}
+                )
         finally:
             app.extensions["authsvc"].stores.close()
         body = reply.get_json()
@@ -357,17 +384,28 @@ def test_migrate_takes_its_advisory_lock_on_the_direct_connection(pg, bouncer, t
     proc = None
     try:
         holder.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AUTHSVC_", "DATABASE_", "AUTH_DATABASE_", "POSTGRES_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AUTHSVC_", "DATABASE_", "AUTH_DATABASE_", "POSTGRES_"))
+        }
         env.update(behind(url), JWT_SECRET_KEY=TEST_SECRET, AUTHSVC_DATA_DIR=str(tmp_path))
-        proc = subprocess.Popen([sys.executable, "-m", "authsvc.cli", "migrate"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "authsvc.cli", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
         def waiting() -> list[int]:
-            return [r[0] for r in holder.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ).fetchall()]
+            return [
+                r[0]
+                for r in holder.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND "
+                    "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchall()
+            ]
 
         (waiter,) = wait_for(waiting, 30, "migrate to wait for the advisory lock")
         assert proc.poll() is None  # it waits for the lock we hold
@@ -417,9 +455,7 @@ def test_reconcile_reads_through_the_pooler_and_repairs_only_on_the_direct_url(
         assert conn.execute("SELECT count(*) FROM auth.users").fetchone()[0] == 0
 
 
-def test_serve_through_the_pooler_without_a_direct_url_refuses_before_serving(
-    clean_one, tmp_path
-):
+def test_serve_through_the_pooler_without_a_direct_url_refuses_before_serving(clean_one, tmp_path):
     env = {k: v for k, v in behind(clean_one).items() if k != "DATABASE_DIRECT_URL"}
     result = cli(env, "serve", "--port", "1", data_dir=tmp_path, timeout=60)
     assert result.code == 2, result
@@ -451,10 +487,24 @@ def pooled_layouts(outage_cluster: PgServer) -> dict[str, Layout]:
     server = outage_cluster  # both layouts on it: stopping it takes both databases down
     service_one = server.service_url(one)
     return {
-        "one": Layout("pgbouncer-one", one, one, service_one, service_one,
-                      app_server=server, auth_server=server),
-        "split": Layout("pgbouncer-split", app_url, auth_url, server.service_url(app_url),
-                        server.service_url(auth_url), app_server=server, auth_server=server),
+        "one": Layout(
+            "pgbouncer-one",
+            one,
+            one,
+            service_one,
+            service_one,
+            app_server=server,
+            auth_server=server,
+        ),
+        "split": Layout(
+            "pgbouncer-split",
+            app_url,
+            auth_url,
+            server.service_url(app_url),
+            server.service_url(auth_url),
+            app_server=server,
+            auth_server=server,
+        ),
     }
 
 
@@ -516,7 +566,9 @@ def _bounded_schedule(rng: random.Random) -> list[tuple[str, ...]]:
 
 @pytest.mark.slow
 def test_randomized_faults_through_the_pooler_never_leave_half_a_user(
-    pooled, tmp_path, chaos_seed  # noqa: F811 - the fixture imported above
+    pooled,
+    tmp_path,
+    chaos_seed,  # noqa: F811 - the fixture imported above
 ):
     """The reliability suite's run (its assertions, its report), on a shorter schedule."""
     layout, service = pooled

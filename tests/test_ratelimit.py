@@ -69,8 +69,7 @@ def make_app(database_url, tmp_path):
     made = []
 
     def make(**extra: Any):
-        app = create_app(app_overrides(database_url, tmp_path, AUTHSVC_RATE_LIMITS="on",
-                                       **extra))
+        app = create_app(app_overrides(database_url, tmp_path, AUTHSVC_RATE_LIMITS="on", **extra))
         made.append(app)
         return app
 
@@ -81,13 +80,18 @@ def make_app(database_url, tmp_path):
 
 @pytest.fixture
 def limited_app(make_app):
-    return make_app(AUTHSVC_RATE_LIMIT_LOGIN="3 per minute",
-                    AUTHSVC_RATE_LIMIT_SIGNUP="2 per minute")
+    return make_app(
+        AUTHSVC_RATE_LIMIT_LOGIN="3 per minute", AUTHSVC_RATE_LIMIT_SIGNUP="2 per minute"
+    )
 
 
 def login(app, email, addr, headers=None):
-    return app.test_client().post(LOGIN, json={"email": email, "password": PASSWORD},
-                                  environ_base={"REMOTE_ADDR": addr}, headers=headers or {})
+    return app.test_client().post(
+        LOGIN,
+        json={"email": email, "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": addr},
+        headers=headers or {},
+    )
 
 
 def test_login_over_the_limit_is_429_with_retry_after(limited_app):
@@ -114,9 +118,11 @@ def test_signup_is_limited_per_address(limited_app, db):
     client = limited_app.test_client()
 
     def signup(i):
-        return client.post("/api/v1/auth/signup",
-                           json={"email": f"s{i}@example.com", "password": PASSWORD},
-                           environ_base={"REMOTE_ADDR": "10.0.3.1"})
+        return client.post(
+            "/api/v1/auth/signup",
+            json={"email": f"s{i}@example.com", "password": PASSWORD},
+            environ_base={"REMOTE_ADDR": "10.0.3.1"},
+        )
 
     assert [signup(i).status_code for i in range(2)] == [201, 201]
     assert signup(3).status_code == 429
@@ -134,30 +140,38 @@ def test_refresh_is_limited_per_address(make_app):
     app = make_app(AUTHSVC_RATE_LIMIT_REFRESH="2 per hour")
     client = app.test_client()
     here = {"REMOTE_ADDR": "10.0.4.1"}
-    signed_up = client.post("/api/v1/auth/signup", environ_base=here,
-                            json={"email": "r@example.com", "password": PASSWORD}).get_json()
+    signed_up = client.post(
+        "/api/v1/auth/signup",
+        environ_base=here,
+        json={"email": "r@example.com", "password": PASSWORD},
+    ).get_json()
     token = signed_up["data"]["session"]["refresh_token"]
     for _ in range(2):
-        response = client.post("/api/v1/auth/refresh", json={"refresh_token": token},
-                               environ_base=here)
+        response = client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": token}, environ_base=here
+        )
         assert response.status_code == 200, response.get_json()
         token = response.get_json()["data"]["session"]["refresh_token"]
-    refused = client.post("/api/v1/auth/refresh", json={"refresh_token": token},
-                          environ_base=here)
+    refused = client.post("/api/v1/auth/refresh", json={"refresh_token": token}, environ_base=here)
     assert refused.status_code == 429
     assert refused.get_json()["error"]["code"] == RateLimited.code
     assert int(refused.headers["Retry-After"]) >= 1
     # The refused call did not spend the token: from another address it still works.
-    elsewhere = client.post("/api/v1/auth/refresh", json={"refresh_token": token},
-                            environ_base={"REMOTE_ADDR": "10.0.4.2"})
+    elsewhere = client.post(
+        "/api/v1/auth/refresh",
+        json={"refresh_token": token},
+        environ_base={"REMOTE_ADDR": "10.0.4.2"},
+    )
     assert elsewhere.status_code == 200
 
 
 def test_the_counters_live_in_the_services_postgres(limited_app, db):
     login(limited_app, "rows@example.com", "10.0.5.1")
     keys = {r["key"] for r in db.execute("SELECT key FROM authsvc.rate_limits").fetchall()}
-    assert keys == {"LIMITER/login/10.0.5.1/3/1/minute",
-                    "LIMITER/login/account:rows@example.com/3/1/minute"}
+    assert keys == {
+        "LIMITER/login/10.0.5.1/3/1/minute",
+        "LIMITER/login/account:rows@example.com/3/1/minute",
+    }
     relpersistence = db.execute(
         "SELECT relpersistence FROM pg_class WHERE oid = 'authsvc.rate_limits'::regclass"
     ).fetchone()["relpersistence"]
@@ -183,23 +197,33 @@ def test_the_previous_window_weighs_by_its_overlap(make_app, db):
     # its hits still count, so 2 more get through, not 4.
     app = make_app(AUTHSVC_RATE_LIMIT_LOGIN="4 per hour")
     assert [login(app, "slide@example.com", "10.0.7.1").status_code for _ in range(5)] == (
-        [401] * 4 + [429])
-    db.execute("UPDATE authsvc.rate_limits SET window_start = window_start "
-               "- interval '90 minutes' + interval '1 minute', "
-               "expires_at = expires_at - interval '90 minutes' + interval '1 minute'")
+        [401] * 4 + [429]
+    )
+    db.execute(
+        "UPDATE authsvc.rate_limits SET window_start = window_start "
+        "- interval '90 minutes' + interval '1 minute', "
+        "expires_at = expires_at - interval '90 minutes' + interval '1 minute'"
+    )
     assert [login(app, "slide@example.com", "10.0.7.1").status_code for _ in range(3)] == (
-        [401] * 2 + [429])
+        [401] * 2 + [429]
+    )
     # Two whole windows later nothing counts any more.
-    db.execute("UPDATE authsvc.rate_limits SET window_start = window_start - interval '2 hours', "
-               "expires_at = expires_at - interval '2 hours'")
+    db.execute(
+        "UPDATE authsvc.rate_limits SET window_start = window_start - interval '2 hours', "
+        "expires_at = expires_at - interval '2 hours'"
+    )
     assert [login(app, "slide@example.com", "10.0.7.1").status_code for _ in range(5)] == (
-        [401] * 4 + [429])
+        [401] * 4 + [429]
+    )
 
 
 def test_many_threads_never_get_past_the_budget(make_app, counted_in):
     # Through the service's own pool (or Redis client): 16 threads, 160 hits, a budget of 25.
-    limits = make_app(AUTHSVC_RATE_LIMIT_LOGIN="25 per hour", **counted_in).extensions[
-        "authsvc"].rate_limits
+    limits = (
+        make_app(AUTHSVC_RATE_LIMIT_LOGIN="25 per hour", **counted_in)
+        .extensions["authsvc"]
+        .rate_limits
+    )
 
     def attempt(_):
         try:
@@ -219,8 +243,9 @@ def test_many_threads_never_get_past_the_budget(make_app, counted_in):
 def test_a_lying_x_forwarded_for_gets_no_new_bucket_without_trusted_proxies(make_app):
     app = make_app(AUTHSVC_RATE_LIMIT_LOGIN="3 per hour")  # AUTHSVC_TRUSTED_PROXIES=0
     statuses = [
-        login(app, f"liar{i}@example.com", "10.0.9.1",
-              {"X-Forwarded-For": f"198.51.100.{i}"}).status_code
+        login(
+            app, f"liar{i}@example.com", "10.0.9.1", {"X-Forwarded-For": f"198.51.100.{i}"}
+        ).status_code
         for i in range(5)
     ]
     assert statuses == [401, 401, 401, 429, 429]
@@ -240,8 +265,12 @@ def test_behind_one_trusted_proxy_each_client_has_its_own_bucket(make_app, db):
     assert via_proxy("198.51.100.7, 203.0.113.1", "c@example.com") == 429
     # The proxy's own address was never charged.
     assert login(app, "d@example.com", proxy).status_code == 401
-    keys = [r["key"] for r in db.execute("SELECT key FROM authsvc.rate_limits "
-                                         "WHERE key LIKE 'LIMITER/login/10.0.10.1/%'").fetchall()]
+    keys = [
+        r["key"]
+        for r in db.execute(
+            "SELECT key FROM authsvc.rate_limits WHERE key LIKE 'LIMITER/login/10.0.10.1/%'"
+        ).fetchall()
+    ]
     assert keys == ["LIMITER/login/10.0.10.1/2/1/hour"]  # only the direct request's
 
 
@@ -249,8 +278,12 @@ def test_behind_two_trusted_proxies_the_address_the_first_one_saw_counts(make_ap
     app = make_app(AUTHSVC_RATE_LIMIT_LOGIN="2 per hour", AUTHSVC_TRUSTED_PROXIES="2")
     # client -> proxy 1 (appends the client's address) -> proxy 2 (appends proxy 1's) -> us.
     statuses = [
-        login(app, f"e{i}@example.com", "10.0.11.2",
-              {"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.9, 10.0.11.1"}).status_code
+        login(
+            app,
+            f"e{i}@example.com",
+            "10.0.11.2",
+            {"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.9, 10.0.11.1"},
+        ).status_code
         for i in range(3)
     ]
     assert statuses == [401, 401, 429]
@@ -280,8 +313,9 @@ def test_bad_settings_stop_the_start(setting, tmp_path, database_url):
 
 
 def test_the_defaults_and_a_redis_url_are_taken(tmp_path, database_url):
-    settings = load_settings(app_overrides(database_url, tmp_path,
-                                           REDIS_URL="redis://:hunter2@127.0.0.1:6379/0"))
+    settings = load_settings(
+        app_overrides(database_url, tmp_path, REDIS_URL="redis://:hunter2@127.0.0.1:6379/0")
+    )
     assert settings.trusted_proxies == 0
     assert settings.rate_limit_refresh == "30 per minute;300 per hour"
     assert settings.redis_url == "redis://:hunter2@127.0.0.1:6379/0"
@@ -295,17 +329,18 @@ def test_the_defaults_and_a_redis_url_are_taken(tmp_path, database_url):
 def row_locked(db_url: str, key_like: str) -> Iterator[None]:
     """Hold the lock on the counters matching `key_like` in an open transaction."""
     with psycopg.connect(db_url) as conn:
-        conn.execute("SELECT 1 FROM authsvc.rate_limits WHERE key LIKE %s FOR UPDATE",
-                     (key_like,))
+        conn.execute("SELECT 1 FROM authsvc.rate_limits WHERE key LIKE %s FOR UPDATE", (key_like,))
         yield
         conn.rollback()
 
 
 def _terminate_service_connections(db) -> int:
-    return len(db.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE application_name = 'authsvc' AND datname = current_database()"
-    ).fetchall())
+    return len(
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'authsvc' AND datname = current_database()"
+        ).fetchall()
+    )
 
 
 def test_a_connection_lost_mid_hit_is_503(make_app, database_url, db):
@@ -321,8 +356,10 @@ def test_a_connection_lost_mid_hit_is_503(make_app, database_url, db):
         worker.start()
         # The hit's statement waits for our lock; then its connection goes away under it.
         deadline = time.monotonic() + 10
-        while not db.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
-                             "AND wait_event_type = 'Lock'").fetchone():
+        while not db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone():
             assert time.monotonic() < deadline, "the hit never waited for the lock"
             time.sleep(0.05)
         assert _terminate_service_connections(db) >= 1
@@ -373,7 +410,10 @@ def test_redis_going_away_is_503_then_recovers(make_app):
         server.start()
         # A fresh Redis (no persistence) starts the budget again.
         assert [login(app, "r@example.com", "10.0.14.1").status_code for _ in range(3)] == [
-            401, 401, 429]
+            401,
+            401,
+            429,
+        ]
     finally:
         server.stop()
 
@@ -395,9 +435,11 @@ def test_expired_counters_are_deleted_as_hits_go_by(database_url, db):
             limits.hit("login", f"10.0.15.{i}")
     finally:
         database.close()
-    left = db.execute("SELECT count(*) FILTER (WHERE key LIKE 'old/%') AS old, "
-                      "count(*) FILTER (WHERE key LIKE 'LIMITER/%') AS live "
-                      "FROM authsvc.rate_limits").fetchone()
+    left = db.execute(
+        "SELECT count(*) FILTER (WHERE key LIKE 'old/%') AS old, "
+        "count(*) FILTER (WHERE key LIKE 'LIMITER/%') AS live "
+        "FROM authsvc.rate_limits"
+    ).fetchone()
     assert left == {"old": 0, "live": 16}
 
 
@@ -418,10 +460,16 @@ def only_worker(service: Gunicorn, pid: int) -> Iterator[None]:
 
 
 def test_one_budget_across_two_workers_and_two_instances(database_url, tmp_path, counted_in):
-    env = {"DATABASE_URL": database_url, "JWT_SECRET_KEY": TEST_SECRET,
-           "AUTHSVC_ENV": "development", "AUTHSVC_DATA_DIR": str(tmp_path),
-           "AUTHSVC_RATE_LIMITS": "on", "AUTHSVC_RATE_LIMIT_LOGIN": "6 per hour",
-           **CHEAP_ARGON2, **counted_in}
+    env = {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET_KEY": TEST_SECRET,
+        "AUTHSVC_ENV": "development",
+        "AUTHSVC_DATA_DIR": str(tmp_path),
+        "AUTHSVC_RATE_LIMITS": "on",
+        "AUTHSVC_RATE_LIMIT_LOGIN": "6 per hour",
+        **CHEAP_ARGON2,
+        **counted_in,
+    }
     services = [Gunicorn(env, workers=2), Gunicorn(env, workers=2)]
     try:
         for service in services:
@@ -433,8 +481,13 @@ def test_one_budget_across_two_workers_and_two_instances(database_url, tmp_path,
             # Each claims another forwarded address: without trusted proxies that changes
             # nothing.
             lie = {"X-Forwarded-For": f"198.51.100.{uuid.uuid4().int % 250}"}
-            return request(service.base, "POST", LOGIN,
-                           {"email": "shared@example.com", "password": PASSWORD}, lie)[0]
+            return request(
+                service.base,
+                "POST",
+                LOGIN,
+                {"email": "shared@example.com", "password": PASSWORD},
+                lie,
+            )[0]
 
         # The budget of 6 is spent over all four workers, 2 + 2 + 1 + 1. With a budget per
         # worker or per instance every one of these would get through.

@@ -17,17 +17,25 @@ HASHER = Hasher(1, 8, 1)
 
 @pytest.fixture
 def pg_store(database_url, tmp_path):
-    settings = load_settings(pgbouncer.route({
-        "DATABASE_URL": database_url, "AUTH_DATABASE_URL": "", "JWT_SECRET_KEY": TEST_SECRET,
-        "AUTHSVC_DATA_DIR": str(tmp_path)}))
+    settings = load_settings(
+        pgbouncer.route(
+            {
+                "DATABASE_URL": database_url,
+                "AUTH_DATABASE_URL": "",
+                "JWT_SECRET_KEY": TEST_SECRET,
+                "AUTHSVC_DATA_DIR": str(tmp_path),
+            }
+        )
+    )
     stores = make_stores(settings)
     yield stores
     stores.close()
 
 
 def test_the_saga_runs_without_an_app(pg_store, db):
-    profile = signup.run(pg_store, HASHER, signup.SignupData("plain@example.com", PASSWORD,
-                                                             "plain"))
+    profile = signup.run(
+        pg_store, HASHER, signup.SignupData("plain@example.com", PASSWORD, "plain")
+    )
     assert profile_row(db, profile.id)["username"] == "plain"
     assert identity_row(db, "plain@example.com")["signup_state"] == "complete"
 
@@ -69,9 +77,16 @@ def test_verify_returned_refuses_no_row_and_other_rows():
 @pytest.fixture
 def split_store(split_urls, tmp_path):
     app_url, auth_url = split_urls
-    settings = load_settings(pgbouncer.route({
-        "DATABASE_URL": app_url, "AUTH_DATABASE_URL": auth_url, "JWT_SECRET_KEY": TEST_SECRET,
-        "AUTHSVC_DATA_DIR": str(tmp_path)}))
+    settings = load_settings(
+        pgbouncer.route(
+            {
+                "DATABASE_URL": app_url,
+                "AUTH_DATABASE_URL": auth_url,
+                "JWT_SECRET_KEY": TEST_SECRET,
+                "AUTHSVC_DATA_DIR": str(tmp_path),
+            }
+        )
+    )
     assert settings.split
     stores = make_stores(settings)
     yield stores
@@ -83,12 +98,16 @@ def split_rows(split_owner_urls, email):
     from psycopg.rows import dict_row
 
     app_url, auth_url = split_owner_urls
-    with psycopg.connect(auth_url, row_factory=dict_row) as a, \
-            psycopg.connect(app_url, row_factory=dict_row) as p:
-        identity = a.execute("SELECT * FROM auth.users WHERE lower(email) = lower(%s)",
-                             (email,)).fetchone()
-        profile = p.execute("SELECT * FROM public.users WHERE lower(email) = lower(%s)",
-                            (email,)).fetchone()
+    with (
+        psycopg.connect(auth_url, row_factory=dict_row) as a,
+        psycopg.connect(app_url, row_factory=dict_row) as p,
+    ):
+        identity = a.execute(
+            "SELECT * FROM auth.users WHERE lower(email) = lower(%s)", (email,)
+        ).fetchone()
+        profile = p.execute(
+            "SELECT * FROM public.users WHERE lower(email) = lower(%s)", (email,)
+        ).fetchone()
     return identity, profile
 
 
@@ -131,8 +150,7 @@ def test_split_signup_refused_by_the_roles_privileges_deletes_what_it_wrote(
     split_store, split_owner_urls, service_role, fault, where, step
 ):
     app_url, auth_url = split_owner_urls
-    with fault(app_url if where == "profiles" else auth_url), \
-            pytest.raises(SignupFailed) as info:
+    with fault(app_url if where == "profiles" else auth_url), pytest.raises(SignupFailed) as info:
         signup.run(split_store, HASHER, signup.SignupData("two@example.com", PASSWORD, "two"))
     assert (info.value.step, info.value.reason) == (step, "permission_denied")
     assert info.value.details["compensated"] is True

@@ -49,8 +49,11 @@ def make_app(database_url: str, tmp_path: Path):
     apps: list[Any] = []
 
     def make(secret: str, previous: str = "") -> Any:
-        app = create_app(app_overrides(database_url, tmp_path, JWT_SECRET_KEY=secret,
-                                       AUTHSVC_PREVIOUS_SECRET_KEYS=previous))
+        app = create_app(
+            app_overrides(
+                database_url, tmp_path, JWT_SECRET_KEY=secret, AUTHSVC_PREVIOUS_SECRET_KEYS=previous
+            )
+        )
         apps.append(app)
         return app
 
@@ -117,8 +120,7 @@ def test_a_token_naming_a_key_the_service_does_not_hold_is_refused(make_app):
     assert response.get_json()["error"]["code"] == TokenInvalid.code
     # Naming a key we hold does not help a token signed with another one.
     misnamed = jwt.encode(claims, stranger, algorithm="HS256", headers={"kid": key_id(OLD)})
-    assert rotated.test_client().get("/api/v1/auth/me", headers=bearer(misnamed)).status_code \
-        == 401
+    assert rotated.test_client().get("/api/v1/auth/me", headers=bearer(misnamed)).status_code == 401
 
 
 # -- the hosted pages' cookie -------------------------------------------------------------------
@@ -138,8 +140,9 @@ def test_a_browser_session_from_before_a_rotation_stays_signed_in_and_is_signed_
     after = rotated.get_cookie(COOKIE_NAME).value
     assert after != before
 
-    current_only = SessionCookie(load_settings({"JWT_SECRET_KEY": NEW,
-                                                "AUTHSVC_DATA_DIR": str(tmp_path)}))
+    current_only = SessionCookie(
+        load_settings({"JWT_SECRET_KEY": NEW, "AUTHSVC_DATA_DIR": str(tmp_path)})
+    )
     resigned = current_only.read({COOKIE_NAME: after})
     assert resigned.signed_in and not resigned.changed
     assert not current_only.read({COOKIE_NAME: before}).signed_in
@@ -157,9 +160,11 @@ def test_a_browser_session_used_during_the_rotation_outlives_the_previous_key(ma
     later.set_cookie(COOKIE_NAME, rotated.get_cookie(COOKIE_NAME).value)
     page = later.get("/account")
     assert page.status_code == 200 and "alice@example.com" in page.text
-    token = SessionCookie(later.application.extensions["authsvc"].settings).read(
-        {COOKIE_NAME: later.get_cookie(COOKIE_NAME).value}
-    ).access_token
+    token = (
+        SessionCookie(later.application.extensions["authsvc"].settings)
+        .read({COOKIE_NAME: later.get_cookie(COOKIE_NAME).value})
+        .access_token
+    )
     assert jwt.get_unverified_header(token)["kid"] == key_id(NEW)
 
 
@@ -205,14 +210,16 @@ def test_without_the_previous_key_the_retry_does_not_match_its_first_request(mak
     assert count(db, "auth.users") == 1
 
 
-def test_a_retry_after_a_rotation_while_the_first_request_runs_waits_for_its_answer(
-    make_app, db
-):
+def test_a_retry_after_a_rotation_while_the_first_request_runs_waits_for_its_answer(make_app, db):
     old, rotated = make_app(OLD), make_app(NEW, previous=OLD)
-    db.execute("CREATE FUNCTION public.fault_slow_profile() RETURNS trigger LANGUAGE plpgsql "
-               "AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
-    db.execute("CREATE TRIGGER fault_slow_profile BEFORE INSERT ON public.users "
-               "FOR EACH ROW EXECUTE FUNCTION public.fault_slow_profile()")
+    db.execute(
+        "CREATE FUNCTION public.fault_slow_profile() RETURNS trigger LANGUAGE plpgsql "
+        "AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER fault_slow_profile BEFORE INSERT ON public.users "
+        "FOR EACH ROW EXECUTE FUNCTION public.fault_slow_profile()"
+    )
     try:
         answers: list[Any] = []
         first = threading.Thread(target=lambda: answers.append(_signup_with_key(old, "retry-3")))
@@ -236,13 +243,18 @@ def test_a_retry_after_a_rotation_while_the_first_request_runs_waits_for_its_ans
 
 
 def prod(**env: str) -> dict[str, str]:
-    return {"AUTHSVC_ENV": "production", "DATABASE_URL": "postgresql://x@localhost/x",
-            "JWT_SECRET_KEY": STRONG, **env}
+    return {
+        "AUTHSVC_ENV": "production",
+        "DATABASE_URL": "postgresql://x@localhost/x",
+        "JWT_SECRET_KEY": STRONG,
+        **env,
+    }
 
 
 def test_previous_keys_are_read_in_order_without_blanks_repeats_or_the_current_key():
-    settings = load_settings(prod(
-        AUTHSVC_PREVIOUS_SECRET_KEYS=f" {STRONG_TOO} ,, {STRONG},{NEW},{STRONG_TOO}"))
+    settings = load_settings(
+        prod(AUTHSVC_PREVIOUS_SECRET_KEYS=f" {STRONG_TOO} ,, {STRONG},{NEW},{STRONG_TOO}")
+    )
     assert settings.previous_secret_keys == (STRONG_TOO, NEW)
     assert settings.verification_keys == (STRONG, STRONG_TOO, NEW)
 
@@ -256,8 +268,13 @@ def test_production_refuses_a_weak_previous_key_without_repeating_it():
 
 
 def test_development_accepts_any_previous_key(tmp_path):
-    settings = load_settings({"JWT_SECRET_KEY": STRONG, "AUTHSVC_DATA_DIR": str(tmp_path),
-                              "AUTHSVC_PREVIOUS_SECRET_KEYS": "old-dev-key"})
+    settings = load_settings(
+        {
+            "JWT_SECRET_KEY": STRONG,
+            "AUTHSVC_DATA_DIR": str(tmp_path),
+            "AUTHSVC_PREVIOUS_SECRET_KEYS": "old-dev-key",
+        }
+    )
     assert settings.previous_secret_keys == ("old-dev-key",)
 
 
@@ -353,26 +370,41 @@ def test_the_development_signing_key_file_is_owner_only_from_its_creation(tmp_pa
     ("url", "shown"),
     [
         ("postgresql://app:s3cr3t@db.internal/authsvc", "postgresql://app:***@db.internal/authsvc"),
-        ("postgres://app:s3cr3t@db.internal:6543/authsvc?sslmode=require",
-         "postgres://app:***@db.internal:6543/authsvc?sslmode=require"),
+        (
+            "postgres://app:s3cr3t@db.internal:6543/authsvc?sslmode=require",
+            "postgres://app:***@db.internal:6543/authsvc?sslmode=require",
+        ),
         ("postgresql://app:s3%40cr3t@db/authsvc", "postgresql://app:***@db/authsvc"),
-        ("postgresql://app@db/authsvc?sslmode=require&password=s3cr3t",
-         "postgresql://app@db/authsvc?sslmode=require&password=***"),
-        ("postgresql:///authsvc?host=/var/run/postgresql&pass%77ord=s3cr3t",
-         "postgresql:///authsvc?host=/var/run/postgresql&pass%77ord=***"),
-        ("postgresql://app:s3cr3t@db1:5432,db2:5433/authsvc?target_session_attrs=read-write",
-         "postgresql://app:***@db1:5432,db2:5433/authsvc?target_session_attrs=read-write"),
+        (
+            "postgresql://app@db/authsvc?sslmode=require&password=s3cr3t",
+            "postgresql://app@db/authsvc?sslmode=require&password=***",
+        ),
+        (
+            "postgresql:///authsvc?host=/var/run/postgresql&pass%77ord=s3cr3t",
+            "postgresql:///authsvc?host=/var/run/postgresql&pass%77ord=***",
+        ),
+        (
+            "postgresql://app:s3cr3t@db1:5432,db2:5433/authsvc?target_session_attrs=read-write",
+            "postgresql://app:***@db1:5432,db2:5433/authsvc?target_session_attrs=read-write",
+        ),
         ("postgresql://app:s3cr3t@[::1]:5432/authsvc", "postgresql://app:***@[::1]:5432/authsvc"),
         ("postgresql://app:s3@cr/3t?x@db/authsvc", "postgresql://app:***@db/authsvc"),
         ("postgresql://app@tenant:s3cr3t@db/authsvc", "postgresql://app@tenant:***@db/authsvc"),
-        ("postgresql://app@db/authsvc?sslpassword=s3cr3t", "postgresql://app@db/authsvc?sslpassword=***"),
+        (
+            "postgresql://app@db/authsvc?sslpassword=s3cr3t",
+            "postgresql://app@db/authsvc?sslpassword=***",
+        ),
         ("host=db password=s3cr3t dbname=authsvc", "host=db password=*** dbname=authsvc"),
         ("host=db password = s3cr3t dbname=authsvc", "host=db password = *** dbname=authsvc"),
         ("host=db password='s3 cr\\'3t' dbname=authsvc", "host=db password=*** dbname=authsvc"),
-        ("host=db1,db2 port=5432,5433 user=app password=s3cr3t",
-         "host=db1,db2 port=5432,5433 user=app password=***"),
-        ("application_name='password=x' password=s3cr3t",
-         "application_name='password=x' password=***"),
+        (
+            "host=db1,db2 port=5432,5433 user=app password=s3cr3t",
+            "host=db1,db2 port=5432,5433 user=app password=***",
+        ),
+        (
+            "application_name='password=x' password=s3cr3t",
+            "application_name='password=x' password=***",
+        ),
         ("host=db sslpassword=s3cr3t", "host=db sslpassword=***"),
         ("postgresql://db/authsvc", "postgresql://db/authsvc"),
         ("host=db dbname=authsvc", "host=db dbname=authsvc"),
@@ -384,8 +416,13 @@ def test_connection_strings_are_shown_without_their_password(url, shown):
 
 
 def test_settings_repr_hides_a_key_value_password(tmp_path):
-    settings = load_settings({"DATABASE_URL": "host=db user=app password='s3 cr3t' dbname=x",
-                              "JWT_SECRET_KEY": STRONG, "AUTHSVC_DATA_DIR": str(tmp_path)})
+    settings = load_settings(
+        {
+            "DATABASE_URL": "host=db user=app password='s3 cr3t' dbname=x",
+            "JWT_SECRET_KEY": STRONG,
+            "AUTHSVC_DATA_DIR": str(tmp_path),
+        }
+    )
     assert "s3 cr3t" not in repr(settings) and "password=***" in repr(settings)
 
 
@@ -395,13 +432,17 @@ def _conninfo(url: str) -> str:
 
 def _query_form(url: str) -> str:
     p = conninfo_to_dict(url)
-    return f"postgresql://{p['user']}@{p['host']}:{p['port']}/{p['dbname']}?password={p['password']}"
+    return (
+        f"postgresql://{p['user']}@{p['host']}:{p['port']}/{p['dbname']}?password={p['password']}"
+    )
 
 
 def _multi_host(url: str) -> str:
     p = conninfo_to_dict(url)
-    return (f"postgresql://{p['user']}:{p['password']}@127.0.0.1:1,{p['host']}:{p['port']}"
-            f"/{p['dbname']}")
+    return (
+        f"postgresql://{p['user']}:{p['password']}@127.0.0.1:1,{p['host']}:{p['port']}"
+        f"/{p['dbname']}"
+    )
 
 
 @pytest.mark.parametrize("form", [_conninfo, _query_form, _multi_host])
@@ -409,8 +450,11 @@ def test_the_command_line_never_prints_the_database_password(pg, tmp_path, form)
     url = pg.create_database("authsvc_test_redact")
     try:
         password = conninfo_to_dict(url)["password"]
-        env = {"JWT_SECRET_KEY": TEST_SECRET, "AUTHSVC_DATA_DIR": str(tmp_path / "data"),
-               "DATABASE_URL": form(url)}
+        env = {
+            "JWT_SECRET_KEY": TEST_SECRET,
+            "AUTHSVC_DATA_DIR": str(tmp_path / "data"),
+            "DATABASE_URL": form(url),
+        }
         migrated = run_cli(["migrate"], env, cwd=tmp_path)
         assert migrated.returncode == 0, migrated.stderr
         doctor = run_cli(["doctor"], env, cwd=tmp_path)
@@ -451,20 +495,23 @@ def test_a_refused_identity_row_with_its_email_and_hash_reaches_no_log_line(auth
         assert value not in err
 
 
-def test_a_unique_violation_under_a_trigger_leaves_its_key_values_out_of_the_logs(
-    auth, db, capfd
-):
+def test_a_unique_violation_under_a_trigger_leaves_its_key_values_out_of_the_logs(auth, db, capfd):
     # A trigger copies each new profile into a table whose unique key already holds this
     # username and email: the violation's DETAIL is "Key (username, email)=(...)".
-    db.execute("CREATE TABLE public.fault_claims (username text, email text, "
-               "UNIQUE (username, email))")
+    db.execute(
+        "CREATE TABLE public.fault_claims (username text, email text, UNIQUE (username, email))"
+    )
     db.execute("INSERT INTO public.fault_claims VALUES ('taken_name', 'victim@example.com')")
-    db.execute("CREATE FUNCTION public.fault_claim() RETURNS trigger LANGUAGE plpgsql "
-               "SECURITY DEFINER SET search_path = public AS $$ BEGIN "
-               "INSERT INTO public.fault_claims VALUES (NEW.username, NEW.email); RETURN NEW; "
-               "END $$")
-    db.execute("CREATE TRIGGER fault_claim AFTER INSERT ON public.users "
-               "FOR EACH ROW EXECUTE FUNCTION public.fault_claim()")
+    db.execute(
+        "CREATE FUNCTION public.fault_claim() RETURNS trigger LANGUAGE plpgsql "
+        "SECURITY DEFINER SET search_path = public AS $$ BEGIN "
+        "INSERT INTO public.fault_claims VALUES (NEW.username, NEW.email); RETURN NEW; "
+        "END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER fault_claim AFTER INSERT ON public.users "
+        "FOR EACH ROW EXECUTE FUNCTION public.fault_claim()"
+    )
     try:
         body = auth.signup("victim@example.com", username="taken_name", expect=500)
     finally:

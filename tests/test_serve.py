@@ -30,9 +30,14 @@ def data_dir():
 def serve(data_dir: Path, port: int) -> subprocess.Popen:
     exe = shutil.which("authsvc")
     cmd = [exe] if exe else [sys.executable, "-m", "authsvc.cli"]
-    return subprocess.Popen([*cmd, "serve", "--port", str(port)],
-                            env=clean_env(AUTHSVC_DATA_DIR=str(data_dir)), cwd=data_dir.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [*cmd, "serve", "--port", str(port)],
+        env=clean_env(AUTHSVC_DATA_DIR=str(data_dir)),
+        cwd=data_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_ready(proc, base, timeout=60):
@@ -54,8 +59,12 @@ def test_serve_with_no_configuration_starts_and_keeps_its_own_database(data_dir)
     proc = serve(data_dir, port)
     try:
         wait_ready(proc, base)
-        status, body, _ = request(base, "POST", "/api/v1/auth/signup",
-                                  {"email": "local@example.com", "password": PASSWORD})
+        status, body, _ = request(
+            base,
+            "POST",
+            "/api/v1/auth/signup",
+            {"email": "local@example.com", "password": PASSWORD},
+        )
         assert status == 201, body
         status, version, _ = request(base, "GET", "/version")
         assert version["data"]["schema_version"] == latest_migration("auth", "sessions", "app")
@@ -70,8 +79,9 @@ def test_serve_with_no_configuration_starts_and_keeps_its_own_database(data_dir)
     proc = serve(data_dir, port)
     try:
         wait_ready(proc, base)
-        status, body, _ = request(base, "POST", "/api/v1/auth/login",
-                                  {"email": "local@example.com", "password": PASSWORD})
+        status, body, _ = request(
+            base, "POST", "/api/v1/auth/login", {"email": "local@example.com", "password": PASSWORD}
+        )
         assert status == 200, body
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -84,10 +94,15 @@ def test_serve_reload_serves_the_development_server(data_dir):
     base = f"http://127.0.0.1:{port}"
     exe = shutil.which("authsvc")
     cmd = [exe] if exe else [sys.executable, "-m", "authsvc.cli"]
-    proc = subprocess.Popen([*cmd, "serve", "--reload", "--port", str(port)],
-                            env=clean_env(AUTHSVC_DATA_DIR=str(data_dir)), cwd=data_dir.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, "serve", "--reload", "--port", str(port)],
+        env=clean_env(AUTHSVC_DATA_DIR=str(data_dir)),
+        cwd=data_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_ready(proc, base)
         status, body, _ = request(base, "GET", "/version")

@@ -50,8 +50,12 @@ def test_unknown_email_and_wrong_password_are_answered_alike(auth):
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"email": "a@example.com"}, {"email": "a@example.com", "password": None},
-     {"email": "a@example.com", "password": "x", "remember": True}],
+    [
+        {},
+        {"email": "a@example.com"},
+        {"email": "a@example.com", "password": None},
+        {"email": "a@example.com", "password": "x", "remember": True},
+    ],
 )
 def test_login_validates_its_body(client, body):
     response = client.post("/api/v1/auth/login", json=body)
@@ -84,8 +88,9 @@ def test_a_pending_identity_never_gets_a_session(auth, db):
 def test_a_pending_identity_with_its_profile_still_gets_no_session(auth, db):
     # The process died between the profile and `complete`: the client never got its 201.
     auth.signup()
-    db.execute("UPDATE auth.users SET signup_state = 'pending', "
-               "created_at = now() - interval '1 day'")
+    db.execute(
+        "UPDATE auth.users SET signup_state = 'pending', created_at = now() - interval '1 day'"
+    )
     assert auth.login(expect=401)["error"]["code"] == InvalidCredentials.code
     assert db.execute("SELECT signup_state FROM auth.users").fetchone()["signup_state"] == (
         "pending"
@@ -145,8 +150,9 @@ def test_a_token_signed_with_another_key_is_invalid(app, auth):
     import jwt
 
     auth.signup()
-    forged = jwt.encode({"sub": "x", "sid": "y", "type": "access"}, "another-key" * 4,
-                        algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "x", "sid": "y", "type": "access"}, "another-key" * 4, algorithm="HS256"
+    )
     assert auth.me(forged).get_json()["error"]["code"] == TokenInvalid.code
 
 
@@ -169,9 +175,11 @@ def test_an_expired_access_token_is_401_token_expired(database_url, tmp_path):
 def test_patch_me_changes_username_and_display_name(auth, db):
     body = auth.signup(username="alice")
     token, user_id = session_of(body)["access_token"], body["data"]["user"]["id"]
-    response = auth.client.patch("/api/v1/auth/me", json={"username": "alice_2",
-                                                          "display_name": "  Alice B  "},
-                                 headers=bearer(token))
+    response = auth.client.patch(
+        "/api/v1/auth/me",
+        json={"username": "alice_2", "display_name": "  Alice B  "},
+        headers=bearer(token),
+    )
     assert response.status_code == 200, response.get_json()
     user = response.get_json()["data"]["user"]
     assert user["username"] == "alice_2" and user["display_name"] == "Alice B"
@@ -182,14 +190,15 @@ def test_patch_me_changes_username_and_display_name(auth, db):
 def test_patch_me_to_a_taken_username_is_409(auth):
     auth.signup("bob@example.com", username="bob")
     token = session_of(auth.signup(username="alice"))["access_token"]
-    response = auth.client.patch("/api/v1/auth/me", json={"username": "bob"},
-                                 headers=bearer(token))
+    response = auth.client.patch("/api/v1/auth/me", json={"username": "bob"}, headers=bearer(token))
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == UsernameTaken.code
 
 
-@pytest.mark.parametrize("body", [{"username": "NO"}, {"email": "x@example.com"},
-                                  {"display_name": None}, {"username": 5}])
+@pytest.mark.parametrize(
+    "body",
+    [{"username": "NO"}, {"email": "x@example.com"}, {"display_name": None}, {"username": 5}],
+)
 def test_patch_me_validates_its_body(auth, body):
     token = session_of(auth.signup())["access_token"]
     response = auth.client.patch("/api/v1/auth/me", json=body, headers=bearer(token))
@@ -226,8 +235,10 @@ def test_refresh_rotates_the_refresh_token(auth, db):
 
 def _past_the_reuse_interval(db) -> None:
     """Move every spent refresh token's first use past AUTHSVC_REFRESH_REUSE_INTERVAL (10 s)."""
-    db.execute("UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '11 seconds' "
-               "WHERE used_at IS NOT NULL")
+    db.execute(
+        "UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '11 seconds' "
+        "WHERE used_at IS NOT NULL"
+    )
 
 
 def test_reusing_a_refresh_token_revokes_the_whole_session(auth, db):
@@ -257,8 +268,12 @@ def test_a_token_presented_again_within_the_reuse_interval_gets_a_new_pair(auth,
         assert auth.me(session["access_token"]).status_code == 200
     assert refresh(auth.client, second["refresh_token"]).status_code == 200
     assert refresh(auth.client, again["refresh_token"]).status_code == 200
-    assert db.execute("SELECT count(*) AS n FROM authsvc.sessions WHERE revoked_at IS NOT NULL"
-                      ).fetchone()["n"] == 0
+    assert (
+        db.execute(
+            "SELECT count(*) AS n FROM authsvc.sessions WHERE revoked_at IS NOT NULL"
+        ).fetchone()["n"]
+        == 0
+    )
 
 
 def test_parallel_refreshes_with_one_token_all_keep_the_session(app, auth):
@@ -334,8 +349,9 @@ def test_global_logout_revokes_every_session_of_the_user(auth):
     one = session_of(auth.signup())
     two = session_of(auth.login())
     bob = session_of(auth.signup("bob@example.com"))
-    response = auth.client.post("/api/v1/auth/logout", json={"scope": "global"},
-                                headers=bearer(two["access_token"]))
+    response = auth.client.post(
+        "/api/v1/auth/logout", json={"scope": "global"}, headers=bearer(two["access_token"])
+    )
     assert response.status_code == 200
     for session in (one, two):
         assert auth.me(session["access_token"]).get_json()["error"]["code"] == TokenRevoked.code
@@ -344,8 +360,9 @@ def test_global_logout_revokes_every_session_of_the_user(auth):
 
 def test_logout_rejects_an_unknown_scope(auth):
     token = session_of(auth.signup())["access_token"]
-    response = auth.client.post("/api/v1/auth/logout", json={"scope": "everywhere"},
-                                headers=bearer(token))
+    response = auth.client.post(
+        "/api/v1/auth/logout", json={"scope": "everywhere"}, headers=bearer(token)
+    )
     assert response.status_code == 422
 
 
@@ -362,8 +379,9 @@ def test_a_deleted_account_loses_its_sessions(auth, db):
     assert refresh(auth.client, session["refresh_token"]).status_code == 401
 
 
-@pytest.mark.parametrize("claims", [{"aud": "someone-else"}, {"iss": "someone-else"},
-                                    {"aud": None}, {"iss": None}])
+@pytest.mark.parametrize(
+    "claims", [{"aud": "someone-else"}, {"iss": "someone-else"}, {"aud": None}, {"iss": None}]
+)
 def test_a_token_for_another_audience_or_issuer_is_refused(app, auth, claims):
     import jwt as pyjwt
 

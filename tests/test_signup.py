@@ -38,8 +38,15 @@ def test_signup_creates_the_identity_and_its_profile_with_one_id(auth, db):
 
 def test_signup_answers_the_user_object_of_the_contract(auth):
     user = auth.signup(username="alice")["data"]["user"]
-    assert set(user) == {"id", "email", "username", "display_name", "email_confirmed",
-                         "is_anonymous", "created_at"}
+    assert set(user) == {
+        "id",
+        "email",
+        "username",
+        "display_name",
+        "email_confirmed",
+        "is_anonymous",
+        "created_at",
+    }
     assert user["email_confirmed"] is False and user["is_anonymous"] is False
     assert user["created_at"].endswith("Z")
 
@@ -71,10 +78,14 @@ def test_duplicate_username_is_409_and_compensates_the_identity(auth, db):
         ({"email": "a@example.com", "password": PASSWORD, "username": "has space"}, "username"),
         ({"email": "a@example.com", "password": PASSWORD, "username": None}, "username"),
         ({"email": "a@example.com", "password": PASSWORD, "display_name": ""}, "display_name"),
-        ({"email": "a@example.com", "password": PASSWORD, "display_name": "x" * 101},
-         "display_name"),
-        ({"email": "a@example.com", "password": PASSWORD, "display_name": "a\u0000b"},
-         "display_name"),
+        (
+            {"email": "a@example.com", "password": PASSWORD, "display_name": "x" * 101},
+            "display_name",
+        ),
+        (
+            {"email": "a@example.com", "password": PASSWORD, "display_name": "a\u0000b"},
+            "display_name",
+        ),
         ({"email": "a@example.com", "password": PASSWORD, "is_admin": True}, "is_admin"),
         ({"email": ["a@example.com"], "password": PASSWORD}, "email"),
         ({"email": "a" * 250 + "@example.com", "password": PASSWORD}, "email"),
@@ -132,7 +143,9 @@ def test_signup_compensates_when_the_profile_insert_returns_no_row(auth, db, own
     with faults.profile_insert_returns_null(owner_url):
         error = _signup_failed(auth)
     assert error["details"] == {
-        "step": "profile_verify", "reason": "no_row_returned", "compensated": True,
+        "step": "profile_verify",
+        "reason": "no_row_returned",
+        "compensated": True,
         "hint": error["details"]["hint"],
     }
     assert "no row" in error["details"]["hint"]
@@ -148,9 +161,7 @@ def test_signup_compensates_when_a_trigger_rewrites_the_returned_row(auth, db, o
     assert count(db, "public.users") == 0
 
 
-def test_signup_compensates_when_a_not_valid_check_constraint_refuses_the_row(
-    auth, db, owner_url
-):
+def test_signup_compensates_when_a_not_valid_check_constraint_refuses_the_row(auth, db, owner_url):
     with faults.not_valid_check(owner_url):
         error = _signup_failed(auth)
     assert error["details"]["step"] == "profile_insert"
@@ -167,12 +178,8 @@ def test_signup_compensates_when_the_identity_insert_is_refused(auth, db, owner_
     assert_no_trace(db, "victim@example.com")
 
 
-def test_signup_reports_a_connection_killed_mid_insert_and_leaves_nothing(
-    auth, db, owner_url
-):
-    with faults.profile_insert_sleeps(owner_url, 2), faults.terminate_when_sleeping(
-        owner_url, 0.5
-    ):
+def test_signup_reports_a_connection_killed_mid_insert_and_leaves_nothing(auth, db, owner_url):
+    with faults.profile_insert_sleeps(owner_url, 2), faults.terminate_when_sleeping(owner_url, 0.5):
         error = _signup_failed(auth)
     assert error["details"]["step"] == "profile_insert"
     assert error["details"]["reason"] == "connection_lost"
@@ -192,8 +199,13 @@ PRIVILEGE_FAULTS = [
     (lambda url: faults.revoked(url, "INSERT", "auth.users"), "identity_create"),
     (lambda url: faults.revoked(url, "UPDATE", "auth.users"), "complete"),
 ]
-PRIVILEGE_FAULT_IDS = ["rls-profile", "revoked-profile-insert", "rls-identity",
-                       "revoked-identity-insert", "revoked-identity-update"]
+PRIVILEGE_FAULT_IDS = [
+    "rls-profile",
+    "revoked-profile-insert",
+    "rls-identity",
+    "revoked-identity-insert",
+    "revoked-identity-update",
+]
 
 
 @pytest.mark.parametrize(("fault", "step"), PRIVILEGE_FAULTS, ids=PRIVILEGE_FAULT_IDS)
@@ -203,9 +215,11 @@ def test_signup_refused_by_the_roles_privileges_names_the_step_and_leaves_nothin
     with fault(owner_url):
         error = _signup_failed(auth, username="victim")
     assert error["details"] == {
-        "step": step, "reason": "permission_denied", "compensated": True,
+        "step": step,
+        "reason": "permission_denied",
+        "compensated": True,
         "hint": "the database role lacks a privilege or a row-level security policy refused "
-                "the row",
+        "the row",
     }
     # The database's own words stay in the log.
     assert "violates" not in str(error) and "permission denied for" not in str(error)
@@ -227,9 +241,10 @@ def test_a_failed_signup_can_be_retried_with_the_same_email(auth, db, owner_url)
 def test_parallel_signups_with_one_email_give_exactly_one_account(app, db):
     def attempt(i: int):
         with app.test_client() as c:
-            return c.post("/api/v1/auth/signup",
-                          json={"email": "race@example.com", "password": PASSWORD,
-                                "username": f"racer_{i}"}).status_code
+            return c.post(
+                "/api/v1/auth/signup",
+                json={"email": "race@example.com", "password": PASSWORD, "username": f"racer_{i}"},
+            ).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(attempt, range(8)))
@@ -241,9 +256,10 @@ def test_parallel_signups_with_one_email_give_exactly_one_account(app, db):
 def test_parallel_signups_with_one_username_give_exactly_one_account(app, db):
     def attempt(i: int):
         with app.test_client() as c:
-            return c.post("/api/v1/auth/signup",
-                          json={"email": f"u{i}@example.com", "password": PASSWORD,
-                                "username": "same_name"}).get_json()
+            return c.post(
+                "/api/v1/auth/signup",
+                json={"email": f"u{i}@example.com", "password": PASSWORD, "username": "same_name"},
+            ).get_json()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         bodies = list(pool.map(attempt, range(8)))

@@ -312,7 +312,8 @@ def test_a_password_change_revokes_every_session_and_skips_anonymous_accounts(st
 
     user_id = _signed_up(stores, "change@example.com")
     session = stores.sessions.create_session(
-        user_id, b"h" * 32, datetime.now(UTC) + timedelta(days=1), None)
+        user_id, b"h" * 32, datetime.now(UTC) + timedelta(days=1), None
+    )
     assert stores.lifecycle.change_password(user_id, "correct horse battery", "$argon2id$z")
     assert stores.sessions.check(session).active is False
     assert stores.lifecycle.change_password(_anonymous(stores), "x" * 12, "$argon2id$z") is False
@@ -444,8 +445,14 @@ def test_audit_events_are_appended_and_paged_newest_first(stores):
     alice, bob = uuid4(), uuid4()
     for n in range(5):
         stores.audit.append(
-            AuditEvent("login", alice if n % 2 == 0 else bob, request_id=f"req-{n}",
-                       ip="192.0.2.1", user_agent="pytest", details={"n": n})
+            AuditEvent(
+                "login",
+                alice if n % 2 == 0 else bob,
+                request_id=f"req-{n}",
+                ip="192.0.2.1",
+                user_agent="pytest",
+                details={"n": n},
+            )
         )
     stores.audit.append(AuditEvent("user_banned", alice, actor="admin", actor_id=bob))
     events, cursor = stores.audit.page(alice, None, None, 2)

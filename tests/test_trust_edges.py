@@ -42,8 +42,11 @@ def test_a_ban_set_in_sql_stops_every_authenticated_call_at_once(auth, db):
     me = auth.me(session["access_token"])
     assert me.status_code == 403 and me.get_json()["error"]["code"] == UserBanned.code
     assert me.get_json()["error"]["details"]["banned_until"].endswith("Z")
-    patch = auth.client.patch("/api/v1/auth/me", json={"display_name": "x"},
-                              headers={"Authorization": f"Bearer {session['access_token']}"})
+    patch = auth.client.patch(
+        "/api/v1/auth/me",
+        json={"display_name": "x"},
+        headers={"Authorization": f"Bearer {session['access_token']}"},
+    )
     assert patch.status_code == 403 and patch.get_json()["error"]["code"] == UserBanned.code
 
 
@@ -83,10 +86,16 @@ def test_an_idempotent_replay_mints_nothing_for_a_banned_user(auth, db):
 
 def test_a_replay_returns_the_first_answer_and_creates_nothing(auth, client, db):
     headers = {"Idempotency-Key": "replay-1"}
-    first = client.post("/api/v1/auth/signup", headers=headers,
-                        json={"email": "once@example.com", "password": PASSWORD})
-    second = client.post("/api/v1/auth/signup", headers=headers,
-                         json={"email": "once@example.com", "password": PASSWORD})
+    first = client.post(
+        "/api/v1/auth/signup",
+        headers=headers,
+        json={"email": "once@example.com", "password": PASSWORD},
+    )
+    second = client.post(
+        "/api/v1/auth/signup",
+        headers=headers,
+        json={"email": "once@example.com", "password": PASSWORD},
+    )
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.get_json() == first.get_json()  # the same tokens, byte for byte
     assert second.headers["Idempotent-Replayed"] == "true"
@@ -97,15 +106,20 @@ def test_a_replay_returns_the_first_answer_and_creates_nothing(auth, client, db)
 def test_the_stored_answer_is_sealed_and_holds_no_token_in_clear(auth, db):
     body = auth.signup("sealed@example.com", headers={"Idempotency-Key": "sealed-1"})
     stored = bytes(db.execute("SELECT sealed FROM authsvc.idempotency_keys").fetchone()["sealed"])
-    for secret in (body["data"]["session"]["access_token"],
-                   body["data"]["session"]["refresh_token"], "sealed@example.com"):
+    for secret in (
+        body["data"]["session"]["access_token"],
+        body["data"]["session"]["refresh_token"],
+        "sealed@example.com",
+    ):
         assert secret.encode() not in stored
 
 
 def test_a_sealed_answer_moved_to_another_key_does_not_open(auth, db):
     auth.signup("moved@example.com", headers={"Idempotency-Key": "original"})
-    db.execute("INSERT INTO authsvc.idempotency_keys (key, fingerprint, status, sealed) "
-               "SELECT 'copied', fingerprint, status, sealed FROM authsvc.idempotency_keys")
+    db.execute(
+        "INSERT INTO authsvc.idempotency_keys (key, fingerprint, status, sealed) "
+        "SELECT 'copied', fingerprint, status, sealed FROM authsvc.idempotency_keys"
+    )
     copied = auth.signup("moved@example.com", headers={"Idempotency-Key": "copied"}, expect=500)
     assert copied["error"]["code"] == InternalError.code
 
@@ -116,7 +130,8 @@ def test_a_client_error_is_replayed_as_it_was(auth):
     first = auth.signup("taken@example.com", headers=headers, expect=409)
     again = auth.signup("taken@example.com", headers=headers, expect=409)
     assert {k: v for k, v in again["error"].items() if k != "request_id"} == {
-        k: v for k, v in first["error"].items() if k != "request_id"}
+        k: v for k, v in first["error"].items() if k != "request_id"
+    }
 
 
 def test_the_same_key_with_another_body_is_refused(auth):
@@ -134,8 +149,11 @@ def test_a_5xx_answer_is_not_kept_and_a_retry_runs_again(auth, db, owner_url):
 
 
 def test_a_429_answer_is_not_kept(database_url, tmp_path, db):
-    app = create_app(app_overrides(database_url, tmp_path, AUTHSVC_RATE_LIMITS="on",
-                                   AUTHSVC_RATE_LIMIT_SIGNUP="1 per hour"))
+    app = create_app(
+        app_overrides(
+            database_url, tmp_path, AUTHSVC_RATE_LIMITS="on", AUTHSVC_RATE_LIMIT_SIGNUP="1 per hour"
+        )
+    )
     auth = AuthActions(app.test_client())
     try:
         auth.signup("first@example.com", headers={"Idempotency-Key": "a"})
@@ -157,9 +175,16 @@ def test_an_expired_key_starts_over(auth, db):
 
 
 def _stores(database_url: str, tmp_path: Any, **env: str):
-    settings = load_settings(pgbouncer.route({
-        "DATABASE_URL": database_url, "JWT_SECRET_KEY": TEST_SECRET,
-        "AUTHSVC_DATA_DIR": str(tmp_path), **env}))
+    settings = load_settings(
+        pgbouncer.route(
+            {
+                "DATABASE_URL": database_url,
+                "JWT_SECRET_KEY": TEST_SECRET,
+                "AUTHSVC_DATA_DIR": str(tmp_path),
+                **env,
+            }
+        )
+    )
     return settings, make_stores(settings)
 
 
@@ -168,8 +193,9 @@ def test_the_purge_removes_what_can_never_be_used_again_and_keeps_the_rest(
 ):
     live = auth.signup("live@example.com")["data"]["session"]
     ended = auth.login("live@example.com")["data"]["session"]
-    auth.client.post("/api/v1/auth/logout", headers={"Authorization":
-                                                     f"Bearer {ended['access_token']}"})
+    auth.client.post(
+        "/api/v1/auth/logout", headers={"Authorization": f"Bearer {ended['access_token']}"}
+    )
     rotated = _refresh(auth.client, live["refresh_token"]).get_json()["data"]["session"]
     auth.signup("keyed@example.com", headers={"Idempotency-Key": "expired"})
     db.execute("UPDATE authsvc.idempotency_keys SET expires_at = now() - interval '1 second'")
@@ -205,9 +231,11 @@ def test_the_periodic_purge_runs_once_per_interval_across_instances(database_url
     first_settings, first = _stores(database_url, tmp_path, **env)
     second_settings, second = _stores(database_url, tmp_path, **env)
     try:
-        runs = [maintenance.purge_if_due(first, first_settings),
-                maintenance.purge_if_due(second, second_settings),
-                maintenance.purge_if_due(first, first_settings)]
+        runs = [
+            maintenance.purge_if_due(first, first_settings),
+            maintenance.purge_if_due(second, second_settings),
+            maintenance.purge_if_due(first, first_settings),
+        ]
     finally:
         first.close()
         second.close()

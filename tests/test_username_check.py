@@ -32,8 +32,9 @@ def test_the_database_refuses_a_username_the_api_refuses(auth, database_url, use
     user_id = auth.signup(username="alice_01")["data"]["user"]["id"]
     with psycopg.connect(database_url, autocommit=True) as service:
         with pytest.raises(psycopg.errors.CheckViolation) as update:
-            service.execute("UPDATE public.users SET username = %s WHERE id = %s",
-                            (username, user_id))
+            service.execute(
+                "UPDATE public.users SET username = %s WHERE id = %s", (username, user_id)
+            )
         assert update.value.diag.constraint_name == CHECK
         with pytest.raises(psycopg.errors.CheckViolation):
             _add_user(service, username)
@@ -43,14 +44,18 @@ def test_the_database_accepts_what_the_api_accepts(auth, database_url, db):
     user_id = auth.signup()["data"]["user"]["id"]
     with psycopg.connect(database_url, autocommit=True) as service:
         for username in ("abc", "x" * 32, "alice_01", "___", None):
-            service.execute("UPDATE public.users SET username = %s WHERE id = %s",
-                            (username, user_id))
+            service.execute(
+                "UPDATE public.users SET username = %s WHERE id = %s", (username, user_id)
+            )
     assert db.execute("SELECT username FROM public.users").fetchone()["username"] is None
 
 
 def test_on_a_table_that_follows_the_rule_the_check_is_validated(db):
-    row = db.execute("SELECT convalidated FROM pg_constraint WHERE conname = %s "
-                     "AND conrelid = 'public.users'::regclass", (CHECK,)).fetchone()
+    row = db.execute(
+        "SELECT convalidated FROM pg_constraint WHERE conname = %s "
+        "AND conrelid = 'public.users'::regclass",
+        (CHECK,),
+    ).fetchone()
     assert row == {"convalidated": True}
 
 
@@ -61,15 +66,19 @@ def before_0004(pg):
     migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE public.users DROP CONSTRAINT {CHECK}")
-        conn.execute("DELETE FROM authsvc._yoyo_migration "
-                     "WHERE migration_id = '0004_username_check'")
+        conn.execute(
+            "DELETE FROM authsvc._yoyo_migration WHERE migration_id = '0004_username_check'"
+        )
     yield url
     pg.drop_database(url)
 
 
 def _validated(conn: psycopg.Connection) -> bool | None:
-    row = conn.execute("SELECT convalidated FROM pg_constraint WHERE conname = %s "
-                       "AND conrelid = 'public.users'::regclass", (CHECK,)).fetchone()
+    row = conn.execute(
+        "SELECT convalidated FROM pg_constraint WHERE conname = %s "
+        "AND conrelid = 'public.users'::regclass",
+        (CHECK,),
+    ).fetchone()
     return None if row is None else row[0]
 
 
@@ -79,11 +88,11 @@ def test_rows_breaking_the_rule_keep_it_not_valid_but_every_new_write_is_checked
         fine = _add_user(conn, "fine_name")
         migrate(before_0004)
         assert _validated(conn) is False  # added, but not validated: a row breaks it
-        assert conn.execute("SELECT username FROM public.users WHERE id = %s",
-                            (legacy,)).fetchone() == ("Legacy Name",)
+        assert conn.execute(
+            "SELECT username FROM public.users WHERE id = %s", (legacy,)
+        ).fetchone() == ("Legacy Name",)
         with pytest.raises(psycopg.errors.CheckViolation):
-            conn.execute("UPDATE public.users SET username = 'Another Bad' WHERE id = %s",
-                         (fine,))
+            conn.execute("UPDATE public.users SET username = 'Another Bad' WHERE id = %s", (fine,))
         with pytest.raises(psycopg.errors.CheckViolation):
             _add_user(conn, "New Bad")
         # Once the old rows are fixed, the operator validates it.

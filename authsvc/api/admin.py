@@ -78,8 +78,9 @@ def document_errors(
     return decorate
 
 
-def admin_errors(extra: dict[int, tuple[type[errors.AuthError], ...]] | None = None,
-                 body: bool = False) -> Callable:
+def admin_errors(
+    extra: dict[int, tuple[type[errors.AuthError], ...]] | None = None, body: bool = False
+) -> Callable:
     """document_errors for an admin operation: its own errors, and 401 and 403."""
     return document_errors(blp, {**AUTH_ERRORS, **(extra or {})}, body=body)
 
@@ -203,6 +204,4 @@ def audit_events(query: dict[str, Any]):
     events, following = admin.events(
         _stores(), query.get("user_id"), query.get("type"), query.get("cursor"), query["limit"]
     )
-    return envelope_ok(
-        {"events": [admin.event_dict(e) for e in events], "next_cursor": following}
-    )
+    return envelope_ok({"events": [admin.event_dict(e) for e in events], "next_cursor": following})

@@ -16,9 +16,7 @@ from authsvc.api.schemas import EmptySchema, enveloped
 from authsvc.errors import envelope_ok
 from authsvc.services import closing
 
-blp = Blueprint(
-    "closing", __name__, url_prefix="/api/v1/auth", description="Closing an account"
-)
+blp = Blueprint("closing", __name__, url_prefix="/api/v1/auth", description="Closing an account")
 
 
 @blp.route("/me", methods=["DELETE"])

@@ -41,9 +41,7 @@ def readyz():
     """Every database answers and no migration is pending."""
     checks = health.readiness(current_app.extensions["authsvc"].stores)
     if any(state != "ok" for state in checks.values()):
-        raise NotReady(
-            details={"checks": checks}, headers={"Retry-After": str(READY_RETRY_AFTER)}
-        )
+        raise NotReady(details={"checks": checks}, headers={"Retry-After": str(READY_RETRY_AFTER)})
     return envelope_ok({"status": "ready", "checks": checks})
 
 

@@ -149,7 +149,5 @@ def change_password_view(body: dict[str, Any]):
     answered."""
     user_id, _ = tokens.current_ids()
     _limit("login", _client(), f"password-change:{user_id}")
-    session = links.change_password(
-        _context(), user_id, body["current_password"], body["password"]
-    )
+    session = links.change_password(_context(), user_id, body["current_password"], body["password"])
     return envelope_ok({"session": session.as_dict()})

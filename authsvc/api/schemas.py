@@ -167,8 +167,10 @@ class SignupResultSchema(Schema):
         SessionSchema,
         required=True,
         allow_none=True,
-        metadata={"description": "null only when the account is whole but no session could "
-                  "be started: log in"},
+        metadata={
+            "description": "null only when the account is whole but no session could "
+            "be started: log in"
+        },
     )
 
 

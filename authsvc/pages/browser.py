@@ -63,7 +63,8 @@ class BrowserSession:
 
     def csrf_matches(self, presented: str | None) -> bool:
         return bool(presented) and hmac.compare_digest(
-            presented.encode(), self.csrf_token.encode()  # type: ignore[union-attr]
+            presented.encode(),
+            self.csrf_token.encode(),  # type: ignore[union-attr]
         )
 
 

@@ -119,11 +119,13 @@ def verify_page():
     except AuthError as err:
         g.auth_error = err
         alert = alert_for(err, g.get("request_id"))
-        return _render("verify.html", err.status, err.headers, alert=alert,
-                       form=Form.empty(EMAIL_FIELDS))
+        return _render(
+            "verify.html", err.status, err.headers, alert=alert, form=Form.empty(EMAIL_FIELDS)
+        )
     signed_in = _signed_in() is not None
-    return _render("verify.html", confirmed=True, signed_in=signed_in,
-                   form=Form.empty(EMAIL_FIELDS))
+    return _render(
+        "verify.html", confirmed=True, signed_in=signed_in, form=Form.empty(EMAIL_FIELDS)
+    )
 
 
 @bp.post("/verify/resend")
@@ -165,8 +167,14 @@ def forgot_page():
 
 def _reset_link_failed(err: AuthError):
     g.auth_error = err
-    return _render("reset.html", err.status, err.headers, form=Form.empty(RESET_FIELDS),
-                   link_alert=alert_for(err, g.get("request_id")), token="")
+    return _render(
+        "reset.html",
+        err.status,
+        err.headers,
+        form=Form.empty(RESET_FIELDS),
+        link_alert=alert_for(err, g.get("request_id")),
+        token="",
+    )
 
 
 @bp.route("/reset", methods=["GET", "POST"])
@@ -259,6 +267,12 @@ def outbox_page():
     for message in read_outbox(settings.data_dir / OUTBOX_DIR):
         body = message.get_body(preferencelist=("plain",))
         text = body.get_content() if body is not None else ""
-        messages.append({"to": message["To"], "subject": message["Subject"],
-                         "date": message["Date"], "lines": _linked(text)})
+        messages.append(
+            {
+                "to": message["To"],
+                "subject": message["Subject"],
+                "date": message["Date"],
+                "lines": _linked(text),
+            }
+        )
     return _render("outbox.html", messages=messages, smtp=bool(settings.smtp_url))

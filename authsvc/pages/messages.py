@@ -134,8 +134,10 @@ def alert_for(err: AuthError, request_id: str | None, email: str | None = None) 
     if isinstance(err, LinkInvalid):
         return Alert(
             "This link does not work",
-            ["It was already used, it has expired, or it was copied incompletely. "
-             "Ask for a new one."],
+            [
+                "It was already used, it has expired, or it was copied incompletely. "
+                "Ask for a new one."
+            ],
             code,
             request_id,
         )
@@ -144,8 +146,9 @@ def alert_for(err: AuthError, request_id: str | None, email: str | None = None) 
     if isinstance(err, RateLimited):
         wait = err.details.get("retry_after")
         when = f"in {wait} seconds" if wait else "in a little while"
-        return Alert("Too many attempts", [f"For your security, try again {when}."], code,
-                     request_id)
+        return Alert(
+            "Too many attempts", [f"For your security, try again {when}."], code, request_id
+        )
     if isinstance(err, DatabaseUnavailable):
         return Alert(
             "We can't reach our database right now",

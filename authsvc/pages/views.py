@@ -136,8 +136,13 @@ def _failed(template: str, form: Form, err: AuthError, email: str | None = None,
 
 def _error_page(status: int, alert: Alert, headers: dict[str, str] | None = None):
     # After a failed POST, offer the form again (never /logout: it has no page of its own).
-    forms = (url_for(".signup_page"), url_for(".login_page"), url_for(".account"),
-             url_for(".forgot_page"), url_for(".upgrade_page"))
+    forms = (
+        url_for(".signup_page"),
+        url_for(".login_page"),
+        url_for(".account"),
+        url_for(".forgot_page"),
+        url_for(".upgrade_page"),
+    )
     back = request.path if request.method == "POST" and request.path in forms else None
     return _render("error.html", status, headers, alert=alert, back=back)
 
@@ -342,9 +347,7 @@ def account():
     form = Form.posted(PROFILE_FIELDS)
     # Send only what changed; a cleared field is sent empty so the schema explains the rule.
     changes = {
-        name: value.strip()
-        for name, value in form.values.items()
-        if value.strip() != current[name]
+        name: value.strip() for name, value in form.values.items() if value.strip() != current[name]
     }
     try:
         body = _load(ProfileUpdateSchema(), changes)

@@ -108,9 +108,7 @@ def revoke_sessions(stores: Stores, origin: audit.Origin, user_id: UUID) -> int:
     return revoked
 
 
-def set_role(
-    stores: Stores, origin: audit.Origin, user_id: UUID, role: str, held: bool
-) -> Account:
+def set_role(stores: Stores, origin: audit.Origin, user_id: UUID, role: str, held: bool) -> Account:
     """Grant (held=True) or take back a role."""
     if role not in ROLES:
         raise ValidationFailed(details={"role": [f"Use one of: {', '.join(sorted(ROLES))}."]})

@@ -155,8 +155,10 @@ def upgrade(
     audit.record(ctx.stores, ctx.origin, audit.USER_UPGRADED, user_id)
     log.info("anonymous account upgraded", extra={"user_id": str(user_id)})
     # The upgrade has landed: what follows is retried briefly rather than failed at once.
-    _retried("ending earlier sessions",
-             lambda: ctx.stores.sessions.revoke_user_sessions(user_id, "upgraded"))
+    _retried(
+        "ending earlier sessions",
+        lambda: ctx.stores.sessions.revoke_user_sessions(user_id, "upgraded"),
+    )
     links.send_verification(ctx, user_id)
     user = _retried("reading the user back", lambda: sessions.me(ctx.stores, user_id))
     session = _retried(

@@ -115,9 +115,7 @@ def _plain(value: Any) -> Any:
 
 def clean_details(details: dict[str, Any]) -> dict[str, Any]:
     """Details with secret-looking keys dropped and every value made plain."""
-    return {
-        str(k)[:64]: _plain(v) for k, v in details.items() if not _SECRET_KEY.search(str(k))
-    }
+    return {str(k)[:64]: _plain(v) for k, v in details.items() if not _SECRET_KEY.search(str(k))}
 
 
 def record(

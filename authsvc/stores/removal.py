@@ -49,8 +49,7 @@ def remove_in_order(
             if attempt < PROFILE_ATTEMPTS:
                 time.sleep(PROFILE_PAUSE)
     log.error(
-        "the identity is removed but its profile remains; `authsvc reconcile --repair` removes "
-        "it",
+        "the identity is removed but its profile remains; `authsvc reconcile --repair` removes it",
         extra={"user_id": str(user_id)},
     )
     return False

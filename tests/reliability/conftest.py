@@ -31,13 +31,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if "chaos_seed" in dict(getattr(r, "user_properties", ()))
     ]
     if failed:
-        terminalreporter.write_sep("=", "reliability: seeds of the failed randomized runs",
-                                   red=True)
+        terminalreporter.write_sep(
+            "=", "reliability: seeds of the failed randomized runs", red=True
+        )
         for nodeid, seed in dict.fromkeys(failed):
             terminalreporter.write_line(f"{nodeid}: seed {seed}; replay it with")
-            terminalreporter.write_line(
-                f"  AUTHSVC_CHAOS_SEED={seed} python -m pytest '{nodeid}'"
-            )
+            terminalreporter.write_line(f"  AUTHSVC_CHAOS_SEED={seed} python -m pytest '{nodeid}'")
 
 
 @pytest.fixture
@@ -66,8 +65,9 @@ class Services:
         self.root = root
         self.running: dict[str, Gunicorn] = {}
 
-    def get(self, layout: Layout, name: str = "",
-            extra_env: dict[str, str] | None = None) -> Gunicorn:
+    def get(
+        self, layout: Layout, name: str = "", extra_env: dict[str, str] | None = None
+    ) -> Gunicorn:
         key = f"{layout.name}{'-' + name if name else ''}"
         service = self.running.get(key)
         if service is None:
@@ -93,8 +93,13 @@ def services(state_dir: Path) -> Iterator[Services]:
 
 
 @pytest.fixture(params=["one", "split"])
-def layout(request: pytest.FixtureRequest, owner_url: str, database_url: str,
-           split_owner_urls: tuple[str, str], split_urls: tuple[str, str]) -> Layout:
+def layout(
+    request: pytest.FixtureRequest,
+    owner_url: str,
+    database_url: str,
+    split_owner_urls: tuple[str, str],
+    split_urls: tuple[str, str],
+) -> Layout:
     """Both layouts on the session's shared cluster; tests/conftest.py empties the tables
     before each test (this fixture asks for database_url and split_urls)."""
     if request.param == "one":
@@ -143,8 +148,16 @@ def outage_layouts(outage_clusters: tuple[PgServer, PgServer]) -> dict[str, Layo
     migrate(app_url, auth_url)
     one_service = a.service_url(one)
     return {
-        "one": Layout("outage-one", one, one, one_service, one_service,
-                      app_server=a, auth_server=a),
-        "split": Layout("outage-split", app_url, auth_url, a.service_url(app_url),
-                        b.service_url(auth_url), app_server=a, auth_server=b),
+        "one": Layout(
+            "outage-one", one, one, one_service, one_service, app_server=a, auth_server=a
+        ),
+        "split": Layout(
+            "outage-split",
+            app_url,
+            auth_url,
+            a.service_url(app_url),
+            b.service_url(auth_url),
+            app_server=a,
+            auth_server=b,
+        ),
     }

@@ -54,10 +54,19 @@ def start_server(server: PgServer) -> None:
         return
     port = json.loads((server.data_dir / "embedded.json").read_text())["port"]
     embedded._run(
-        [str(embedded.find_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "30",
-         "-l", str(pgdata / "server.log"),
-         "-o", f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
-         "start"],
+        [
+            str(embedded.find_bin_dir() / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(pgdata / "server.log"),
+            "-o",
+            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+            "start",
+        ],
         embedded._run_as(),
     )
 
@@ -133,12 +142,17 @@ class Layout:
 
     def trace(self, email: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(identity, profile) rows of `email`, either may be None."""
-        ident = self.rows(self.auth_url, "SELECT id, signup_state FROM auth.users "
-                          "WHERE lower(email) = lower(%s)", (email,))
-        prof = self.rows(self.app_url, "SELECT id, email FROM public.users "
-                         "WHERE lower(email) = lower(%s)"
-                         + (" OR id = %s" if ident else ""),
-                         (email, ident[0]["id"]) if ident else (email,))
+        ident = self.rows(
+            self.auth_url,
+            "SELECT id, signup_state FROM auth.users WHERE lower(email) = lower(%s)",
+            (email,),
+        )
+        prof = self.rows(
+            self.app_url,
+            "SELECT id, email FROM public.users "
+            "WHERE lower(email) = lower(%s)" + (" OR id = %s" if ident else ""),
+            (email, ident[0]["id"]) if ident else (email,),
+        )
         return (ident[0] if ident else None), (prof[0] if prof else None)
 
     def active_backends(self, prefix: str) -> list[dict[str, Any]]:
@@ -146,14 +160,16 @@ class Layout:
         `prefix`."""
         out: list[dict[str, Any]] = []
         for url in {self.app_url, self.auth_url}:
-            out.extend(self.rows(
-                url,
-                "SELECT pid, client_port, current_setting('port')::int AS server_port, query "
-                "FROM pg_stat_activity "
-                "WHERE application_name = 'authsvc' AND state = 'active' "
-                "AND datname = current_database() AND query LIKE %s",
-                (prefix + "%",),
-            ))
+            out.extend(
+                self.rows(
+                    url,
+                    "SELECT pid, client_port, current_setting('port')::int AS server_port, query "
+                    "FROM pg_stat_activity "
+                    "WHERE application_name = 'authsvc' AND state = 'active' "
+                    "AND datname = current_database() AND query LIKE %s",
+                    (prefix + "%",),
+                )
+            )
         return out
 
 
@@ -257,21 +273,35 @@ class CliResult:
         return json.loads(self.stdout.strip().splitlines()[-1])
 
 
-def cli(layout_env: dict[str, str], *args: str, data_dir: Path,
-        extra_env: dict[str, str] | None = None, timeout: float = 180) -> CliResult:
+def cli(
+    layout_env: dict[str, str],
+    *args: str,
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 180,
+) -> CliResult:
     """`authsvc <args>` as a subprocess with the layout's settings (behind PgBouncer under
     AUTHSVC_TEST_POOLER=pgbouncer)."""
     settings = service_env(data_dir, **{**layout_env, **(extra_env or {})})
     env = clean_env(**pgbouncer.route(settings))
     proc = subprocess.run(
         [sys.executable, "-m", "authsvc.cli", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def reconcile(layout: Layout, *args: str, data_dir: Path, grace: int | None = 0,
-              extra_env: dict[str, str] | None = None) -> CliResult:
+def reconcile(
+    layout: Layout,
+    *args: str,
+    data_dir: Path,
+    grace: int | None = 0,
+    extra_env: dict[str, str] | None = None,
+) -> CliResult:
     env = dict(extra_env or {})
     if grace is not None:
         env["AUTHSVC_RECONCILE_GRACE_SECONDS"] = str(grace)

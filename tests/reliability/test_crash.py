@@ -48,16 +48,24 @@ def test_a_worker_killed_mid_signup_leaves_at_most_a_pending_identity_that_recon
     repaired = reconcile(layout, "--repair", "--json", data_dir=state_dir)
     assert repaired.code == 0, repaired
     assert layout.trace(email) == (None, None)
-    assert layout.drift() == {"identities_without_profile": 0, "profiles_without_identity": 0,
-                              "pending_identities": 0}
+    assert layout.drift() == {
+        "identities_without_profile": 0,
+        "profiles_without_identity": 0,
+        "pending_identities": 0,
+    }
     # The master replaced the worker; the service goes on.
-    wait_for(lambda: len(service.worker_pids()) == 2 and victim not in service.worker_pids(),
-             30, "gunicorn to replace the killed worker")
+    wait_for(
+        lambda: len(service.worker_pids()) == 2 and victim not in service.worker_pids(),
+        30,
+        "gunicorn to replace the killed worker",
+    )
     after = service.signup(unique_email("after-kill"))
     assert after.status == 201, after.body
-    report(f"crash[{layout.name}, {step}]: worker {victim} SIGKILLed mid-signup; before repair "
-           f"identity={identity and identity['signup_state']} profile={profile is not None}; "
-           f"reconcile exit {found.code} -> repair exit {repaired.code}")
+    report(
+        f"crash[{layout.name}, {step}]: worker {victim} SIGKILLed mid-signup; before repair "
+        f"identity={identity and identity['signup_state']} profile={profile is not None}; "
+        f"reconcile exit {found.code} -> repair exit {repaired.code}"
+    )
 
 
 def test_an_identity_insert_that_writes_no_row_fails_at_identity_create(layout, service):
@@ -77,11 +85,23 @@ def test_a_failed_compensation_leaves_a_pending_user_that_cannot_log_in_and_is_r
     """The profile comes back wrong and neither delete of the compensation works: the client
     is told the account failed, so reconcile must remove it, never complete it."""
     email = unique_email("stuck")
-    with faults.profile_email_rewritten(layout.app_url), \
-            faults.trigger(layout.app_url, "public.users", "RAISE EXCEPTION 'no delete';",
-                           when="BEFORE DELETE", name="authsvc_fault_del_profile"), \
-            faults.trigger(layout.auth_url, "auth.users", "RAISE EXCEPTION 'no delete';",
-                           when="BEFORE DELETE", name="authsvc_fault_del_identity"):
+    with (
+        faults.profile_email_rewritten(layout.app_url),
+        faults.trigger(
+            layout.app_url,
+            "public.users",
+            "RAISE EXCEPTION 'no delete';",
+            when="BEFORE DELETE",
+            name="authsvc_fault_del_profile",
+        ),
+        faults.trigger(
+            layout.auth_url,
+            "auth.users",
+            "RAISE EXCEPTION 'no delete';",
+            when="BEFORE DELETE",
+            name="authsvc_fault_del_identity",
+        ),
+    ):
         reply = service.signup(email)
     assert reply.status == 500 and reply.code == SignupFailed.code, reply.body
     details = reply.error["details"]

@@ -33,7 +33,8 @@ def test_the_same_key_with_another_body_is_refused_and_creates_nothing(layout, s
     other = service.signup(unique_email(), key="key-other-body")
     assert other.status == 422 and other.code == IdempotencyKeyReused.code, other.body
     same_email_other_password = service.signup(
-        first.body["data"]["user"]["email"], key="key-other-body",
+        first.body["data"]["user"]["email"],
+        key="key-other-body",
         password="another long passphrase here",
     )
     assert same_email_other_password.code == IdempotencyKeyReused.code

@@ -26,9 +26,7 @@ def _race(instances, make_request) -> list[Reply]:
         return list(pool.map(racer, range(RACERS)))
 
 
-def test_duplicate_emails_racing_across_two_instances_give_exactly_one_account(
-    layout, services
-):
+def test_duplicate_emails_racing_across_two_instances_give_exactly_one_account(layout, services):
     instances = (services.get(layout), services.get(layout, name="second"))
     assert instances[0].port != instances[1].port
     winners: list[str] = []
@@ -45,13 +43,13 @@ def test_duplicate_emails_racing_across_two_instances_give_exactly_one_account(
     assert len(layout.identities()) == ROUNDS and len(layout.profiles()) == ROUNDS
     # Losers left nothing behind: no pending identity, no stray profile (their usernames).
     assert layout.drift()["pending_identities"] == 0
-    report(f"instances[{layout.name}]: {ROUNDS} rounds x {RACERS} racers on 2 instances -> "
-           f"{ROUNDS} accounts, {ROUNDS * (RACERS - 1)} x 409 EMAIL_TAKEN")
+    report(
+        f"instances[{layout.name}]: {ROUNDS} rounds x {RACERS} racers on 2 instances -> "
+        f"{ROUNDS} accounts, {ROUNDS * (RACERS - 1)} x 409 EMAIL_TAKEN"
+    )
 
 
-def test_duplicate_usernames_racing_across_two_instances_give_exactly_one_account(
-    layout, services
-):
+def test_duplicate_usernames_racing_across_two_instances_give_exactly_one_account(layout, services):
     instances = (services.get(layout), services.get(layout, name="second"))
     for n in range(ROUNDS // 2):
         name = f"taken_{n}"

@@ -87,11 +87,16 @@ def test_database_stopped_gives_503_within_seconds_and_recovers_without_restart(
     recovery = _recovers(service, pids)
     assert service.login(existing).status == 200
     assert service.call_readyz().status == 200
-    assert layout.drift() == {"identities_without_profile": 0, "profiles_without_identity": 0,
-                              "pending_identities": 0}
-    report(f"outage[{layout.name}]: database stopped -> /readyz 503 in {ready.elapsed:.1f} s, "
-           f"signup 503 in {signup.elapsed:.1f} s, login 503 in {login.elapsed:.1f} s; "
-           f"first success {recovery:.1f} s after restart, same workers")
+    assert layout.drift() == {
+        "identities_without_profile": 0,
+        "profiles_without_identity": 0,
+        "pending_identities": 0,
+    }
+    report(
+        f"outage[{layout.name}]: database stopped -> /readyz 503 in {ready.elapsed:.1f} s, "
+        f"signup 503 in {signup.elapsed:.1f} s, login 503 in {login.elapsed:.1f} s; "
+        f"first success {recovery:.1f} s after restart, same workers"
+    )
 
 
 @pytest.mark.parametrize("down", ["auth", "profile"])
@@ -129,10 +134,15 @@ def test_one_database_of_a_split_deployment_down_gives_a_clear_503_and_no_half_u
         start_server(stopped)
     _recovers(service, pids)
     assert layout.trace(email) == (None, None)
-    assert layout.drift() == {"identities_without_profile": 0, "profiles_without_identity": 0,
-                              "pending_identities": 0}
-    report(f"outage[split, {down} database down]: signup 503 in {reply.elapsed:.1f} s naming "
-           f"{reply.error['details']['database']}, nothing left in the other database")
+    assert layout.drift() == {
+        "identities_without_profile": 0,
+        "profiles_without_identity": 0,
+        "pending_identities": 0,
+    }
+    report(
+        f"outage[split, {down} database down]: signup 503 in {reply.elapsed:.1f} s naming "
+        f"{reply.error['details']['database']}, nothing left in the other database"
+    )
 
 
 def test_a_keyed_signup_cut_off_by_the_auth_database_still_names_its_step(
@@ -169,11 +179,14 @@ def test_connections_the_server_killed_are_replaced_without_a_503(layout, servic
     with ThreadPoolExecutor(16) as pool:  # grow both workers' pools past one connection
         warm = list(pool.map(lambda _: service.signup(unique_email("warm")), range(16)))
     assert all(r.status == 201 for r in warm)
-    killed = sum(faults.terminate_service_backends(url)
-                 for url in {layout.app_url, layout.auth_url})
+    killed = sum(
+        faults.terminate_service_backends(url) for url in {layout.app_url, layout.auth_url}
+    )
     assert killed >= 2
     replies = [service.signup(unique_email("after-terminate")) for _ in range(8)]
     assert [r.status for r in replies] == [201] * 8, [r.body for r in replies]
     assert service.login(warm[0].body["data"]["user"]["email"]).status == 200
-    report(f"terminate[{layout.name}]: {killed} service connections killed; the next 8 "
-           f"signups all 201, slowest {max(r.elapsed for r in replies):.2f} s")
+    report(
+        f"terminate[{layout.name}]: {killed} service connections killed; the next 8 "
+        f"signups all 201, slowest {max(r.elapsed for r in replies):.2f} s"
+    )

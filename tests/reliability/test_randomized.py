@@ -50,10 +50,24 @@ def _compensation_blocked(lay: Layout) -> AbstractContextManager[None]:
     """The profile comes back wrong, and both deletes of the compensation are refused."""
     stack = ExitStack()
     stack.enter_context(faults.profile_email_rewritten(lay.app_url))
-    stack.enter_context(faults.trigger(lay.app_url, "public.users", "RAISE EXCEPTION 'no';",
-                                       when="BEFORE DELETE", name="authsvc_fault_del_p"))
-    stack.enter_context(faults.trigger(lay.auth_url, "auth.users", "RAISE EXCEPTION 'no';",
-                                       when="BEFORE DELETE", name="authsvc_fault_del_i"))
+    stack.enter_context(
+        faults.trigger(
+            lay.app_url,
+            "public.users",
+            "RAISE EXCEPTION 'no';",
+            when="BEFORE DELETE",
+            name="authsvc_fault_del_p",
+        )
+    )
+    stack.enter_context(
+        faults.trigger(
+            lay.auth_url,
+            "auth.users",
+            "RAISE EXCEPTION 'no';",
+            when="BEFORE DELETE",
+            name="authsvc_fault_del_i",
+        )
+    )
     return stack
 
 
@@ -62,8 +76,15 @@ def _profile_delete_refused(lay: Layout) -> AbstractContextManager[None]:
     identity goes): across two databases that leaves a profile without an identity."""
     stack = ExitStack()
     stack.enter_context(faults.profile_email_rewritten(lay.app_url))
-    stack.enter_context(faults.trigger(lay.app_url, "public.users", "RAISE EXCEPTION 'no';",
-                                       when="BEFORE DELETE", name="authsvc_fault_del_p"))
+    stack.enter_context(
+        faults.trigger(
+            lay.app_url,
+            "public.users",
+            "RAISE EXCEPTION 'no';",
+            when="BEFORE DELETE",
+            name="authsvc_fault_del_p",
+        )
+    )
     return stack
 
 
@@ -71,42 +92,68 @@ def _profile_delete_refused(lay: Layout) -> AbstractContextManager[None]:
 PLAIN: dict[str, tuple[Callable[[Layout], AbstractContextManager[Any]], str, str]] = {
     "identity_trigger_raises": (
         lambda lay: faults.trigger(lay.auth_url, "auth.users", "RAISE EXCEPTION 'refused';"),
-        "identity_create", "trigger_raised"),
+        "identity_create",
+        "trigger_raised",
+    ),
     "identity_trigger_returns_null": (
         lambda lay: faults.trigger(lay.auth_url, "auth.users", "RETURN NULL;"),
-        "identity_create", "no_row_written"),
+        "identity_create",
+        "no_row_written",
+    ),
     "identity_not_valid_check": (
         lambda lay: faults.not_valid_check(lay.auth_url, "auth.users"),
-        "identity_create", "check_violation"),
+        "identity_create",
+        "check_violation",
+    ),
     "profile_trigger_raises": (
         lambda lay: faults.profile_insert_raises(lay.app_url),
-        "profile_insert", "trigger_raised"),
+        "profile_insert",
+        "trigger_raised",
+    ),
     "profile_trigger_returns_null": (
         lambda lay: faults.profile_insert_returns_null(lay.app_url),
-        "profile_verify", "no_row_returned"),
+        "profile_verify",
+        "no_row_returned",
+    ),
     "profile_not_valid_check": (
         lambda lay: faults.not_valid_check(lay.app_url),
-        "profile_insert", "check_violation"),
+        "profile_insert",
+        "check_violation",
+    ),
     "profile_rewritten_by_trigger": (
         lambda lay: faults.profile_email_rewritten(lay.app_url),
-        "profile_verify", "email_mismatch"),
+        "profile_verify",
+        "email_mismatch",
+    ),
     "complete_trigger_raises": (
-        lambda lay: faults.trigger(lay.auth_url, "auth.users", "RAISE EXCEPTION 'refused';",
-                                   when="BEFORE UPDATE"),
-        "complete", "trigger_raised"),
+        lambda lay: faults.trigger(
+            lay.auth_url, "auth.users", "RAISE EXCEPTION 'refused';", when="BEFORE UPDATE"
+        ),
+        "complete",
+        "trigger_raised",
+    ),
     # The service's role refused by the database (it is no superuser and owns no table).
     "profile_rls_without_insert_policy": (
         lambda lay: faults.rls_refuses_insert(lay.app_url),
-        "profile_insert", "permission_denied"),
+        "profile_insert",
+        "permission_denied",
+    ),
     "profile_insert_revoked": (
         lambda lay: faults.revoked(lay.app_url, "INSERT", "public.users"),
-        "profile_insert", "permission_denied"),
+        "profile_insert",
+        "permission_denied",
+    ),
     "complete_update_revoked": (
         lambda lay: faults.revoked(lay.auth_url, "UPDATE", "auth.users"),
-        "complete", "permission_denied"),
+        "complete",
+        "permission_denied",
+    ),
     "compensation_deletes_refused": (_compensation_blocked, "profile_verify", "email_mismatch"),
     "compensation_profile_delete_refused": (
-        _profile_delete_refused, "profile_verify", "email_mismatch"),
+        _profile_delete_refused,
+        "profile_verify",
+        "email_mismatch",
+    ),
 }
 HELD_STEPS = ("identity_create", "profile_insert", "complete")
 INJECTIONS = ("pg_terminate_backend", "database_stopped", "worker_sigkill")
@@ -219,12 +266,12 @@ class Run:
                 gate.release()
                 done = [f.result() for f in futures]
                 assert sum(a.no_answer for a in done) == owners[victim], [
-                    a.describe() for a in done]
+                    a.describe() for a in done
+                ]
         self.faults[injection] += len(batch)
         for a in done:
             if a.kind == "during_outage":
-                assert a.status == 503 and a.reply.code == DatabaseUnavailable.code, (
-                    a.describe())
+                assert a.status == 503 and a.reply.code == DatabaseUnavailable.code, a.describe()
             elif injection == "worker_sigkill":
                 assert a.no_answer or a.status == 201, a.describe()
             elif a.status == 500:
@@ -232,15 +279,15 @@ class Run:
                 assert a.reply.error["details"]["step"] == step, a.describe()
                 assert a.reply.error["details"]["reason"] == "connection_lost", a.describe()
             else:
-                assert a.status == 503 and a.reply.code == DatabaseUnavailable.code, (
-                    a.describe())
+                assert a.status == 503 and a.reply.code == DatabaseUnavailable.code, a.describe()
         if injection == "worker_sigkill":
             self.service.wait_ready()
         # What did not get a 201 is not an account, now (before any reconcile) either; the one
         # exception: a killed signup whose final UPDATE landed after its client was gone.
         lost_after_complete = self.layout.split and step == "complete"
-        self.cannot_log_in([a for a in done if a.status != 201
-                            and not (a.no_answer and lost_after_complete)])
+        self.cannot_log_in(
+            [a for a in done if a.status != 201 and not (a.no_answer and lost_after_complete)]
+        )
 
     def cannot_log_in(self, attempts: list[Attempt]) -> None:
         for a in attempts:
@@ -279,9 +326,14 @@ def test_randomized_signups_under_faults_never_leave_half_a_user(
     chaos(layout, service, state_dir, _schedule, chaos_seed)
 
 
-def chaos(layout: Layout, service: Gunicorn, state_dir: Any,
-          schedule: Callable[[random.Random], list[tuple[str, ...]]], seed: int,
-          cli_env: dict[str, str] | None = None) -> None:
+def chaos(
+    layout: Layout,
+    service: Gunicorn,
+    state_dir: Any,
+    schedule: Callable[[random.Random], list[tuple[str, ...]]],
+    seed: int,
+    cli_env: dict[str, str] | None = None,
+) -> None:
     """Signups along `schedule` (drawn with `seed`), then `authsvc reconcile --repair` (with
     `cli_env` over the layout's settings), then the guarantee checked with plain SQL and real
     logins; the counts go to the run's report."""
@@ -297,24 +349,26 @@ def chaos(layout: Layout, service: Gunicorn, state_dir: Any,
             else:
                 run.held(spec[1], spec[2])
         except AssertionError as exc:
-            raise AssertionError(f"seed {seed}, round {i} {spec}: {exc}\n"
-                                 f"{service.log_tail()}") from exc
+            raise AssertionError(
+                f"seed {seed}, round {i} {spec}: {exc}\n{service.log_tail()}"
+            ) from exc
     traffic = time.monotonic() - started
 
     before = layout.drift()
     found = reconcile(layout, "--json", data_dir=state_dir, extra_env=cli_env)
     assert found.code == (1 if any(before.values()) else 0), found
-    assert found.json["identities_without_profile"]["count"] == before[
-        "identities_without_profile"]
-    assert found.json["profiles_without_identity"]["count"] == before[
-        "profiles_without_identity"]
+    assert found.json["identities_without_profile"]["count"] == before["identities_without_profile"]
+    assert found.json["profiles_without_identity"]["count"] == before["profiles_without_identity"]
     repair_started = time.monotonic()
     repaired = reconcile(layout, "--repair", "--json", data_dir=state_dir, extra_env=cli_env)
     repair_seconds = time.monotonic() - repair_started
     assert repaired.code == 0, repaired
     after = layout.drift()
-    assert after == {"identities_without_profile": 0, "profiles_without_identity": 0,
-                     "pending_identities": 0}, after
+    assert after == {
+        "identities_without_profile": 0,
+        "profiles_without_identity": 0,
+        "pending_identities": 0,
+    }, after
 
     # Per signup: 201 -> a whole user who can log in; anything else -> no trace (or, killed
     # after its last statement was sent, a whole user).
@@ -347,23 +401,29 @@ def chaos(layout: Layout, service: Gunicorn, state_dir: Any,
         assert again.status == 201 and again.user_id == a.reply.user_id, again.body
 
     outcomes = Counter(
-        "no answer (worker killed)" if a.no_answer
+        "no answer (worker killed)"
+        if a.no_answer
         else f"{a.status} {a.reply.code or ''}".strip()
-        + (f" at {a.reply.error['details']['step']}" if a.reply.code == SignupFailed.code
-           else "")
+        + (f" at {a.reply.error['details']['step']}" if a.reply.code == SignupFailed.code else "")
         for a in run.attempts
     )
-    report(f"randomized[{layout.name}] seed {seed}: {len(run.attempts)} signups tried in "
-           f"{traffic:.0f} s, {len(accounts)} accounts; all {len(accounts)} logged in; "
-           f"{len(replays)} idempotent replays")
-    report("  faults injected (signups under each): "
-           + ", ".join(f"{k}={v}" for k, v in sorted(run.faults.items())))
+    report(
+        f"randomized[{layout.name}] seed {seed}: {len(run.attempts)} signups tried in "
+        f"{traffic:.0f} s, {len(accounts)} accounts; all {len(accounts)} logged in; "
+        f"{len(replays)} idempotent replays"
+    )
+    report(
+        "  faults injected (signups under each): "
+        + ", ".join(f"{k}={v}" for k, v in sorted(run.faults.items()))
+    )
     report("  outcomes: " + ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())))
-    report(f"  orphans before repair: identities without profile "
-           f"{before['identities_without_profile']}, profiles without identity "
-           f"{before['profiles_without_identity']}, pending identities "
-           f"{before['pending_identities']}; "
-           f"after `authsvc reconcile --repair` ({repair_seconds:.1f} s, exit "
-           f"{repaired.code}, repaired {repaired.json['repaired']}): "
-           f"{after['identities_without_profile']}, {after['profiles_without_identity']}, "
-           f"{after['pending_identities']}")
+    report(
+        f"  orphans before repair: identities without profile "
+        f"{before['identities_without_profile']}, profiles without identity "
+        f"{before['profiles_without_identity']}, pending identities "
+        f"{before['pending_identities']}; "
+        f"after `authsvc reconcile --repair` ({repair_seconds:.1f} s, exit "
+        f"{repaired.code}, repaired {repaired.json['repaired']}): "
+        f"{after['identities_without_profile']}, {after['profiles_without_identity']}, "
+        f"{after['pending_identities']}"
+    )

@@ -45,8 +45,9 @@ def drift_layout(request, pg, scratch_url, split_owner_urls, split_urls) -> Iter
     layout.truncate()
 
 
-def add_identity(layout: Layout, email: str, state: str, age: str = OLD,
-                 meta: dict | None = None) -> str:
+def add_identity(
+    layout: Layout, email: str, state: str, age: str = OLD, meta: dict | None = None
+) -> str:
     user_id = str(uuid.uuid4())
     with psycopg.connect(layout.auth_url, autocommit=True) as conn:
         conn.execute(
@@ -57,8 +58,9 @@ def add_identity(layout: Layout, email: str, state: str, age: str = OLD,
     return user_id
 
 
-def add_profile(layout: Layout, user_id: str, email: str, age: str = OLD,
-                username: str | None = None) -> None:
+def add_profile(
+    layout: Layout, user_id: str, email: str, age: str = OLD, username: str | None = None
+) -> None:
     with psycopg.connect(layout.app_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO public.users (id, email, username, created_at) "
@@ -75,8 +77,13 @@ def test_reconcile_on_a_clean_database_exits_0_with_the_documented_json(drift_la
     result = reconcile(drift_layout, "--json", data_dir=tmp_path, grace=None)
     assert result.code == 0, result
     body = result.json
-    assert {"identities_without_profile", "profiles_without_identity", "repaired",
-            "grace_seconds", "elapsed_ms"} <= set(body)
+    assert {
+        "identities_without_profile",
+        "profiles_without_identity",
+        "repaired",
+        "grace_seconds",
+        "elapsed_ms",
+    } <= set(body)
     assert body["identities_without_profile"] == {"count": 0, "ids": []}
     assert body["profiles_without_identity"] == {"count": 0, "ids": []}
     assert body["repaired"] == {}
@@ -86,8 +93,12 @@ def test_reconcile_on_a_clean_database_exits_0_with_the_documented_json(drift_la
 
 def test_reconcile_finds_drift_both_ways_and_repair_settles_it(drift_layout, tmp_path):
     lay = drift_layout
-    acknowledged = add_identity(lay, "acked@example.com", "complete",
-                                meta={"username": "restored", "display_name": "Restored"})
+    acknowledged = add_identity(
+        lay,
+        "acked@example.com",
+        "complete",
+        meta={"username": "restored", "display_name": "Restored"},
+    )
     abandoned = add_identity(lay, "abandoned@example.com", "pending")
     unfinished = add_identity(lay, "unfinished@example.com", "pending")
     add_profile(lay, unfinished, "unfinished@example.com")
@@ -115,15 +126,20 @@ def test_reconcile_finds_drift_both_ways_and_repair_settles_it(drift_layout, tmp
     repaired = reconcile(lay, "--repair", "--json", data_dir=tmp_path, grace=None)
     assert repaired.code == 0, repaired
     assert repaired.json["repaired"] == {
-        "profiles_created": 1, "identities_removed": 2, "profiles_removed": 1,
+        "profiles_created": 1,
+        "identities_removed": 2,
+        "profiles_removed": 1,
     }
     assert repaired.json["remaining"] == 0
     identities = {str(r["id"]): r for r in lay.identities().values()}
     profiles = {str(k): v for k, v in lay.profiles().items()}
     # The acknowledged account got its profile back, with its username.
     assert acknowledged in identities and acknowledged in profiles
-    restored = lay.rows(lay.app_url, "SELECT username, display_name FROM public.users "
-                        "WHERE id = %s", (acknowledged,))
+    restored = lay.rows(
+        lay.app_url,
+        "SELECT username, display_name FROM public.users WHERE id = %s",
+        (acknowledged,),
+    )
     assert restored == [{"username": "restored", "display_name": "Restored"}]
     # What was never acknowledged is gone, profile and all.
     for gone in (abandoned, unfinished):
@@ -143,8 +159,9 @@ def test_repair_gives_a_profile_back_even_when_the_metadata_is_not_an_object(
     lay = drift_layout
     user_id = add_identity(lay, "odd@example.com", "complete")
     with psycopg.connect(lay.auth_url, autocommit=True) as conn:
-        conn.execute("UPDATE auth.users SET raw_user_meta_data = '\"odd\"' WHERE id = %s",
-                     (user_id,))
+        conn.execute(
+            "UPDATE auth.users SET raw_user_meta_data = '\"odd\"' WHERE id = %s", (user_id,)
+        )
     repaired = reconcile(lay, "--repair", "--json", data_dir=tmp_path, grace=None)
     assert repaired.code == 0, repaired
     assert repaired.json["repaired"]["profiles_created"] == 1
@@ -179,10 +196,15 @@ def test_ids_are_capped_at_1000_while_counts_stay_exact(drift_layout, tmp_path):
     assert repaired.code == 0, repaired
     assert repaired.json["repaired"]["identities_removed"] == 1500
     assert repaired.json["repaired"]["profiles_removed"] == 1200
-    assert lay.drift() == {"identities_without_profile": 0, "profiles_without_identity": 0,
-                           "pending_identities": 0}
-    report(f"reconcile[{lay.name}]: 1500 identities + 1200 profiles adrift, ids capped at 1000; "
-           f"scan {body['elapsed_ms']} ms, repair {repaired.json['elapsed_ms']} ms")
+    assert lay.drift() == {
+        "identities_without_profile": 0,
+        "profiles_without_identity": 0,
+        "pending_identities": 0,
+    }
+    report(
+        f"reconcile[{lay.name}]: 1500 identities + 1200 profiles adrift, ids capped at 1000; "
+        f"scan {body['elapsed_ms']} ms, repair {repaired.json['elapsed_ms']} ms"
+    )
 
 
 def test_reconcile_counts_exactly_across_many_scan_batches(drift_layout, tmp_path):
@@ -210,8 +232,10 @@ def test_reconcile_counts_exactly_across_many_scan_batches(drift_layout, tmp_pat
     assert _ids(found.json["identities_without_profile"]) == lonely
     assert found.json["profiles_without_identity"]["count"] == 30
     assert _ids(found.json["profiles_without_identity"]) == orphans
-    report(f"reconcile[{lay.name}]: 25,060 identities / 25,030 profiles scanned in "
-           f"{found.json['elapsed_ms']} ms, drift found exactly (30 + 30)")
+    report(
+        f"reconcile[{lay.name}]: 25,060 identities / 25,030 profiles scanned in "
+        f"{found.json['elapsed_ms']} ms, drift found exactly (30 + 30)"
+    )
 
 
 def test_reconcile_exits_1_when_drift_remains_after_repair(drift_layout, tmp_path):
@@ -231,19 +255,25 @@ def test_reconcile_exits_1_when_drift_remains_after_repair(drift_layout, tmp_pat
 def test_reconcile_exits_2_when_it_cannot_run(pg, tmp_path):
     closed = f"postgresql://authsvc:x@127.0.0.1:{free_port()}/authsvc"
     started = time.monotonic()
-    down = cli({"DATABASE_URL": closed}, "reconcile", "--json", data_dir=tmp_path,
-               extra_env={"AUTHSVC_DB_POOL_TIMEOUT": "2"})
+    down = cli(
+        {"DATABASE_URL": closed},
+        "reconcile",
+        "--json",
+        data_dir=tmp_path,
+        extra_env={"AUTHSVC_DB_POOL_TIMEOUT": "2"},
+    )
     elapsed = time.monotonic() - started
     assert down.code == 2, down
     assert "error" in json.loads(down.stdout)
     assert "reconcile could not run" in down.stderr
     unmigrated = pg.create_database("authsvc_unmigrated")
-    empty = cli({"DATABASE_URL": unmigrated}, "reconcile", "--repair", "--json",
-                data_dir=tmp_path)
+    empty = cli({"DATABASE_URL": unmigrated}, "reconcile", "--repair", "--json", data_dir=tmp_path)
     assert empty.code == 2, empty
     assert "error" in json.loads(empty.stdout)
-    report(f"reconcile with no database listening: exit 2 after {elapsed:.1f} s "
-           "(AUTHSVC_DB_POOL_TIMEOUT=2)")
+    report(
+        f"reconcile with no database listening: exit 2 after {elapsed:.1f} s "
+        "(AUTHSVC_DB_POOL_TIMEOUT=2)"
+    )
 
 
 def test_doctor_reports_the_drift_counts(drift_layout, tmp_path):
@@ -262,4 +292,3 @@ def test_doctor_reports_the_drift_counts(drift_layout, tmp_path):
     line = next(x for x in healthy.stdout.splitlines() if " drift:" in x)
     assert line.startswith("ok") and "identities without profile: 0" in line
     assert healthy.code == 0, healthy.stdout
-

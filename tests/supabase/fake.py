@@ -460,14 +460,26 @@ class FakeSupabase:
     def _session(self, user: dict[str, Any]) -> dict[str, Any]:
         """AccessTokenResponse (tokens.AccessTokenResponse) for `user`, now signed in."""
         expires_at = int(_now().timestamp()) + 3600
-        access = fake_jwt({"sub": user["id"], "role": "authenticated", "aud": "authenticated",
-                           "session_id": str(uuid4()), "is_anonymous": user["is_anonymous"],
-                           "exp": expires_at})
+        access = fake_jwt(
+            {
+                "sub": user["id"],
+                "role": "authenticated",
+                "aud": "authenticated",
+                "session_id": str(uuid4()),
+                "is_anonymous": user["is_anonymous"],
+                "exp": expires_at,
+            }
+        )
         self.sessions[access] = user["id"]
         user["last_sign_in_at"] = _iso(_now())
-        return {"access_token": access, "token_type": "bearer", "expires_in": 3600,
-                "expires_at": expires_at, "refresh_token": secrets.token_urlsafe(12),
-                "user": user}
+        return {
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": 3600,
+            "expires_at": expires_at,
+            "refresh_token": secrets.token_urlsafe(12),
+            "user": user,
+        }
 
     def _signup(self, request: httpx.Request) -> httpx.Response:
         """POST /signup without email or phone: SignupAnonymously (internal/api/anonymous.go,
@@ -505,23 +517,28 @@ class FakeSupabase:
         user["confirmation_token"] = hashed
         user["confirmation_sent_at"] = _iso(_now())
         shown = {k: v for k, v in user.items() if k != "confirmation_token"}
-        return auth_json(200, {
-            **shown,
-            "action_link": f"{SUPABASE_URL}/auth/v1/verify?token={hashed}&type=signup"
-                           "&redirect_to=http://localhost:3000",
-            "email_otp": otp,
-            "hashed_token": hashed,
-            "verification_type": "signup",
-            "redirect_to": "http://localhost:3000",
-        })
+        return auth_json(
+            200,
+            {
+                **shown,
+                "action_link": f"{SUPABASE_URL}/auth/v1/verify?token={hashed}&type=signup"
+                "&redirect_to=http://localhost:3000",
+                "email_otp": otp,
+                "hashed_token": hashed,
+                "verification_type": "signup",
+                "redirect_to": "http://localhost:3000",
+            },
+        )
 
     def _verify(self, request: httpx.Request) -> httpx.Response:
         """verifyPost with a token hash (internal/api/verify.go): signupVerify confirms the user
         and answers a session; an unknown or expired hash is 403 otp_expired."""
         body = json.loads(request.content)
         assert body.get("type") == "signup" and body.get("token_hash"), body
-        user = next((u for u in self.users.values()
-                     if u.get("confirmation_token") == body["token_hash"]), None)
+        user = next(
+            (u for u in self.users.values() if u.get("confirmation_token") == body["token_hash"]),
+            None,
+        )
         expired = auth_error(403, "otp_expired", "Email link is invalid or has expired")
         if user is None:
             return expired

@@ -48,16 +48,22 @@ def test_users_are_listed_from_the_admin_apis_pages_with_their_profiles(auth, fa
     page = auth.client.get(USERS, query_string={"limit": 2}, headers=ADMIN_HEADERS)
     data = page.get_json()["data"]
     assert [u["username"] for u in data["users"]] == ["anna", "bob"]
-    rest = auth.client.get(USERS, query_string={"cursor": data["next_cursor"]},
-                           headers=ADMIN_HEADERS).get_json()["data"]
+    rest = auth.client.get(
+        USERS, query_string={"cursor": data["next_cursor"]}, headers=ADMIN_HEADERS
+    ).get_json()["data"]
     assert [u["username"] for u in rest["users"]] == ["ann"] and rest["next_cursor"] is None
     found = auth.client.get(USERS, query_string={"q": "AnN"}, headers=ADMIN_HEADERS)
     assert [u["email"] for u in found.get_json()["data"]["users"]] == [
-        "anna@example.com", "ann@example.com"]
+        "anna@example.com",
+        "ann@example.com",
+    ]
     listed = fake.requests("list_users")[0]
     assert listed.url.params["per_page"] == "200" and listed.url.params["page"] == "1"
-    batched = [r.url.params["id"] for r in fake.requests("select_profiles")
-               if r.url.params.get("id", "").startswith("in.(")]
+    batched = [
+        r.url.params["id"]
+        for r in fake.requests("select_profiles")
+        if r.url.params.get("id", "").startswith("in.(")
+    ]
     assert len(batched) == 3  # one request for each page's profiles, not one per user
 
 
@@ -73,22 +79,24 @@ def test_one_user_shows_the_auth_user_and_the_profile(auth, fake):
 
 def test_a_ban_goes_to_supabase_auth_and_ends_our_sessions(auth, fake, sessions_owner_url):
     user_id, token = signup(auth, "troll@example.com")
-    answer = auth.client.post(f"{USERS}/{user_id}/ban", json={"duration_seconds": 7200},
-                              headers=ADMIN_HEADERS)
+    answer = auth.client.post(
+        f"{USERS}/{user_id}/ban", json={"duration_seconds": 7200}, headers=ADMIN_HEADERS
+    )
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["data"]["user"]["banned"] is True
     assert fake.bodies("update_user")[-1] == {"ban_duration": "7200s"}
     assert fake.users[user_id]["banned_until"] is not None
     assert auth.me(token).get_json()["error"]["code"] == TokenRevoked.code
     # Supabase Auth refuses a banned user before it looks at the password.
-    assert auth.login("troll@example.com", expect=401)["error"]["code"] == (
-        InvalidCredentials.code)
+    assert auth.login("troll@example.com", expect=401)["error"]["code"] == (InvalidCredentials.code)
     lifted = auth.client.post(f"{USERS}/{user_id}/unban", headers=ADMIN_HEADERS)
     assert lifted.get_json()["data"]["user"]["banned"] is False
     assert fake.bodies("update_user")[-1] == {"ban_duration": "none"}
     auth.login("troll@example.com")
-    assert [e["type"] for e in events(sessions_owner_url)
-            if e["type"].startswith("user_")] == ["user_banned", "user_unbanned"]
+    assert [e["type"] for e in events(sessions_owner_url) if e["type"].startswith("user_")] == [
+        "user_banned",
+        "user_unbanned",
+    ]
 
 
 def test_the_admin_role_lives_in_app_metadata(app, auth, fake):
@@ -118,11 +126,13 @@ def test_an_admin_delete_removes_the_auth_user_then_the_profile(auth, fake, sess
 
 def test_a_user_closes_their_account_with_the_password_checked_by_supabase(auth, fake):
     user_id, token = signup(auth, "me@example.com")
-    wrong = auth.client.delete("/api/v1/auth/me", json={"password": "not it, not at all"},
-                               headers=bearer(token))
+    wrong = auth.client.delete(
+        "/api/v1/auth/me", json={"password": "not it, not at all"}, headers=bearer(token)
+    )
     assert wrong.status_code == 401 and user_id in fake.users
-    answer = auth.client.delete("/api/v1/auth/me", json={"password": PASSWORD},
-                                headers=bearer(token))
+    answer = auth.client.delete(
+        "/api/v1/auth/me", json={"password": PASSWORD}, headers=bearer(token)
+    )
     assert answer.status_code == 200
     assert user_id not in fake.users and user_id not in fake.profiles
     passwords = [json.loads(r.content)["password"] for r in fake.requests("token")]
@@ -132,8 +142,9 @@ def test_a_user_closes_their_account_with_the_password_checked_by_supabase(auth,
 def test_when_supabase_auth_refuses_the_delete_nothing_is_removed(auth, fake):
     user_id, token = signup(auth, "stuck@example.com")
     fake.fail("delete_user", auth_error(500, "unexpected_failure", "Database error deleting user"))
-    answer = auth.client.delete("/api/v1/auth/me", json={"password": PASSWORD},
-                                headers=bearer(token))
+    answer = auth.client.delete(
+        "/api/v1/auth/me", json={"password": PASSWORD}, headers=bearer(token)
+    )
     assert answer.status_code == 500
     error = answer.get_json()["error"]
     assert error["code"] == DeletionFailed.code
@@ -150,7 +161,8 @@ def test_a_lost_reply_of_the_auth_delete_is_read_back(auth, fake):
         raise httpx.ReadTimeout("the answer never came", request=request)
 
     fake.fail("delete_user", deleted_but_lost)
-    answer = auth.client.delete("/api/v1/auth/me", json={"password": PASSWORD},
-                                headers=bearer(token))
+    answer = auth.client.delete(
+        "/api/v1/auth/me", json={"password": PASSWORD}, headers=bearer(token)
+    )
     assert answer.status_code == 200, answer.get_json()
     assert user_id not in fake.users

@@ -132,9 +132,7 @@ def test_doctor_finds_a_trigger_that_writes_profiles_itself(
     assert "DROP TRIGGER" in lines["triggers"]
 
 
-def test_doctor_lists_harmless_triggers_without_failing(
-    supabase_database, cli_env, fake, capsys
-):
+def test_doctor_lists_harmless_triggers_without_failing(supabase_database, cli_env, fake, capsys):
     with psycopg.connect(supabase_database, autocommit=True) as conn:
         conn.execute("DROP TRIGGER on_auth_user_created ON auth.users")
     cli_env(DATABASE_URL=supabase_database)

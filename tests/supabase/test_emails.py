@@ -37,8 +37,14 @@ def test_login_sends_supabase_auth_the_normalised_address(auth, fake):
 
 @pytest.mark.parametrize(
     "address",
-    ["ali\u200bce@example.com", "alice\u202e@example.com", "al\u2066ice@example.com",
-     "\ufeffalice@example.com", "ali\u0000ce@example.com", "alice\u0007@example.com"],
+    [
+        "ali\u200bce@example.com",
+        "alice\u202e@example.com",
+        "al\u2066ice@example.com",
+        "\ufeffalice@example.com",
+        "ali\u0000ce@example.com",
+        "alice\u0007@example.com",
+    ],
 )
 def test_an_invisible_or_control_character_never_reaches_supabase(auth, fake, address):
     body = auth.signup(address, expect=422)

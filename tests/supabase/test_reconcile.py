@@ -53,8 +53,12 @@ def test_reconcile_pages_through_users_and_profiles_and_reports_drift(
     status, result = reconcile(capsys)
     assert status == 1
     assert sorted(result["identities_without_profile"]["ids"]) == sorted(
-        [drifted["pending_alone"], drifted["complete_alone"], drifted["outsider"],
-         drifted["self_promoted"]]
+        [
+            drifted["pending_alone"],
+            drifted["complete_alone"],
+            drifted["outsider"],
+            drifted["self_promoted"],
+        ]
     )
     assert result["unfinished_signups"]["ids"] == [drifted["pending_with_profile"]]
     assert result["profiles_without_identity"]["ids"] == [drifted["orphan_profile"]]

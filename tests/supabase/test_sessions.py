@@ -140,8 +140,10 @@ def test_refresh_rotates_and_a_reused_token_ends_the_session(auth, client, fake,
     rotated = first.get_json()["data"]["session"]
     assert rotated["refresh_token"] != session["refresh_token"]
     # Past the reuse interval, a spent token presented again is theft.
-    sessions_db.execute("UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '1 minute'"
-                        " WHERE used_at IS NOT NULL")
+    sessions_db.execute(
+        "UPDATE authsvc.refresh_tokens SET used_at = used_at - interval '1 minute'"
+        " WHERE used_at IS NOT NULL"
+    )
     reused = client.post("/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]})
     assert reused.get_json()["error"]["code"] == RefreshTokenReused.code
     again = client.post("/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
@@ -208,9 +210,11 @@ def test_a_ban_in_supabase_auth_stops_me_and_refresh_at_once(auth, client, fake,
     fake.users[user_id]["banned_until"] = until.isoformat().replace("+00:00", "Z")
     me = auth.me(session["access_token"])
     assert me.status_code == 403 and me.get_json()["error"]["code"] == UserBanned.code
-    refreshed = client.post("/api/v1/auth/refresh",
-                            json={"refresh_token": session["refresh_token"]})
+    refreshed = client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]}
+    )
     assert refreshed.status_code == 403 and refreshed.get_json()["error"]["code"] == UserBanned.code
-    used = sessions_db.execute("SELECT count(*) AS n FROM authsvc.refresh_tokens "
-                               "WHERE used_at IS NOT NULL").fetchone()["n"]
+    used = sessions_db.execute(
+        "SELECT count(*) AS n FROM authsvc.refresh_tokens WHERE used_at IS NOT NULL"
+    ).fetchone()["n"]
     assert used == 0  # nothing was rotated for a banned user

@@ -21,9 +21,7 @@ class PgIdempotency:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def claim(
-        self, key: str, fingerprints: list[str], ttl_seconds: int
-    ) -> IdempotentRecord | None:
+    def claim(self, key: str, fingerprints: list[str], ttl_seconds: int) -> IdempotentRecord | None:
         """`fingerprints`: the body's, under the current key first, then under previous keys
         (a retry across a key rotation still matches)."""
         deadline = time.monotonic() + WAIT_SECONDS
@@ -41,8 +39,13 @@ class PgIdempotency:
                 "         AND authsvc.idempotency_keys.created_at "
                 "             < now() - make_interval(secs => %(abandoned)s)) "
                 "RETURNING key",
-                {"key": key, "fp": fingerprints[0], "fps": fingerprints, "ttl": ttl_seconds,
-                 "abandoned": ABANDONED_SECONDS},
+                {
+                    "key": key,
+                    "fp": fingerprints[0],
+                    "fps": fingerprints,
+                    "ttl": ttl_seconds,
+                    "abandoned": ABANDONED_SECONDS,
+                },
             )
             if row is not None:
                 return None

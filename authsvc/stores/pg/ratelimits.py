@@ -39,17 +39,27 @@ def _window(row: str, expiry: str) -> dict[str, str]:
     (one: the current window becomes the previous; more: both are empty, re-anchored now)."""
     span = f"make_interval(secs => {expiry})"
     elapsed = f"floor(extract(epoch FROM now() - {row}.window_start) / {expiry})"
-    start = (f"CASE WHEN {elapsed} <= 0 THEN {row}.window_start "
-             f"WHEN {elapsed} = 1 THEN {row}.window_start + {span} ELSE now() END")
+    start = (
+        f"CASE WHEN {elapsed} <= 0 THEN {row}.window_start "
+        f"WHEN {elapsed} = 1 THEN {row}.window_start + {span} ELSE now() END"
+    )
     current = f"CASE WHEN {elapsed} <= 0 THEN {row}.current ELSE 0 END"
-    previous = (f"CASE WHEN {elapsed} <= 0 THEN {row}.previous "
-                f"WHEN {elapsed} = 1 THEN {row}.current ELSE 0 END")
+    previous = (
+        f"CASE WHEN {elapsed} <= 0 THEN {row}.previous "
+        f"WHEN {elapsed} = 1 THEN {row}.current ELSE 0 END"
+    )
     # Seconds the previous window still weighs (the rest of the current one), and the weighted
     # count, rounded down as limits does it.
     previous_ttl = f"extract(epoch FROM ({start}) + {span} - now())"
     weighted = f"floor(({previous}) * {previous_ttl} / {expiry}) + ({current})"
-    return {"start": start, "current": current, "previous": previous, "span": span,
-            "previous_ttl": previous_ttl, "weighted": weighted}
+    return {
+        "start": start,
+        "current": current,
+        "previous": previous,
+        "span": span,
+        "previous_ttl": previous_ttl,
+        "weighted": weighted,
+    }
 
 
 _SEEN = _window("r", "w.expiry")

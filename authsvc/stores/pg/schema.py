@@ -191,9 +191,7 @@ class PgSchema:
                 not missing,
                 "the database role can read and write every table"
                 if not missing
-                else "missing "
-                + "; ".join(missing)
-                + " -> GRANT them to the role in DATABASE_URL",
+                else "missing " + "; ".join(missing) + " -> GRANT them to the role in DATABASE_URL",
             )
         ]
         auth_db = next((db for db, sets in self.plan if "auth" in sets), None)

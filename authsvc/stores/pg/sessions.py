@@ -67,8 +67,13 @@ class PgSessions:
         # One statement: the session and its first refresh token exist together or not at all.
         self.db.execute(
             CREATE,
-            {"sid": session_id, "uid": user_id, "ua": ua, "hash": refresh_hash,
-             "expires": expires_at},
+            {
+                "sid": session_id,
+                "uid": user_id,
+                "ua": ua,
+                "hash": refresh_hash,
+                "expires": expires_at,
+            },
         )
         return session_id
 

@@ -52,8 +52,9 @@ _LINK_REFUSED = {"otp_expired", "otp_disabled", "validation_failed", "user_not_f
 class SupabaseUpgradeSides:
     """UpgradeSides over PostgREST (the profile) and the admin API (the user)."""
 
-    def __init__(self, clients: SupabaseClients, identities: SupabaseIdentities,
-                 profiles: SupabaseProfiles) -> None:
+    def __init__(
+        self, clients: SupabaseClients, identities: SupabaseIdentities, profiles: SupabaseProfiles
+    ) -> None:
         self.clients = clients
         self.identities = identities
         self.profiles = profiles
@@ -74,8 +75,11 @@ class SupabaseUpgradeSides:
     def restore_profile_contact(
         self, user_id: UUID, email: str | None, username: str | None, written: str
     ) -> None:
-        changes = {"email": email, "username": username,
-                   "updated_at": datetime.now(UTC).isoformat()}
+        changes = {
+            "email": email,
+            "username": username,
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
         self.clients.rest_call(
             lambda t: t.update(changes).eq("id", str(user_id)).eq("email", written)
         )
@@ -91,14 +95,14 @@ class SupabaseUpgradeSides:
         user = self.identities._user(user_id)
         if user is None or not is_anonymous(user) or signup_state(user) != COMPLETE:
             raise NotAnonymous()
-        attributes = {"email": email, "password": password,
-                      "app_metadata": {ANONYMOUS_MARK: False}}
+        attributes = {"email": email, "password": password, "app_metadata": {ANONYMOUS_MARK: False}}
         self.clients.admin_call(lambda admin: admin.update_user_by_id(str(user_id), attributes))
 
     def upgraded(self, user_id: UUID, email: str) -> bool:
         user = self.identities._user(user_id)
         return (
-            user is not None and not is_anonymous(user)
+            user is not None
+            and not is_anonymous(user)
             and (user.email or "").lower() == email.lower()
         )
 
@@ -106,8 +110,13 @@ class SupabaseUpgradeSides:
 class SupabaseLifecycle:
     """LifecycleStore in Supabase mode."""
 
-    def __init__(self, clients: SupabaseClients, identities: SupabaseIdentities,
-                 profiles: SupabaseProfiles, db: Database) -> None:
+    def __init__(
+        self,
+        clients: SupabaseClients,
+        identities: SupabaseIdentities,
+        profiles: SupabaseProfiles,
+        db: Database,
+    ) -> None:
         self.clients = clients
         self.identities = identities
         self.db = db
@@ -172,9 +181,7 @@ class SupabaseLifecycle:
         if (identity.email or "").lower() == spent["email"].lower():
             attributes["email_confirm"] = True  # the link reached this address
         try:
-            self.clients.admin_call(
-                lambda admin: admin.update_user_by_id(str(user_id), attributes)
-            )
+            self.clients.admin_call(lambda admin: admin.update_user_by_id(str(user_id), attributes))
         except AuthError:
             self.tokens.unspend(token, spent["used_at"])  # nothing changed: the link still works
             raise
