@@ -3,6 +3,7 @@
     python -m bench                  the full run (about 20 minutes on 2 cores)
     python -m bench --quick          the smoke-test size (well under a minute)
     python -m bench --peer off       without Better Auth
+    python -m bench --only pooler    only signup, login and /me through PgBouncer beside direct
     python -m bench --users 100000   a smaller scale section
 
 Writes bench/results/bench-<time>.{txt,json,png} (or under --results). Exit status 0 when the
@@ -23,6 +24,7 @@ from typing import Any
 from bench import report
 from bench.cpu import postmaster_pid
 from bench.load import wrk_path
+from bench.pooled import pooler_available, run_pooled
 from bench.scale import run_scale
 from bench.servers import (
     REPO,
@@ -57,7 +59,16 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
         help="Better Auth beside authsvc (auto: when node and npm exist)",
     )
     parser.add_argument(
-        "--only", choices=("table", "scale"), help="run one section (default: both)"
+        "--only",
+        choices=("table", "pooler", "scale"),
+        help="run one section (default: all; pooler needs the table's service and runs its "
+        "direct twins itself)",
+    )
+    parser.add_argument(
+        "--pooler",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="signup, login and /me through PgBouncer beside direct (auto: when installed)",
     )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     parser.add_argument(
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             env = service_env(url)
             migrate(env)
             svc = Authsvc(env, logs / "gunicorn.log")
-            if cfg.peer != "off":
+            if cfg.peer != "off" and args.only != "pooler":
                 try:
                     progress("installing and starting Better Auth")
                     install_peer(logs / "npm.log")
@@ -140,8 +151,33 @@ def main(argv: list[str] | None = None) -> int:
                         raise
                     data["peer_status"] = f"not run: {exc}"
                     progress(data["peer_status"])
-            data["table"] = run_table(cfg, svc, url, peer, postmaster_pid(pg.data_dir), progress)
-            data["table"]["repeat_summary"] = report.summarize_repeats(data["table"]["repeats"])
+            if args.only != "pooler":
+                data["table"] = run_table(
+                    cfg, svc, url, peer, postmaster_pid(pg.data_dir), progress
+                )
+                data["table"]["repeat_summary"] = report.summarize_repeats(data["table"]["repeats"])
+            if args.pooler != "off":
+                missing = pooler_available()
+                if missing and args.pooler == "on":
+                    raise RuntimeError(missing)
+                if missing:
+                    data["pooler"] = {"skipped": missing}
+                    progress(f"pooler rows not run: {missing}")
+                else:
+                    try:
+                        data["pooler"] = run_pooled(
+                            cfg,
+                            svc,
+                            url,
+                            pg.admin_url,
+                            postmaster_pid(pg.data_dir),
+                            logs / "gunicorn-pooled.log",
+                            progress,
+                        )
+                    except Exception as exc:  # noqa: BLE001 - the table above still stands
+                        traceback.print_exc()
+                        data["pooler"] = {"error": f"{type(exc).__name__}: {exc}"}
+                        status = 1
             if args.profile:
                 from bench.profile import run_profiles
 
@@ -158,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             if peer:
                 peer.stop()
                 peer = None
-        if args.only != "table":
+        if args.only not in ("table", "pooler"):
             try:
                 data["scale"] = run_scale(cfg, pg, logs / "gunicorn-scale.log", progress)
             except Exception as exc:  # noqa: BLE001 - the table above still stands
@@ -180,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     thing.stop()
                 except Exception:  # noqa: BLE001 - keep stopping the rest
                     traceback.print_exc()
-    if "table" not in data and "scale" not in data:
+    if not {"table", "pooler", "scale"} & data.keys():
         return 1
     data["meta"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     data["targets"] = report.targets(data)

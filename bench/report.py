@@ -198,6 +198,9 @@ def text(data: dict[str, Any]) -> str:
 
         lines.append("")
         lines.extend(profile_lines(data["profile"]))
+    if "pooler" in data:
+        lines.append("")
+        lines.extend(pooler_lines(data["pooler"]))
     scale = data.get("scale")
     if scale:
         lines.append("")
@@ -366,6 +369,44 @@ def cpu_lines(t: dict[str, Any]) -> list[str]:
             f"server {r['server_cpu_ms_per_req']:6.2f}  db {r['db_cpu_ms_per_req']:5.2f}"
             f"  client {client_ms:5.2f}{detail}"
         )
+    return lines
+
+
+def pooler_lines(pooler: dict[str, Any]) -> list[str]:
+    """Signup, login and /me through PgBouncer, each beside its direct twin run just before."""
+    lines = [
+        "behind a pooler (a second authsvc -w 2 on the same database through PgBouncer, "
+        "pool_mode=transaction, AUTHSVC_DB_POOLER=transaction; each pooled row right after "
+        "its direct twin):"
+    ]
+    if "skipped" in pooler:
+        return [*lines, f"  not run: {pooler['skipped']}"]
+    if "error" in pooler:
+        return [*lines, f"  failed: {pooler['error']}"]
+    lines.append(f"  {pooler.get('pgbouncer', '')}")
+    header = (
+        f"  {'path':10} {'operation':24} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6} {'server':>7} {'db':>5} {'pooler':>6} {'xact/r':>6} "
+        f"{'stmt/r':>6} {'vs direct':>9}"
+    )
+    lines.append(header)
+    lines.append("  " + "-" * (len(header) - 2))
+    for r in pooler["rows"]:
+        pooled = r["where"] != "direct"
+        lines.append(
+            f"  {r['where']:10} {r['endpoint']:24} {r['concurrency']:>3} {r['rps']:8.1f} "
+            f"{r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:>6} "
+            f"{r['server_cpu_ms_per_req']:7.2f} {r['db_cpu_ms_per_req']:5.2f} "
+            f"{_fmt(r['pooler_cpu_ms_per_req'], '.2f') if pooled else '-':>6} "
+            f"{_fmt(r.get('xacts_per_req'), '.2f') if pooled else '-':>6} "
+            f"{_fmt(r.get('statements_per_req'), '.2f') if pooled else '-':>6} "
+            f"{_pct(r.get('vs_direct')) if pooled else '':>9}"
+        )
+    lines.append(
+        "  server/db/pooler = CPU ms per request; xact/r and stmt/r = transactions and "
+        "statements PgBouncer passed on per request (SHOW STATS); vs direct = req/s over the "
+        "direct row just before it."
+    )
     return lines
 
 

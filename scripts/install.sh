@@ -2,8 +2,8 @@
 # Install authsvc and what it needs on this machine: Postgres server binaries (for the embedded
 # default database). With --test, also what the test suite runs against: Debian's Chromium (the
 # browser journeys), redis-server (rate limits in Redis), PgBouncer (the service behind a
-# transaction-mode pooler) and wrk (the benchmark's smoke test). With --bench, wrk and the
-# benchmark's Python packages.
+# transaction-mode pooler) and wrk (the benchmark's smoke test). With --bench, wrk, PgBouncer
+# (the pooled rows) and the benchmark's Python packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +17,9 @@ fi
 if [ "$mode" = "--test" ]; then
   [ -x /usr/bin/chromium ] || packages+=(chromium)
   command -v redis-server >/dev/null || packages+=(redis-server)
-  [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || packages+=(pgbouncer)
 fi
 if [ "$mode" = "--test" ] || [ "$mode" = "--bench" ]; then
+  [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || packages+=(pgbouncer)
   command -v wrk >/dev/null || packages+=(wrk)
 fi
 if [ ${#packages[@]} -gt 0 ]; then

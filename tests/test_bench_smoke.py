@@ -80,6 +80,25 @@ def test_the_bench_runs_at_tiny_size_and_writes_the_table_json_and_chart(tmp_pat
             assert row["requests"] > 0 and row["errors"] == 0, (op, row["error_kinds"])
         assert data["table"]["repeat_summary"]["me_over_get_session"]["n"] >= 1
 
+    # Behind PgBouncer (installed by scripts/install.sh --test): each operation direct, then
+    # pooled, without an error, with what the pooler passed on counted.
+    pooler = data["pooler"]
+    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
+        rows = pooler["rows"]
+        assert [(r["where"], r["operation"]) for r in rows] == [
+            (where, op) for op in ("signup", "login", "me") for where in ("direct", "pgbouncer")
+        ], pooler
+        for r in rows:
+            assert r["requests"] > 0 and r["errors"] == 0, (r["where"], r["error_kinds"])
+        for r in rows[1::2]:
+            # At least one transaction per request went through the pooler (a row whose
+            # requests bypassed it would count none) and nothing refused a statement there.
+            assert r["xacts_per_req"] >= 1 and r["statements_per_req"] >= r["xacts_per_req"]
+            assert r["vs_direct"] > 0
+        assert "behind a pooler" in done.stdout
+    else:
+        assert "skipped" in pooler
+
     scale = data["scale"]
     for size in ("at_small", "at_large"):
         for op in ("signup", "login"):
