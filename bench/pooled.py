@@ -1,4 +1,4 @@
-"""Signup, login and `/me` through PgBouncer in transaction mode, beside the same rows direct.
+"""Signup, login, refresh and `/me` through PgBouncer in transaction mode, beside them direct.
 
 A second authsvc (`-w 2`, the same production settings) runs on the same database through
 Debian's PgBouncer (tests/pgbouncer.py: transaction mode, `ignore_startup_parameters =
@@ -141,6 +141,21 @@ def run_pooled(
                 items=emails,
             ),
         )
+
+        def refresh(side: Side) -> dict[str, Any]:
+            # Each connection follows its own chain of rotations, as in the main table.
+            sessions = authsvc_sessions(side.base, emails, 2 * c_hash + 4)
+            return table.measure(
+                side,
+                "refresh",
+                "POST /api/v1/auth/refresh",
+                "refresh",
+                f"{API}/refresh",
+                c_hash,
+                items=[s["refresh_token"] for s in sessions],
+            )
+
+        pair(f"refresh c={c_hash}", refresh)
 
         def me(side: Side) -> dict[str, Any]:
             tokens = [

@@ -373,7 +373,7 @@ def cpu_lines(t: dict[str, Any]) -> list[str]:
 
 
 def pooler_lines(pooler: dict[str, Any]) -> list[str]:
-    """Signup, login and /me through PgBouncer, each beside its direct twin run just before."""
+    """Signup, login, refresh and /me through PgBouncer, each after its direct twin."""
     lines = [
         "behind a pooler (a second authsvc -w 2 on the same database through PgBouncer, "
         "pool_mode=transaction, AUTHSVC_DB_POOLER=transaction; each pooled row right after "
@@ -385,7 +385,7 @@ def pooler_lines(pooler: dict[str, Any]) -> list[str]:
         return [*lines, f"  failed: {pooler['error']}"]
     lines.append(f"  {pooler.get('pgbouncer', '')}")
     header = (
-        f"  {'path':10} {'operation':24} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"  {'path':10} {'operation':26} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'errors':>6} {'server':>7} {'db':>5} {'pooler':>6} {'xact/r':>6} "
         f"{'stmt/r':>6} {'vs direct':>9}"
     )
@@ -394,7 +394,7 @@ def pooler_lines(pooler: dict[str, Any]) -> list[str]:
     for r in pooler["rows"]:
         pooled = r["where"] != "direct"
         lines.append(
-            f"  {r['where']:10} {r['endpoint']:24} {r['concurrency']:>3} {r['rps']:8.1f} "
+            f"  {r['where']:10} {r['endpoint']:26} {r['concurrency']:>3} {r['rps']:8.1f} "
             f"{r['p50_ms']:8.2f} {r['p95_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:>6} "
             f"{r['server_cpu_ms_per_req']:7.2f} {r['db_cpu_ms_per_req']:5.2f} "
             f"{_fmt(r['pooler_cpu_ms_per_req'], '.2f') if pooled else '-':>6} "

@@ -86,7 +86,9 @@ def test_the_bench_runs_at_tiny_size_and_writes_the_table_json_and_chart(tmp_pat
     if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
         rows = pooler["rows"]
         assert [(r["where"], r["operation"]) for r in rows] == [
-            (where, op) for op in ("signup", "login", "me") for where in ("direct", "pgbouncer")
+            (where, op)
+            for op in ("signup", "login", "refresh", "me")
+            for where in ("direct", "pgbouncer")
         ], pooler
         for r in rows:
             assert r["requests"] > 0 and r["errors"] == 0, (r["where"], r["error_kinds"])
