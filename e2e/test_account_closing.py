@@ -102,10 +102,15 @@ def test_an_operator_bans_a_person_and_their_browser_is_signed_out(
         if shutil.which("authsvc")
         else [sys.executable, "-m", "authsvc.cli"]
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "DATABASE_URL"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHSVC_", "DATABASE_"))}
+    # The operator's database settings are the service's: its URL, and behind a pooler
+    # (AUTHSVC_TEST_POOLER=pgbouncer) the pooler setting and the direct URL too.
+    database = {
+        k: v for k, v in service.gunicorn.env.items() if k.startswith(("DATABASE_", "AUTHSVC_DB_"))
+    }
     granted = subprocess.run(
         [*command, "users", "grant-admin", "op@example.com"],
-        env={**env, "DATABASE_URL": service.database_url, "JWT_SECRET_KEY": TEST_SECRET},
+        env={**env, **database, "JWT_SECRET_KEY": TEST_SECRET},
         capture_output=True,
         text=True,
         timeout=120,

@@ -573,3 +573,51 @@ def test_randomized_faults_through_the_pooler_never_leave_half_a_user(
     """The reliability suite's run (its assertions, its report), on a shorter schedule."""
     layout, service = pooled
     chaos(layout, service, tmp_path, _bounded_schedule, chaos_seed, cli_env=pooled_env(layout))
+
+
+def test_a_write_the_pooler_refused_before_it_ran_is_tried_again(clean_one, one_owner, bouncer):
+    """After a failed server login PgBouncer answers every statement that needs a new server
+    connection with 08P01 "server login has been failing" for server_login_retry (1 s here):
+    nothing ran, so even a write is tried again within the pool time-out instead of failing
+    (a database restarting under a split signup's profile insert)."""
+    from authsvc.stores.pg.database import Database
+
+    settings = load_settings({**behind(clean_one), "JWT_SECRET_KEY": TEST_SECRET})
+    db = Database.from_settings(settings.database_url, "database", settings)
+    role = conninfo_to_dict(clean_one)["user"]
+    dbname = conninfo_to_dict(clean_one)["dbname"]
+
+    def set_login(allowed: bool) -> None:
+        with psycopg.connect(one_owner, autocommit=True) as conn:
+            conn.execute(f'ALTER ROLE "{role}" {"LOGIN" if allowed else "NOLOGIN"}')
+            if not allowed:
+                # The pooler's server connections of the role go; new ones must log in.
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE usename = %s AND datname = %s",
+                    (role, dbname),
+                )
+
+    try:
+        assert db.execute("UPDATE auth.users SET last_sign_in_at = now() WHERE false") == 0
+        set_login(False)
+        wait_for(
+            lambda: not [s for s in bouncer.console("SHOW SERVERS") if s["database"] == dbname],
+            10,
+            "the pooler to drop its server connections",
+        )
+        with pytest.raises(psycopg.Error) as refused:
+            with psycopg.connect(bouncer.url(clean_one), autocommit=True) as probe:
+                probe.execute("SELECT 1")
+        set_login(True)
+        # Within server_login_retry the pooler still refuses, before running anything.
+        with pytest.raises(psycopg.Error) as still:
+            with psycopg.connect(bouncer.url(clean_one), autocommit=True) as probe:
+                probe.execute("SELECT 1")
+        assert "server login has been failing" in str(still.value), (refused.value, still.value)
+        assert (still.value.sqlstate or "").startswith("08")
+        # The service's write meets the same refusal first, and is tried again.
+        assert db.execute("UPDATE auth.users SET last_sign_in_at = now() WHERE false") == 0
+    finally:
+        set_login(True)
+        db.close()

@@ -106,9 +106,12 @@ def translate(exc: BaseException, database: str = "database") -> AuthError:
     if isinstance(exc, PoolTimeout | PoolClosed):
         return DatabaseUnavailable(database=database, sent=False)
     if (getattr(exc, "sqlstate", None) or "").startswith("08"):
-        # An answer of class 08 (connection exception) means the statement never ran: a
-        # pooler that cannot reach the database says so this way (PgBouncer's 08P01 "server
-        # login has been failing").
+        # An answer of class 08 (connection exception) comes from a pooler that could not
+        # give the statement a server ("server login has been failing", "query_wait_timeout",
+        # "no more connections allowed"): it never ran. Except when PgBouncer's server died
+        # under it ("server conn crashed?"): then it may have.
+        if "server conn crashed" in str(exc):
+            return DatabaseUnavailable(database=database, sent=True, lost=True)
         return DatabaseUnavailable(database=database, sent=False)
     if _connection_lost(exc):
         return DatabaseUnavailable(database=database, sent=True, lost=True)
@@ -290,10 +293,12 @@ class Database:
 
         return self._retrying(attempt)
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
+    def _retrying(self, attempt: Callable[[], T], writes: bool = False) -> T:
         """`attempt()` again while it fails without having done anything: a connection found
         dead, or a statement refused before it ran; within the pool time-out, as a checkout
-        waits. A time-out of the pool itself is not waited out twice."""
+        waits. A time-out of the pool itself is not waited out twice. With `writes`, only a
+        statement known not to have reached the server is tried again (a pooler's refusal);
+        a connection lost under it leaves the outcome unknown, for the caller to read back."""
         deadline = time.monotonic() + self._pool_timeout
         tries = 0
         while True:
@@ -303,6 +308,8 @@ class Database:
             except DatabaseUnavailable as exc:
                 waited = isinstance(exc.__cause__, PoolTimeout | PoolClosed)
                 if waited or time.monotonic() > deadline or (tries > 1 and exc.lost):
+                    raise
+                if writes and exc.sent:
                     raise
                 if not exc.lost:
                     time.sleep(RETRY_PAUSE)
@@ -327,12 +334,21 @@ class Database:
             self.putconn(conn)
 
     def fetchone(self, sql: str, params: Any = None) -> dict[str, Any] | None:
-        """The first row of a statement that writes (run once: never retried)."""
-        with self.connection() as conn:
-            return conn.execute(sql, params).fetchone()
+        """The first row of a statement that writes: tried again only when it cannot have
+        run (refused before it reached the server), never after it may have."""
+
+        def once() -> dict[str, Any] | None:
+            with self.connection() as conn:
+                return conn.execute(sql, params).fetchone()
+
+        return self._retrying(once, writes=True)
 
     def fetchall(self, sql: str, params: Any = None, row_factory: Any = None) -> list[Any]:
-        """Rows as dicts, or as `row_factory` makes them (tuples are cheaper for big scans)."""
+        """Rows as dicts, or as `row_factory` makes them (tuples are cheaper for big scans);
+        tried again as fetchone is."""
+        return self._retrying(lambda: self._fetchall(sql, params, row_factory), writes=True)
+
+    def _fetchall(self, sql: str, params: Any, row_factory: Any) -> list[Any]:
         with self.connection() as conn:
             cursor = conn.cursor(row_factory=row_factory) if row_factory else conn.cursor()
             return cursor.execute(sql, params).fetchall()
@@ -340,15 +356,20 @@ class Database:
     def read(self, sql: str, params: Any = None, row_factory: Any = None) -> list[Any]:
         """The rows of a statement that only reads, so it is safe to run twice: retried as
         BEGIN is (_retrying)."""
-        return self._retrying(lambda: self.fetchall(sql, params, row_factory))
+        return self._retrying(lambda: self._fetchall(sql, params, row_factory))
 
     def read_one(self, sql: str, params: Any = None) -> dict[str, Any] | None:
         rows = self.read(sql, params)
         return rows[0] if rows else None
 
     def execute(self, sql: str, params: Any = None) -> int:
-        with self.connection() as conn:
-            return conn.execute(sql, params).rowcount
+        """The rows a statement touched; tried again as fetchone is."""
+
+        def once() -> int:
+            with self.connection() as conn:
+                return conn.execute(sql, params).rowcount
+
+        return self._retrying(once, writes=True)
 
     def ping(self, timeout: float = 2.0) -> str:
         """'ok', or a short sentence on why this database cannot be used (answers quickly)."""
