@@ -41,9 +41,16 @@ _ROW_VALUES = [
 ]
 
 
+# Each pattern above needs one of these words: a line without any (nearly every line) is kept
+# as it is without running the patterns.
+_ROW_VALUE_MARKERS = ("details", "Key (", "Failing row contains (", "DETAIL:")
+
+
 def scrub(text: str) -> str:
     """`text` without the row values a database error carries (DETAIL lines, keys, failing
     rows, PostgREST's details): they hold emails, hashes and usernames."""
+    if not any(marker in text for marker in _ROW_VALUE_MARKERS):
+        return text
     for pattern, replacement in _ROW_VALUES:
         text = pattern.sub(replacement, text)
     return text
