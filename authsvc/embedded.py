@@ -217,24 +217,29 @@ def ensure_running(data_dir: Path) -> Cluster:
             port = _free_port()
         state["port"] = port
         write_private(state_file, json.dumps(state))
-        _run(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(pgdata),
-                "-w",
-                "-t",
-                "30",
-                "-l",
-                str(pgdata / "server.log"),
-                "-o",
-                f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
-                "start",
-            ],
-            user,
-        )
+        start_server(bin_dir, pgdata, port, user)
         log.info("embedded postgres started", extra={"data_dir": str(data_dir), "port": port})
         return Cluster(data_dir, port, state["password"], started_here=True)
+
+
+def start_server(bin_dir: Path, pgdata: Path, port: int, user: pwd.struct_passwd | None) -> None:
+    """`pg_ctl start` on `port`, loopback only and no Unix socket, waiting until it accepts."""
+    _run(
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(pgdata / "server.log"),
+            "-o",
+            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+            "start",
+        ],
+        user,
+    )
 
 
 def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None) -> dict:

@@ -26,6 +26,7 @@ from authsvc.errors import (
     SignupFailed,
     TokenInvalid,
 )
+from authsvc.observability import scrub
 from authsvc.pages.browser import COOKIE_NAME, SessionCookie
 from authsvc.tokens import key_id
 from tests.conftest import PASSWORD, TEST_SECRET, AuthActions, app_overrides, count
@@ -478,6 +479,31 @@ def _scrubbed_tracebacks(err: str) -> list[str]:
     tracebacks = [e["traceback"] for e in _log_entries(err) if e.get("traceback")]
     assert any("DETAIL:  <redacted>" in t for t in tracebacks), tracebacks
     return tracebacks
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "gone"),
+    [
+        ("{'details': 'Failing row contains (x@example.com)'}", "'details'", "x@example.com"),
+        ("Key (email)=(x@example.com) already exists.", "already exists", "x@example.com"),
+        ("insert failed\nKey (email)=(x@example.com)", "Key (email)=(", "x@example.com"),
+        (
+            "Failing row contains (1, x@example.com, $argon2id$v=19).",
+            "Failing row",
+            "x@example.com",
+        ),
+        ("ERROR: refused\nDETAIL:  x@example.com is taken", "DETAIL:", "x@example.com"),
+    ],
+)
+def test_each_kind_of_row_value_is_scrubbed_on_its_own(text, kept, gone):
+    """Each pattern alone (the words that let a line skip the patterns must not skip these)."""
+    scrubbed = scrub(text)
+    assert kept in scrubbed and gone not in scrubbed, scrubbed
+
+
+def test_a_line_without_row_values_is_kept_as_it_is():
+    line = "POST /api/v1/auth/signup 201 keyed (by email) with a detail or two"
+    assert scrub(line) is line
 
 
 def test_a_refused_identity_row_with_its_email_and_hash_reaches_no_log_line(auth, db, capfd):

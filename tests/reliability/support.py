@@ -53,22 +53,7 @@ def start_server(server: PgServer) -> None:
     if embedded._running_port(pgdata) is not None:
         return
     port = json.loads((server.data_dir / "embedded.json").read_text())["port"]
-    embedded._run(
-        [
-            str(embedded.find_bin_dir() / "pg_ctl"),
-            "-D",
-            str(pgdata),
-            "-w",
-            "-t",
-            "30",
-            "-l",
-            str(pgdata / "server.log"),
-            "-o",
-            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
-            "start",
-        ],
-        embedded._run_as(),
-    )
+    embedded.start_server(embedded.find_bin_dir(), pgdata, port, embedded._run_as())
 
 
 def unique_email(tag: str = "user") -> str:

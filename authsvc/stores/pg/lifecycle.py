@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import psycopg
-
 from authsvc.errors import DatabaseUnavailable, NotAnonymous
 from authsvc.stores import Identity, Outcome, Profile, UpgradeUnit
-from authsvc.stores.pg.database import Database, translate
+from authsvc.stores.pg.database import Database
+from authsvc.stores.pg.held import HeldTransaction
 from authsvc.stores.pg.profiles import COLUMNS as PROFILE_COLUMNS
 from authsvc.stores.pg.profiles import to_profile
 from authsvc.stores.pg.tokens import RESET, SPEND, VERIFICATION, PgTokens, hash_token
@@ -104,40 +103,22 @@ class PgUpgradeSides:
         return self.auth_db.fetchone(UPGRADED, (user_id, email)) is not None
 
 
-class TransactionalUpgrade:
+class TransactionalUpgrade(HeldTransaction):
     """Both rows in one database: one transaction; compensation is its rollback."""
 
     def __init__(self, db: Database, user_id: UUID) -> None:
-        self.db = db
+        super().__init__(db)
         self.user_id = user_id
-        self._conn: psycopg.Connection | None = None
         self._email: str | None = None
 
     def __enter__(self) -> TransactionalUpgrade:
-        self._conn = self.db.getconn()
-        try:
-            self._conn.execute("BEGIN")
-        except psycopg.Error as exc:
-            self._release()
-            raise DatabaseUnavailable(database=self.db.name, sent=False) from exc
+        self._begin()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._conn is not None and self._conn.info.transaction_status != 0:  # not idle
             self.compensate()
         self._release()
-
-    def _release(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            self.db.putconn(conn)
-
-    def _run(self, query: str, params: Any) -> psycopg.Cursor:
-        assert self._conn is not None
-        try:
-            return self._conn.execute(query, params)
-        except psycopg.Error as exc:
-            raise translate(exc, self.db.name) from exc
 
     def update_profile(self, email: str, username: str | None) -> Profile | None:
         return to_profile(self._run(SET_CONTACT, (email, username, self.user_id)).fetchone())
@@ -156,10 +137,7 @@ class TransactionalUpgrade:
                 raise
 
     def compensate(self) -> Outcome:
-        try:
-            self._conn.execute("ROLLBACK")  # type: ignore[union-attr]
-        except psycopg.Error:
-            pass  # the connection died: the server rolls back by itself
+        self._rollback()
         return Outcome.GONE
 
 

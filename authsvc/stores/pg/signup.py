@@ -11,52 +11,35 @@ import logging
 from typing import Any
 from uuid import UUID
 
-import psycopg
-
 from authsvc.errors import AuthError, DatabaseUnavailable
 from authsvc.stores import IdentityStore, NewProfile, Outcome, Profile, ProfileStore
 from authsvc.stores.pg import identities, profiles
-from authsvc.stores.pg.database import Database, translate
+from authsvc.stores.pg.database import Database
+from authsvc.stores.pg.held import HeldTransaction
 from authsvc.stores.units import identity_missing, read_back
 
 log = logging.getLogger("authsvc.stores.pg")
 
 
-class TransactionalSignup:
+class TransactionalSignup(HeldTransaction):
     def __init__(
         self, db: Database, ids: IdentityStore, profile_store: ProfileStore, user_id: UUID
     ) -> None:
-        self.db = db
+        super().__init__(db)
         self.identities = ids
         self.profiles = profile_store
         self.user_id = user_id
-        self._conn: psycopg.Connection | None = None
         self._commit_sent = False
         self._finished = False
 
     def __enter__(self) -> TransactionalSignup:
-        try:
-            self._conn = self.db.begin()
-        except DatabaseUnavailable as exc:
-            raise DatabaseUnavailable(database=self.db.name, sent=False) from exc
+        self._begin()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         if not self._finished:
             self.compensate()
         self._release()
-
-    def _release(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            self.db.putconn(conn)
-
-    def _run(self, query: str, params: Any) -> psycopg.Cursor:
-        assert self._conn is not None
-        try:
-            return self._conn.execute(query, params)
-        except psycopg.Error as exc:
-            raise translate(exc, self.db.name) from exc
 
     def create_identity(
         self, email: str, password_hash: str, signup_profile: dict[str, Any]
@@ -91,10 +74,7 @@ class TransactionalSignup:
         """Roll back; after a COMMIT whose reply was lost, delete by id and read back."""
         self._finished = True
         if not self._commit_sent:
-            try:
-                self._conn.execute("ROLLBACK")  # type: ignore[union-attr]
-            except psycopg.Error:
-                pass  # the connection died: the server rolls the transaction back by itself
+            self._rollback()
             return Outcome.GONE
         try:
             self.identities.delete_pending(self.user_id)  # its profile goes by the foreign key
