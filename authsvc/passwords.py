@@ -27,14 +27,6 @@ class Hasher:
         # A real hash of a random string, so verifying against "no such user" costs the same.
         self._dummy = self._ph.hash("authsvc-dummy-password-for-equal-timing")
 
-    @property
-    def parameters(self) -> dict[str, int]:
-        return {
-            "time_cost": self._ph.time_cost,
-            "memory_kib": self._ph.memory_cost,
-            "parallelism": self._ph.parallelism,
-        }
-
     def hash(self, password: str) -> str:
         return self._ph.hash(password)
 

@@ -228,6 +228,16 @@ def table_lines(data: dict[str, Any]) -> list[str]:
         f"{len(c_ours['samples'])} samples): a hash takes {1000 / c_ours['per_core']:.1f} ms "
         f"of wall time per core, {c_ours['cpu_ms_per_hash']:.1f} ms of CPU"
     )
+    crowded = c_ours.get("crowded")
+    if crowded and c_ours.get("cpu_ms_per_hash"):
+        more = crowded["cpu_ms_per_hash"] / c_ours["cpu_ms_per_hash"] - 1
+        lines.append(
+            f"  the same hash, {crowded['threads']} at once per core (as the server runs them "
+            f"with more requests in flight than cores): {crowded['rate']:.1f}/s, "
+            f"{crowded['cpu_ms_per_hash']:.1f} ms of CPU a hash ({more:+.0%}): each walks "
+            f"{p['memory_kib'] // 1024} MiB, and more of them than cores evict each other from "
+            "the caches"
+        )
     if "better-auth" in t["ceilings"]:
         c_peer = t["ceilings"]["better-auth"]
         lines.append(
@@ -352,7 +362,8 @@ def cpu_lines(t: dict[str, Any]) -> list[str]:
     c = concurrencies[len(concurrencies) // 2]
     lines = [
         f"\nCPU per request at c={c}, ms (server = the service's processes; hash = the "
-        "ceiling's CPU time per hash; rest = server - hash):"
+        "ceiling's CPU time per hash; rest = server - hash; beside a crowded hash = server - "
+        "the CPU time of a hash crowded as above):"
     ]
     for r in t["rows"]:
         if r["concurrency"] != c or not r["requests"]:
@@ -363,6 +374,10 @@ def cpu_lines(t: dict[str, Any]) -> list[str]:
         if hashing and hash_ms:
             rest = r["server_cpu_ms_per_req"] - hash_ms
             detail = f"  hash {hash_ms:6.2f}  rest {rest:6.2f}"
+            crowded = t["ceilings"].get(r["system"], {}).get("crowded")
+            if crowded:
+                own = r["server_cpu_ms_per_req"] - crowded["cpu_ms_per_hash"]
+                detail += f"  rest beside a crowded hash {own:6.2f}"
         client_ms = 1000 * r["client_cpu_s"] / r["requests"]
         lines.append(
             f"  {r['system']:12} {r['operation']:24} "
