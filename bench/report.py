@@ -24,6 +24,8 @@ NOT_LIKE_FOR_LIKE = [
     "authsvc's alone; so are the login-failure rows.",
     "Light endpoints (the ceiling of refresh and /me): authsvc GET /healthz, Better Auth "
     "GET /api/auth/ok; neither touches the database.",
+    "Logging: authsvc writes one JSON access-log line for every request, /healthz included, "
+    "and echoes or makes an X-Request-ID; the peer's server logs nothing per request.",
     "Servers: gunicorn -w 2 (gthread, 4 threads) against node:cluster with 2 workers; both "
     "with rate limiting off and 10 database connections per worker, on one Postgres.",
 ]
