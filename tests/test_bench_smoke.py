@@ -116,6 +116,18 @@ def test_the_bench_runs_at_tiny_size_and_writes_the_table_json_and_chart(tmp_pat
     else:
         assert "purge: not available" in done.stdout
 
+    # The full run's crowded hash (skipped by --quick): measured in threads at the stored
+    # cost, shown beside the ceiling and taken out of each hashing row's CPU.
+    sys.path.insert(0, str(REPO))
+    from bench import ceiling, report
+
+    crowded = ceiling.argon2_rate(params, 0.3, processes=1, threads=2)
+    assert crowded["threads"] == 2 and crowded["hashes"] >= 2 and crowded["cpu_ms_per_hash"] > 0
+    data["table"]["ceilings"]["authsvc"]["crowded"] = crowded
+    text = "\n".join(report.table_lines(data))
+    assert "the same hash, 2 at once per core" in text
+    assert text.count("rest beside a crowded hash") == 4  # signup and the three logins
+
     assert {t["target"].split(" ")[0] for t in data["targets"]} >= {
         "signup",
         "login",
