@@ -87,6 +87,30 @@ def current_request_id() -> str | None:
     return None
 
 
+def plain_traceback(exc_type: Any, exc: Any, tb: Any) -> str:
+    """A traceback as text, as `traceback.format_exception` writes it but without the `^^^`
+    marks under the failing expression.
+
+    Python 3.11 places those marks by parsing each line with `ast.parse`, and its AST builder
+    keeps one recursion counter for all the threads of a process (python/cpython#106905): two
+    threads parsing at once can fail with "SystemError: AST constructor recursion depth
+    mismatch", and the log line with it. A worker's threads log tracebacks at once exactly when
+    its database goes away. Without a frame's columns, `traceback` parses nothing.
+    """
+    formatted = traceback.TracebackException(exc_type, exc, tb)
+    pending, seen = [formatted], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            frame.colno = frame.end_colno = None
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+        pending += getattr(current, "exceptions", None) or []  # an exception group's members
+    return "".join(formatted.format())
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, and extras."""
 
@@ -107,7 +131,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             exc = record.exc_info[1]
             entry["exc_type"] = type(exc).__name__ if exc else None
-            entry["traceback"] = scrub("".join(traceback.format_exception(*record.exc_info)))
+            entry["traceback"] = scrub(plain_traceback(*record.exc_info))
         if record.stack_info:
             entry["stack"] = scrub(record.stack_info)
         return json.dumps(entry, default=lambda v: scrub(str(v)))

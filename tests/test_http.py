@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
+import traceback
 
 import pytest
 
@@ -106,6 +109,32 @@ def test_an_unexpected_failure_is_a_generic_500_with_the_traceback_in_the_log(au
     failures = [e for e in logged if e.get("level") == "error"]
     assert failures and failures[0]["request_id"] == body["error"]["request_id"]
     assert "Traceback" in failures[0]["traceback"]
+
+
+def _two_levels_down(row: dict) -> int:
+    return row["missing"]["deeper"] + 1
+
+
+def test_logged_tracebacks_leave_out_the_marks_python_parses_each_line_for(app, capfd):
+    """Python 3.11 places its `^^^` marks with `ast.parse`, whose counter its threads share
+    (python/cpython#106905): two threads logging tracebacks at once could lose a line to a
+    SystemError. The log keeps every frame and both exceptions of a chain, without the marks."""
+    try:
+        try:
+            _two_levels_down({})
+        except KeyError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    assert "^^^" in "".join(traceback.format_exception(*exc_info))  # what the marks look like
+    capfd.readouterr()
+    logging.getLogger("authsvc.test").error("failed", exc_info=exc_info)
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if "{" in line]
+    text = logged[-1]["traceback"]
+    assert "^" not in text
+    assert 'return row["missing"]["deeper"] + 1' in text
+    assert "KeyError: 'missing'" in text
+    assert "direct cause" in text and "RuntimeError: wrapped" in text
 
 
 def test_an_exception_outside_our_hierarchy_is_a_generic_500(app, capfd):
