@@ -22,6 +22,7 @@ graceful_timeout = 20
 keepalive = 5
 # Our JSON access log line carries the request id; gunicorn's own would repeat it.
 accesslog = None
+logger_class = "authsvc.observability.GunicornLogger"
 errorlog = "-"
 # Every line on stderr is JSON, gunicorn's own included.
 logconfig_dict = GUNICORN_LOGCONFIG

@@ -125,6 +125,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", None)
             self.cfg.set("logconfig_dict", observability.GUNICORN_LOGCONFIG)
+            self.cfg.set("logger_class", observability.GunicornLogger)
             for hook in serving.HOOKS:
                 self.cfg.set(hook, getattr(serving, hook))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1

@@ -12,6 +12,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from gunicorn import glogging
+
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Never written to a log line, whatever a caller passes in `extra`.
 _SECRET_KEYS = re.compile(r"pass|secret|token|authorization|cookie|key|hash", re.I)
@@ -150,7 +152,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 # gunicorn's own lines (booting, worker exits, timeouts) as the same JSON lines on stderr:
-# `logconfig_dict` in gunicorn.conf.py and in `authsvc serve`.
+# `logconfig_dict` and `logger_class` in gunicorn.conf.py and in `authsvc serve`.
 GUNICORN_LOGCONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -167,14 +169,20 @@ GUNICORN_LOGCONFIG: dict[str, Any] = {
             "propagate": False,
             "qualname": "gunicorn.error",
         },
-        "gunicorn.access": {
-            "level": "INFO",
-            "handlers": ["console"],
-            "propagate": False,
-            "qualname": "gunicorn.access",
-        },
     },
 }
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger, without gunicorn's access line: the service writes one per request
+    itself (`init_app`), with the request id. A `logconfig_dict` alone turns gunicorn's on."""
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return False
+
+    def access(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -112,9 +112,12 @@ def test_a_killed_worker_is_replaced_and_the_new_one_serves(server, db):
     assert count(db, "auth.users") == 3 and count(db, "public.users") == 3
 
 
-def test_access_log_lines_are_json_with_the_request_id(server):
+def test_one_access_log_line_per_request_json_with_the_request_id(server):
     _, _, headers = request(server.base, "GET", "/healthz", headers={"X-Request-ID": "trace-1"})
     assert headers["X-Request-ID"] == "trace-1"
     logs = server.stop()
     entries = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    assert any(e.get("request_id") == "trace-1" and e.get("status") == 200 for e in entries)
+    access = [e for e in entries if e.get("status") == 200 and e.get("path") == "/healthz"]
+    assert [e["request_id"] for e in access] == ["trace-1"]
+    # One line per request: gunicorn's own access line (no request id) is not written too.
+    assert not [e for e in entries if e.get("logger") == "gunicorn.access"]
