@@ -42,7 +42,7 @@ def _line(account: Account) -> str:
         "[no profile]" if not user["has_profile"] else "",
         "[anonymous]" if user["is_anonymous"] else "",
     ]
-    return "  ".join([user["id"], user["email"], *(m for m in marks if m)])
+    return "  ".join([user["id"], user["email"] or "-", *(m for m in marks if m)])
 
 
 def _list(args: argparse.Namespace, stores: Stores) -> int:

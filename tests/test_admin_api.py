@@ -161,6 +161,19 @@ def test_one_user_shows_both_rows_and_whether_they_agree(deployment):
     assert not_an_id.status_code == 404
 
 
+def test_an_anonymous_user_shows_and_lists_with_its_two_halves_agreeing(deployment):
+    created = deployment.client.post("/api/v1/auth/anonymous", json={})
+    assert created.status_code == 201, created.get_json()
+    user_id = created.get_json()["data"]["user"]["id"]
+    answer = deployment.client.get(f"{USERS}/{user_id}", headers=ADMIN_HEADERS)
+    assert answer.status_code == 200, answer.get_json()
+    data = answer.get_json()["data"]
+    assert data["consistent"] is True
+    assert data["identity"]["email"] is None and data["profile"]["email"] is None
+    listed = deployment.client.get(USERS, headers=ADMIN_HEADERS).get_json()["data"]["users"]
+    assert [u["id"] for u in listed] == [user_id]
+
+
 # -- bans, sessions, deletion ----------------------------------------------------------------------
 
 

@@ -68,6 +68,14 @@ def test_an_operator_grants_admin_lists_shows_and_the_grant_opens_the_admin_api(
     assert len(deployment.events("role_revoked")) == 1
 
 
+def test_an_anonymous_user_lists_and_shows(deployment):
+    created = deployment.client.post("/api/v1/auth/anonymous", json={})
+    user_id = created.get_json()["data"]["user"]["id"]
+    assert ok(users(deployment, "list")).splitlines() == [f"{user_id}  -  [anonymous]"]
+    shown = ok(users(deployment, "show", user_id))
+    assert "  email: None" in shown and "consistent: yes" in shown
+
+
 def test_an_operator_bans_unbans_revokes_and_deletes(deployment):
     user_id, token = deployment.signup("troll@example.com", username="troll")
     out = ok(users(deployment, "ban", "troll@example.com", "--duration", "2h"))

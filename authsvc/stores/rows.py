@@ -114,14 +114,15 @@ class Account:
 
     @property
     def consistent(self) -> bool:
-        """A complete identity with a profile whose id and email match it."""
+        """A complete identity with a profile whose id and email match it (an anonymous
+        user's halves have no email, alike)."""
         identity, profile = self.identity, self.profile
         return (
             identity is not None
             and profile is not None
             and identity.signup_state == COMPLETE
             and profile.id == identity.id
-            and profile.email.lower() == identity.email.lower()
+            and (profile.email or "").lower() == (identity.email or "").lower()
         )
 
 
