@@ -86,6 +86,18 @@ def test_duplicate_username_is_409_and_compensates_the_identity(auth, db):
             {"email": "a@example.com", "password": PASSWORD, "display_name": "a\u0000b"},
             "display_name",
         ),
+        (
+            {"email": "a@example.com", "password": PASSWORD, "display_name": "Eve\u202egnp.exe"},
+            "display_name",
+        ),
+        (
+            {"email": "a@example.com", "password": PASSWORD, "display_name": "Ali\u200bce"},
+            "display_name",
+        ),
+        (
+            {"email": "a@example.com", "password": PASSWORD, "display_name": "\u200d\u200c"},
+            "display_name",
+        ),
         ({"email": "a@example.com", "password": PASSWORD, "is_admin": True}, "is_admin"),
         ({"email": ["a@example.com"], "password": PASSWORD}, "email"),
         ({"email": "a" * 250 + "@example.com", "password": PASSWORD}, "email"),
@@ -98,6 +110,22 @@ def test_invalid_signup_bodies_are_422_naming_the_field_and_write_nothing(client
     assert error["code"] == ValidationFailed.code
     assert field in error["details"]
     assert count(db, "auth.users") == 0 and count(db, "public.users") == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",  # a family: three emoji joined by ZWJ
+        "\U0001f3f3\ufe0f\u200d\U0001f308",  # the rainbow flag
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian, with a ZWNJ
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # Scotland
+    ],
+)
+def test_display_names_keep_the_joiners_of_scripts_and_emoji(auth, db, name):
+    body = auth.signup(display_name=name)
+    assert body["data"]["user"]["display_name"] == name
+    row = db.execute("SELECT display_name FROM public.users").fetchone()
+    assert row["display_name"] == name
 
 
 @pytest.mark.parametrize(

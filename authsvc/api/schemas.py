@@ -66,9 +66,35 @@ class EmailField(TextField):
         return normalize_email(super()._deserialize(value, attr, data, **kwargs))
 
 
+# Format characters (Cf) are invisible, and most only disguise text (bidi overrides, zero-width
+# spaces). These few carry meaning in ordinary names and stay: the joiners of Persian, Arabic and
+# Indic scripts and of emoji sequences (ZWNJ, ZWJ: a family emoji is three people joined by ZWJ),
+# and the tag characters of subdivision flags.
+_MEANINGFUL_FORMAT_CHARACTERS = frozenset("\u200c\u200d") | frozenset(
+    map(chr, range(0xE0020, 0xE0080))
+)
+
+
 def _no_control_characters(value: str) -> None:
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
-        raise ValidationError("Must not contain control characters.")
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cs") or (
+            category == "Cf" and ch not in _MEANINGFUL_FORMAT_CHARACTERS
+        ):
+            name = unicodedata.name(ch, f"U+{ord(ch):04X}")
+            raise ValidationError(
+                f"Must not contain control or invisible formatting characters (found {name})."
+            )
+    if not any(unicodedata.category(ch)[0] not in "CZM" for ch in value):
+        raise ValidationError("Must contain at least one visible character.")
+
+
+DISPLAY_NAME: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": 100,
+    "description": "trimmed; control and invisible formatting characters are refused, except "
+    "the joiners of scripts and emoji (ZWNJ, ZWJ) and the tag characters of flags",
+}
 
 
 class DisplayNameField(TextField):
@@ -113,7 +139,7 @@ class SignupSchema(Schema):
         },
     )
     username = fields.String(**_username)
-    display_name = DisplayNameField(metadata={"minLength": 1, "maxLength": 100, "example": "Alice"})
+    display_name = DisplayNameField(metadata={**DISPLAY_NAME, "example": "Alice"})
 
 
 class LoginSchema(Schema):
@@ -133,7 +159,7 @@ class LogoutSchema(Schema):
 
 class ProfileUpdateSchema(Schema):
     username = fields.String(**_username)
-    display_name = DisplayNameField(metadata={"minLength": 1, "maxLength": 100})
+    display_name = DisplayNameField(metadata=DISPLAY_NAME)
 
 
 class UserSchema(Schema):
