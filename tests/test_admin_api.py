@@ -217,6 +217,8 @@ def test_a_ban_ends_every_session_at_once_and_refuses_logins_until_lifted(deploy
         {},
         {"duration_seconds": 0},
         {"duration_seconds": "3600"},
+        {"duration_seconds": 3600.5},
+        {"duration_seconds": True},
         {"duration_seconds": 10**12},
         {"duration_seconds": 60, "reason": "x"},
     ],
@@ -226,6 +228,16 @@ def test_a_ban_needs_a_sane_duration(deployment, body):
     answer = deployment.client.post(f"{USERS}/{user_id}/ban", json=body, headers=ADMIN_HEADERS)
     assert answer.status_code == 422 and code(answer) == ValidationFailed.code
     assert deployment.auth.me(token).status_code == 200
+
+
+def test_a_duration_written_as_a_whole_float_is_an_integer_as_json_schema_says(deployment):
+    user_id, token = deployment.signup("floated@example.com")
+    body = {"duration_seconds": 3600.0}
+    answer = deployment.client.post(f"{USERS}/{user_id}/ban", json=body, headers=ADMIN_HEADERS)
+    assert answer.status_code == 200, answer.get_json()
+    (banned,) = deployment.events("user_banned")
+    assert banned["details"]["duration_seconds"] == 3600
+    assert isinstance(banned["details"]["duration_seconds"], int)
 
 
 def test_banning_or_unbanning_nobody_is_a_404(deployment):

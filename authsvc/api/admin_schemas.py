@@ -3,6 +3,8 @@ OpenAPI document (the answers are the plain values of services/admin.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 from authsvc.api.schemas import TextField, UserSchema
@@ -48,8 +50,18 @@ class AuditQuerySchema(PageQuerySchema):
     )
 
 
+class JsonInteger(fields.Integer):
+    """An integer as JSON Schema counts them: 86400 and 86400.0 alike; never "86400", 1.5 or
+    true."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super()._validated(value)
+
+
 class BanSchema(Schema):
-    duration_seconds = fields.Integer(
+    duration_seconds = JsonInteger(
         required=True,
         strict=True,
         validate=validate.Range(1, MAX_BAN_SECONDS),
