@@ -7,6 +7,7 @@ statuses, bodies and headers as documented, schema-violating requests refused.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 from uuid import UUID
@@ -386,3 +387,15 @@ def test_the_document_lists_the_account_lifecycle_with_its_codes(spec):
     user = spec["components"]["schemas"]["User"]["properties"]["email"]
     assert "null" in user["type"]
     assert errors.EmailNotConfirmed.code in error_codes(login["403"])
+
+
+def test_the_document_says_text_refuses_nul_as_the_service_does(spec, client):
+    """A client generating bodies from the document (schemathesis' positive data) gets no 422
+    for a NUL it was not told about."""
+    properties = spec["components"]["schemas"]["Login"]["properties"]
+    for name in ("email", "password"):
+        pattern = properties[name]["pattern"]
+        assert re.fullmatch(pattern, "text") and not re.fullmatch(pattern, "te\x00xt")
+    body = {"email": "alice@example.com", "password": "te\x00xt-long-enough"}
+    answer = client.post("/api/v1/auth/login", json=body)
+    assert answer.status_code == 422 and "password" in answer.get_json()["error"]["details"]

@@ -45,8 +45,16 @@ def normalize_email(value: str) -> str:
     return normalized
 
 
+# What TextField refuses, in the OpenAPI document: NUL (Postgres text cannot hold it).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
 class TextField(fields.String):
     """A string that is valid Unicode text (no lone surrogates, no NUL)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"pattern": NO_NUL_PATTERN, **(kwargs.get("metadata") or {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
