@@ -6,7 +6,7 @@ import unicodedata
 from functools import cache
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, validate
 
 from authsvc.passwords import MAX_LENGTH as PASSWORD_MAX_LENGTH
@@ -47,6 +47,14 @@ def normalize_email(value: str) -> str:
 
 # What TextField refuses, in the OpenAPI document: NUL (Postgres text cannot hold it).
 NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
+EMAIL_DESCRIPTION = (
+    "trimmed, NFC and lower-cased; spaces, invisible and control characters are refused, and so "
+    "are addresses at special-use domains ("
+    + ", ".join(f".{d}" for d in SPECIAL_USE_DOMAIN_NAMES)
+    + ")"
+)
 
 
 class TextField(fields.String):
@@ -131,8 +139,7 @@ class SignupSchema(Schema):
             "format": "email",
             "maxLength": EMAIL_MAX_LENGTH,
             "example": "alice@example.com",
-            "description": "trimmed, NFC and lower-cased; spaces, invisible and control "
-            "characters are refused",
+            "description": EMAIL_DESCRIPTION,
         },
     )
     password = TextField(
@@ -151,7 +158,14 @@ class SignupSchema(Schema):
 
 
 class LoginSchema(Schema):
-    email = EmailField(required=True, metadata={"format": "email", "example": "alice@example.com"})
+    email = EmailField(
+        required=True,
+        metadata={
+            "format": "email",
+            "example": "alice@example.com",
+            "description": EMAIL_DESCRIPTION,
+        },
+    )
     password = TextField(
         required=True, metadata={"format": "password", "example": "correct horse battery staple"}
     )
