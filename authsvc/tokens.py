@@ -12,7 +12,7 @@ from uuid import UUID
 
 from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt
-from jwt import InvalidSignatureError
+from jwt import InvalidSignatureError, InvalidTokenError
 
 from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid, TokenRevoked
 from authsvc.services import sessions
@@ -35,7 +35,7 @@ def checked_session() -> Any:
 
 
 def current_ids() -> tuple[UUID, UUID]:
-    """(user id, session id) of the verified access token of this request."""
+    """(user id, session id) of the verified access token of this request (check_claims)."""
     claims = get_jwt()
     return UUID(claims["sub"]), UUID(claims["sid"])
 
@@ -43,6 +43,33 @@ def current_ids() -> tuple[UUID, UUID]:
 def key_id(key: str) -> str:
     """The `kid` header naming `key`: a short hash of it, never the key itself."""
     return hashlib.sha256(b"authsvc-jwt-kid:" + key.encode()).hexdigest()[:16]
+
+
+class MalformedClaims(InvalidTokenError):
+    """A token bearing our signature whose claims are not what mint() writes. It is a PyJWT
+    InvalidTokenError, which flask-jwt-extended answers with the invalid-token callback
+    (JWTManager._set_error_handler_callbacks): 401 TOKEN_INVALID."""
+
+
+def _is_id(value: Any) -> bool:
+    """`value` is a UUID as we write them (canonical, lower case)."""
+    try:
+        return isinstance(value, str) and str(UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def check_claims(claims: dict[str, Any]) -> None:
+    """Refuse (MalformedClaims) the claims of a token whose signature verified unless they are
+    what mint() writes: an `exp` (PyJWT checks it only when present: without one a token would
+    never expire), a `jti`, and `sub` and `sid` as ids. Nothing after this sees a malformed
+    claim."""
+    if not isinstance(claims.get("exp"), int | float):
+        raise MalformedClaims("the token's exp is missing or not a number")
+    if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+        raise MalformedClaims("the token has no jti")
+    if not (_is_id(claims.get("sub")) and _is_id(claims.get("sid"))):
+        raise MalformedClaims("the token's sub or sid is not an id")
 
 
 class SigningKeys:
@@ -73,8 +100,9 @@ class VerifyingManager(JWTManager):
     quarter of the CPU of GET /me. The same bytes verify the same way until `exp`, so a token
     verified once is taken from memory until then. Everything that can change meanwhile is
     still checked on every call, after this: the session (revoked, logged out) and the ban,
-    by the blocklist loader. A refused token is never remembered, and a changed one (a single
-    character) is a different key. At most `max_tokens` are kept, the oldest leaving first.
+    by the blocklist loader. A refused token (a bad signature, or claims check_claims
+    refuses) is never remembered, and a changed one (a single character) is a different key.
+    At most `max_tokens` are kept, the oldest leaving first.
     """
 
     def __init__(self, app: Flask, max_tokens: int = 4096) -> None:
@@ -93,7 +121,8 @@ class VerifyingManager(JWTManager):
             if claims is not None and time.time() < claims["exp"]:
                 return dict(claims)
         claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
-        if plain and isinstance(claims.get("exp"), int | float):
+        check_claims(claims)
+        if plain:
             self._remember(encoded_token, claims)
         return claims
 
@@ -147,18 +176,14 @@ def init_app(app: Flask, secret: str, access_ttl: int, previous: Sequence[str] =
 
     @jwt.token_in_blocklist_loader
     def session_ended(_header: dict, payload: dict) -> bool:
-        # Revocation is checked on every call: the token's session must still be open.
-        sid = payload.get("sid")
-        if not sid:
-            return True
-        try:
-            session_id = UUID(sid)
-        except (TypeError, ValueError):
-            return True
-        # An ended session is revoked (401); a ban raises UserBanned (403) from here.
+        # Revocation is checked on every call: the token's session must still be open. The
+        # claims passed check_claims. An ended session is revoked (401); a session of another
+        # user raises TokenInvalid (401), a ban UserBanned (403) from here.
         try:
             g.authsvc_session = sessions.check_access(
-                current_app.extensions["authsvc"].stores, session_id
+                current_app.extensions["authsvc"].stores,
+                UUID(payload["sid"]),
+                UUID(payload["sub"]),
             )
         except TokenRevoked:
             return True

@@ -22,6 +22,7 @@ from tests.admin_support import ADMIN_HEADERS, ADMIN_KEY, bearer
 from tests.conftest import PASSWORD
 
 USERS = "/api/v1/admin/users"
+LAST_INSTANT = "9999-12-31T23:59:59.999999Z"  # 'infinity' and beyond, as read
 
 
 def code(response) -> str:
@@ -209,6 +210,25 @@ def test_a_ban_ends_every_session_at_once_and_refuses_logins_until_lifted(deploy
     assert banned["actor"] == "admin_key" and banned["details"]["sessions_revoked"] == 2
     assert banned["details"]["duration_seconds"] == 3600
     assert [str(e["user_id"]) for e in deployment.events("user_unbanned")] == [user_id]
+
+
+@pytest.mark.parametrize("until", ["'infinity'", "now() + interval '10000 years'"])
+def test_a_ban_past_the_year_9999_set_in_sql_is_shown_as_a_ban(deployment, until):
+    user_id, token = deployment.signup("forever@example.com")
+    deployment.sql(
+        deployment.identity_owner_url,
+        f"UPDATE auth.users SET banned_until = {until} WHERE id = %s",
+        (user_id,),
+    )
+    shown = deployment.client.get(f"{USERS}/{user_id}", headers=ADMIN_HEADERS)
+    assert shown.status_code == 200, shown.get_json()
+    data = shown.get_json()["data"]
+    assert data["user"]["banned"] is True
+    assert data["user"]["banned_until"] == data["identity"]["banned_until"] == LAST_INSTANT
+    listed = deployment.client.get(USERS, headers=ADMIN_HEADERS)
+    assert listed.status_code == 200, listed.get_json()
+    assert [u["banned_until"] for u in listed.get_json()["data"]["users"]] == [LAST_INSTANT]
+    assert code(deployment.auth.me(token)) == UserBanned.code
 
 
 @pytest.mark.parametrize(

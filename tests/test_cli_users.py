@@ -100,6 +100,20 @@ def test_an_operator_bans_unbans_revokes_and_deletes(deployment):
     assert deleted["actor"] == "cli" and deleted["details"]["reason"] == "deleted_by_admin"
 
 
+def test_an_operator_sees_a_ban_set_in_sql_to_infinity(deployment):
+    user_id, _ = deployment.signup("forever@example.com")
+    deployment.sql(
+        deployment.identity_owner_url,
+        "UPDATE auth.users SET banned_until = 'infinity' WHERE id = %s",
+        (user_id,),
+    )
+    last = "9999-12-31T23:59:59.999999Z"
+    shown = json.loads(ok(users(deployment, "show", user_id, "--json")))
+    assert shown["identity"]["banned_until"] == shown["user"]["banned_until"] == last
+    assert f"banned_until: {last}" in ok(users(deployment, "show", "forever@example.com"))
+    assert f"[banned until {last}]" in ok(users(deployment, "list"))
+
+
 @pytest.mark.parametrize(
     ("args", "status", "said"),
     [

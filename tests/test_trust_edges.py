@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from authsvc import create_app
 from authsvc.config import load_settings
 from authsvc.errors import (
     IdempotencyKeyReused,
     InternalError,
+    InvalidCredentials,
     RateLimited,
     TokenRevoked,
     UserBanned,
 )
 from authsvc.services import maintenance
 from authsvc.stores import make_stores
+from authsvc.stores.pg.database import Database
 from tests import faults, pgbouncer
 from tests.conftest import PASSWORD, TEST_SECRET, AuthActions, app_overrides, count
 
@@ -79,6 +84,53 @@ def test_an_idempotent_replay_mints_nothing_for_a_banned_user(auth, db):
     assert count(db, "authsvc.sessions") == sessions_before
     me = auth.me(again["data"]["session"]["access_token"])
     assert me.get_json()["error"]["code"] == UserBanned.code
+
+
+# Past the year 9999, where Python's datetime ends: 'infinity' and a date five digits long.
+BEYOND_9999 = ["'infinity'", "now() + interval '10000 years'"]
+LAST_INSTANT = "9999-12-31T23:59:59.999999Z"
+
+
+@pytest.mark.parametrize("until", BEYOND_9999)
+def test_a_ban_past_the_year_9999_is_a_ban_on_every_call(auth, db, until):
+    session = auth.signup("forever@example.com")["data"]["session"]
+    db.execute(
+        f"UPDATE auth.users SET banned_until = {until} WHERE email = %s", ("forever@example.com",)
+    )
+    for answer in (
+        auth.me(session["access_token"]),
+        _refresh(auth.client, session["refresh_token"]),
+        auth.client.post(
+            "/api/v1/auth/login", json={"email": "forever@example.com", "password": PASSWORD}
+        ),
+    ):
+        assert answer.status_code == 403, answer.get_json()
+        error = answer.get_json()["error"]
+        assert error["code"] == UserBanned.code
+        assert error["details"]["banned_until"] == LAST_INSTANT
+    wrong = auth.login("forever@example.com", "not the password", expect=401)
+    assert wrong["error"]["code"] == InvalidCredentials.code
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_timestamps_beyond_what_python_holds_are_read_as_its_first_and_last_instants(
+    database_url, binary
+):
+    db = Database(database_url, "database")
+    with db.connect_direct() as conn, conn.cursor(binary=binary) as cursor:
+        row = cursor.execute(
+            "SELECT 'infinity'::timestamptz AS inf, '-infinity'::timestamptz AS neg, "
+            "now() + interval '10000 years' AS far, '4713-01-01 BC'::timestamptz AS bc, "
+            "'2001-02-03 04:05:06.789+00'::timestamptz AS plain"
+        ).fetchone()
+    assert row["inf"] == row["far"] == datetime.max.replace(tzinfo=UTC)
+    assert row["neg"] == row["bc"] == datetime.min.replace(tzinfo=UTC)
+    assert row["plain"] == datetime(2001, 2, 3, 4, 5, 6, 789000, tzinfo=UTC)
+    db.open()
+    try:
+        assert db.read_one("SELECT 'infinity'::timestamptz AS t")["t"].year == 9999
+    finally:
+        db.close()
 
 
 # -- idempotent replay --------------------------------------------------------------------------

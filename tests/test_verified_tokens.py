@@ -7,8 +7,10 @@ import time
 from datetime import timedelta
 
 import jwt
+import pytest
 from flask_jwt_extended import create_access_token
 
+from authsvc.tokens import key_id
 from tests.conftest import AuthActions
 
 
@@ -108,3 +110,66 @@ def test_the_memory_keeps_the_newest_tokens_and_no_more_than_its_size(app, auth)
     # One that left the memory is verified again, and answers as before.
     assert auth.me(tokens[0]).status_code == 200
     assert list(remembered(app)) == [*tokens[3:], tokens[0]]
+
+
+# -- claims: a token signed with our key still carries only what we mint ---------------------
+
+
+class _Drop:
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP = _Drop()
+
+
+def resigned(app, token: str, **changes) -> str:
+    """`token`'s claims with `changes` (DROP removes a claim), signed with the app's key under
+    its `kid`, as only someone holding JWT_SECRET_KEY could."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    for name, value in changes.items():
+        if value is DROP:
+            del claims[name]
+        else:
+            claims[name] = value
+    key = app.config["JWT_SECRET_KEY"]
+    return jwt.encode(claims, key, algorithm="HS256", headers={"kid": key_id(key)})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    # (A `sub` or `jti` that is not a string PyJWT refuses by itself.)
+    [
+        {"sub": "not-a-uuid"},
+        {"sub": "8D0C5D46-5F3C-4E7B-9A51-0B8F6F1F2A10"},
+        {"sid": 5},
+        {"sid": [1]},
+        {"sid": {"id": 1}},
+        {"sid": "not-a-uuid"},
+        {"sid": ""},
+        {"sid": DROP},
+        {"exp": DROP},
+        {"exp": "4102444800"},  # 2100, as a string
+        {"jti": DROP},
+        {"jti": ""},
+    ],
+    ids=repr,
+)
+def test_a_token_signed_with_our_key_but_malformed_claims_is_invalid(app, auth, changes):
+    token = signed_up(auth)["session"]["access_token"]
+    forged = resigned(app, token, **changes)
+    response = auth.me(forged)
+    assert response.status_code == 401, response.get_json()
+    assert error_code(response) == "TOKEN_INVALID"
+    assert forged not in remembered(app)
+    # The same claims unchanged, signed the same way, are taken: only the change is refused.
+    assert auth.me(resigned(app, token)).status_code == 200
+
+
+def test_a_token_naming_another_user_than_its_session_is_invalid(app, auth):
+    alice = signed_up(auth, "alice@example.com")
+    bob = signed_up(auth, "bob@example.com")
+    forged = resigned(app, alice["session"]["access_token"], sub=bob["user"]["id"])
+    response = auth.me(forged)
+    assert response.status_code == 401 and error_code(response) == "TOKEN_INVALID"
+    assert auth.me(alice["session"]["access_token"]).status_code == 200

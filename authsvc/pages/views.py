@@ -24,6 +24,7 @@ from authsvc.errors import (
     AuthError,
     BadRequest,
     InternalError,
+    TokenInvalid,
     TokenRevoked,
     UserBanned,
     ValidationFailed,
@@ -191,9 +192,9 @@ def _resolve_session(browser: BrowserSession) -> SignedIn | None:
         browser.sign_out()
         return None
     try:
-        seen = accounts.check_access(ctx, session_id)
+        seen = accounts.check_access(ctx, session_id, user_id)
         user = accounts.me(ctx, user_id, seen)
-    except (TokenRevoked, UserBanned):
+    except (TokenInvalid, TokenRevoked, UserBanned):
         browser.sign_out()
         return None
     return SignedIn(user, user_id, session_id)

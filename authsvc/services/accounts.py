@@ -243,8 +243,8 @@ def _token_holder(ctx: Context, refresh_token: str) -> UUID | None:
         return None
 
 
-def check_access(ctx: Context, session_id: UUID) -> SessionCheck:
-    return sessions.check_access(ctx.stores, session_id)
+def check_access(ctx: Context, session_id: UUID, user_id: UUID) -> SessionCheck:
+    return sessions.check_access(ctx.stores, session_id, user_id)
 
 
 def log_out(ctx: Context, user_id: UUID, session_id: UUID, scope: str = "local") -> None:

@@ -182,13 +182,16 @@ def _refuse_if_banned(banned_until: datetime | None) -> None:
         raise UserBanned(details={"banned_until": _rfc3339(banned_until)})
 
 
-def check_access(stores: Stores, session_id: UUID) -> SessionCheck:
-    """An open session whose user is not banned (with the user's rows when storage read them
-    in the same statement); every authenticated call goes through this. TokenRevoked for an
-    ended session, UserBanned for a ban."""
+def check_access(stores: Stores, session_id: UUID, user_id: UUID) -> SessionCheck:
+    """An open session of `user_id` whose user is not banned (with the user's rows when storage
+    read them in the same statement); every authenticated call goes through this. TokenRevoked
+    for an ended session, TokenInvalid for a session of another user (a token naming one user
+    and another's session was not minted here), UserBanned for a ban."""
     check = stores.sessions.check(session_id)
     if check is None or not check.active:
         raise TokenRevoked()
+    if check.user_id != user_id:
+        raise TokenInvalid()
     banned_until = check.banned_until
     if not check.bans_known:  # the identities live elsewhere (Supabase Auth): ask them
         identity = stores.identities.get(check.user_id)

@@ -23,6 +23,7 @@ from authsvc.errors import (
     StorageError,
     UsernameTaken,
 )
+from authsvc.stores.pg.timestamps import ADAPTERS
 
 log = logging.getLogger("authsvc.stores")
 
@@ -168,6 +169,7 @@ class Database:
             "application_name": "authsvc",
             "autocommit": True,
             "row_factory": dict_row,
+            "context": ADAPTERS,  # timestamps past the year 9999 (and 'infinity') are read
         }
         # Behind a transaction-mode pooler (PgBouncer, Supavisor; AUTHSVC_DB_POOLER=transaction)
         # each transaction may run on another server connection, so nothing may rely on the
