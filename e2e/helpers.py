@@ -121,8 +121,11 @@ class PostgresRows:
         import psycopg
         from psycopg.rows import dict_row
 
+        # The service's own reading of timestamps: a ban of 'infinity' set by SQL is a date.
+        from authsvc.stores.pg.timestamps import ADAPTERS
+
         query = f"SELECT * FROM {table} WHERE {where} LIMIT 2"  # noqa: S608 - fixed names
-        with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        with psycopg.connect(url, row_factory=dict_row, autocommit=True, context=ADAPTERS) as conn:
             rows = conn.execute(query, (value,)).fetchall()
         if len(rows) > 1:
             raise MultipleRowsFound(table, key)

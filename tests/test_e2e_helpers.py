@@ -79,6 +79,14 @@ def test_an_identity_without_its_profile_is_found_in_auth_users(database_url):
         assert_user_complete("ida@example.com", database_url)
 
 
+def test_a_user_banned_for_ever_by_sql_is_found_with_its_ban(auth, database_url):
+    auth.signup("ever@example.com")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE auth.users SET banned_until = 'infinity'")
+    rows = assert_user_complete("ever@example.com", database_url)
+    assert rows.identity["banned_until"].year == 9999
+
+
 def test_a_profile_without_its_identity_names_auth_users(split_urls):
     app_url, auth_url = split_urls
     user_id = str(uuid.uuid4())
