@@ -158,6 +158,10 @@ class SchemaAdmin(Protocol):
         """Each database's state: {"database": "ok" | "<why not>"}."""
 
     def migrate(self) -> list[str]: ...
+    def align_layout(self) -> list[str]:
+        """After `migrate`: what the layout (one database or split) needs beyond the numbered
+        migrations, made so; one sentence per change made or problem left (idempotent)."""
+
     def migration_status(self) -> dict[str, Any]: ...
     def diagnose(self) -> list[tuple[str, bool, str]]:
         """Backend-specific `authsvc doctor` checks: (name, ok, detail with what to do)."""
