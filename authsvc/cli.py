@@ -94,8 +94,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings) as settings:
         with _stores(settings.direct("`authsvc serve`, which migrates first,")) as stores:
             applied = stores.admin.migrate()
+            notes = stores.admin.align_layout()
         if applied:
             log.info("migrations applied", extra={"migrations": applied})
+        for note in notes:
+            log.warning("layout: " + note)
         return _serve(args, settings)
 
 
@@ -144,11 +147,14 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         _stores(settings) as stores,
     ):
         applied = stores.admin.migrate()
+        notes = stores.admin.align_layout()
         status = stores.admin.migration_status()
     if applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:
         print("nothing to apply: the schema is up to date")
+    for note in notes:
+        print(f"layout: {note}")
     print(f"schema version: {status['schema_version']}")
     return 0
 
@@ -324,7 +330,8 @@ def _parser() -> argparse.ArgumentParser:
         "migrate",
         help="apply pending migrations (safe to rerun, and by two instances at once)",
         description="Apply pending migrations to every database the configuration names, "
-        "serialised across instances by an advisory lock.",
+        "serialised across instances by an advisory lock; then fit the profile database to "
+        "the layout (one database or split) and say what changed.",
     ).set_defaults(func=cmd_migrate)
     rec = sub.add_parser(
         "reconcile",

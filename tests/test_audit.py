@@ -4,6 +4,7 @@ only append to it, and that recording never fails what it records."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
 import psycopg
@@ -204,6 +205,43 @@ def test_a_reconcile_repair_is_recorded(deployment):
     (event,) = deployment.events("reconcile_repair")
     assert event["actor"] == "cli" and event["user_id"] is None
     assert event["details"]["identities_removed"] == 1 and event["details"]["remaining"] == 0
+
+
+def test_a_repair_counts_the_profiles_removed_with_their_pending_identities(deployment, caplog):
+    # A signup that died after both inserts, an hour ago: pending identity, profile. In one
+    # database the profile goes by ON DELETE CASCADE, across two by a delete; both count it.
+    from uuid import uuid4
+
+    user_id = str(uuid4())
+    deployment.sql(
+        deployment.identity_owner_url,
+        "INSERT INTO auth.users (id, email, password_hash, signup_state, created_at) "
+        "VALUES (%s, 'half@example.com', 'x', 'pending', now() - interval '1 hour')",
+        (user_id,),
+    )
+    deployment.sql(
+        deployment.profile_owner_url,
+        "INSERT INTO public.users (id, email, created_at) "
+        "VALUES (%s, 'half@example.com', now() - interval '1 hour')",
+        (user_id,),
+    )
+    logger = logging.getLogger("authsvc.reconcile")  # "authsvc" does not propagate
+    logger.addHandler(caplog.handler)
+    try:
+        report, remaining = reconcile.run(deployment.stores, 300, repair_drift=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert not remaining and deployment.identity(user_id) is None
+    assert deployment.profile(user_id) is None
+    assert report["repaired"] == {
+        "profiles_created": 0,
+        "identities_removed": 1,
+        "profiles_removed": 1,
+    }
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("reconcile removed id")]
+    assert line.profiles_deleted_with_them == 1
+    (event,) = deployment.events("reconcile_repair")
+    assert event["details"]["profiles_removed"] == 1
 
 
 def test_details_that_look_secret_are_dropped_and_values_kept_plain(deployment):

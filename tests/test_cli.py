@@ -226,3 +226,130 @@ def test_a_production_start_without_a_secret_is_refused_with_a_reason(env, tmp_p
     )
     assert result.returncode == 2
     assert "JWT_SECRET_KEY" in result.stderr
+
+
+# -- the layout of today: a database migrated as one database, then split ----------------------
+
+PROFILE_KEYS = (
+    "SELECT conname FROM pg_constraint WHERE contype = 'f' "
+    "AND conrelid = 'public.users'::regclass AND confrelid = 'auth.users'::regclass"
+)
+
+
+def sql(url, query, params=()):
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else None
+
+
+@pytest.fixture
+def split_after_one(pg, env, tmp_path):
+    """(env of the split layout, app database, identity database): the app database migrated
+    as one database first, one identity and its profile in it, then the split configured."""
+    app = pg.create_database("authsvc_test_was_one")
+    auth = pg.create_database("authsvc_test_now_auth")
+    try:
+        first = run(["migrate"], {**env, "DATABASE_URL": app}, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        sql(
+            app,
+            "WITH i AS (INSERT INTO auth.users (id, email, password_hash, signup_state) "
+            "VALUES (gen_random_uuid(), 'old@example.com', 'x', 'complete') RETURNING id) "
+            "INSERT INTO public.users (id, email) SELECT id, 'old@example.com' FROM i",
+        )
+        yield {**env, "DATABASE_URL": app, "AUTH_DATABASE_URL": auth}, app, auth
+    finally:
+        pg.drop_database(app)
+        pg.drop_database(auth)
+
+
+def test_migrate_into_the_split_layout_drops_the_key_to_the_unused_identities_and_says_so(
+    split_after_one, tmp_path
+):
+    from authsvc.config import load_settings
+    from authsvc.passwords import Hasher
+    from authsvc.services import signup
+    from authsvc.stores import make_stores
+
+    split, app, auth = split_after_one
+    migrated = run(["migrate"], split, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "layout: dropped the foreign key users_id_fkey" in migrated.stdout
+    assert "auth.users still holds 1 identity, not used in the split layout" in migrated.stdout
+    assert sql(app, PROFILE_KEYS) == []
+    assert sql(app, "SELECT count(*) FROM auth.users") == [(1,)]  # not migrate's to move
+    again = run(["migrate"], split, cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to apply" in again.stdout
+    assert "dropped" not in again.stdout and "still holds 1 identity" in again.stdout
+    # And a signup now works: both halves, each in its own database.
+    stores = make_stores(load_settings({**split, "AUTHSVC_ENV": "development"}))
+    try:
+        profile = signup.run(
+            stores,
+            Hasher(1, 8, 1),
+            signup.SignupData("split3@example.com", "correct horse battery staple 9"),
+        )
+    finally:
+        stores.close()
+    assert sql(auth, "SELECT signup_state FROM auth.users WHERE id = %s", (profile.id,)) == [
+        ("complete",)
+    ]
+    assert sql(app, "SELECT email FROM public.users WHERE id = %s", (profile.id,)) == [
+        ("split3@example.com",)
+    ]
+
+
+def test_doctor_in_the_split_layout_fails_on_the_key_and_names_the_unused_identities(
+    split_after_one, tmp_path
+):
+    split, app, _ = split_after_one
+    assert run(["migrate"], split, cwd=tmp_path).returncode == 0
+    # The key as the first migration made it, back in place: what a split deployment that has
+    # not run this migrate has.
+    sql(
+        app,
+        "ALTER TABLE public.users ADD CONSTRAINT users_id_fkey FOREIGN KEY (id) "
+        "REFERENCES auth.users (id) ON DELETE CASCADE",
+    )
+    sick = run(["doctor"], split, cwd=tmp_path)
+    assert sick.returncode == 1, sick.stdout
+    (layout,) = [x for x in sick.stdout.splitlines() if x.split()[1:2] == ["layout:"]]
+    assert layout.startswith("FAIL layout:") and "users_id_fkey" in layout
+    assert "run `authsvc migrate`" in layout
+    (unused,) = [x for x in sick.stdout.splitlines() if x.split()[1:2] == ["unused_identities:"]]
+    assert unused.startswith("FAIL") and "holds 1 identity" in unused
+    assert run(["migrate"], split, cwd=tmp_path).returncode == 0
+    sql(app, "DELETE FROM auth.users")  # moved elsewhere by the operator
+    healthy = run(["doctor"], split, cwd=tmp_path)
+    assert healthy.returncode == 0, healthy.stdout  # its profile is inside the grace period
+    assert "ok   layout: split" in healthy.stdout
+    assert "ok   unused_identities" in healthy.stdout
+
+
+def test_migrate_back_into_one_database_gives_the_key_back_once_every_profile_has_its_identity(
+    pg, env, tmp_path
+):
+    app = pg.create_database("authsvc_test_was_split")
+    auth = pg.create_database("authsvc_test_was_split_auth")
+    try:
+        split = {**env, "DATABASE_URL": app, "AUTH_DATABASE_URL": auth}
+        assert run(["migrate"], split, cwd=tmp_path).returncode == 0
+        sql(app, "INSERT INTO public.users (id, email) VALUES (gen_random_uuid(), 'p@x.org')")
+        one = {**env, "DATABASE_URL": app}
+        blocked = run(["migrate"], one, cwd=tmp_path)
+        assert blocked.returncode == 0, blocked.stderr
+        assert "1 profile(s) have no identity in this database" in blocked.stdout
+        assert sql(app, PROFILE_KEYS) == []
+        sql(
+            app,
+            "INSERT INTO auth.users (id, email, signup_state) "
+            "SELECT id, email, 'complete' FROM public.users",
+        )
+        moved = run(["migrate"], one, cwd=tmp_path)
+        assert "layout: added the foreign key users_id_fkey" in moved.stdout
+        assert sql(app, PROFILE_KEYS) == [("users_id_fkey",)]
+    finally:
+        pg.drop_database(app)
+        pg.drop_database(auth)

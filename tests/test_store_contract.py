@@ -183,7 +183,10 @@ def test_remove_pending_takes_only_pending_identities(stores):
     done = _signed_up(stores, "done@example.com")
     pending = uuid4()
     stores.identities.create(pending, "half@example.com", "$argon2id$x", {})
-    assert stores.identities.remove_pending([done, pending], 0) == [pending]
+    removed, profiles = stores.identities.remove_pending([done, pending], 0)
+    assert removed == [pending]
+    # Its profile-less removal: nothing went with it (None where the caller removes profiles).
+    assert profiles == (0 if stores.profiles.co_located else None)
     assert stores.identities.get(done) is not None and stores.identities.get(pending) is None
     assert stores.identities.present([done, pending]) == {done}
 

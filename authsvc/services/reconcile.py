@@ -136,12 +136,12 @@ def repair(stores: Stores, drift: Drift, grace_seconds: int) -> dict[str, int]:
     repaired = {"profiles_created": 0, "identities_removed": 0, "profiles_removed": 0}
     adrift = drift.ids["unfinished_signups"] + drift.ids["identities_without_profile"]
     for batch in _batches(adrift):
-        removed = stores.identities.remove_pending(batch, grace_seconds)
+        removed, profiles = stores.identities.remove_pending(batch, grace_seconds)
         if removed:
-            # In one database the foreign key's ON DELETE CASCADE has taken the profiles
-            # already, unless the key was dropped; across two nothing cascades.
-            profiles = stores.profiles.delete_many(removed)
+            if profiles is None:  # the profiles live elsewhere: nothing took them along
+                profiles = stores.profiles.delete_many(removed)
             repaired["identities_removed"] += len(removed)
+            repaired["profiles_removed"] += profiles
             log.warning(
                 "reconcile removed identities whose signup never finished",
                 extra={

@@ -52,9 +52,11 @@ class IdentityStore(Protocol):
         grace period)."""
 
     def present(self, ids: list[UUID]) -> set[UUID]: ...
-    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> list[UUID]:
+    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> tuple[list[UUID], int | None]:
         """Delete those of `ids` still pending and older than the grace period, skipping rows a
-        signup in flight holds; the ids removed."""
+        signup in flight holds: the ids removed, and how many profiles went with them where the
+        profiles share this store's database (removed in the same statement), else None (the
+        caller removes them)."""
 
     def signup_profiles(self, ids: list[UUID]) -> list[Identity]:
         """The complete identities among `ids`, with what their signup asked for."""
@@ -158,6 +160,10 @@ class SchemaAdmin(Protocol):
         """Each database's state: {"database": "ok" | "<why not>"}."""
 
     def migrate(self) -> list[str]: ...
+    def align_layout(self) -> list[str]:
+        """After `migrate`: what the layout (one database or split) needs beyond the numbered
+        migrations, made so; one sentence per change made or problem left (idempotent)."""
+
     def migration_status(self) -> dict[str, Any]: ...
     def diagnose(self) -> list[tuple[str, bool, str]]:
         """Backend-specific `authsvc doctor` checks: (name, ok, detail with what to do)."""

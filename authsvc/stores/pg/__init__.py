@@ -40,7 +40,7 @@ def make_postgres_stores(settings: Settings) -> Stores:
         auth_db = app_db = Database.from_settings(settings.database_url, "database", settings)
         databases = [auth_db]
         plan = [(auth_db, ["auth", "sessions", "app"])]
-    identities = PgIdentities(auth_db)
+    identities = PgIdentities(auth_db, profiles_here=not settings.split)
     profiles = PgProfiles(app_db, co_located=not settings.split)
     if settings.split:
         unit = partial(CompensatingSignup, identities, profiles)

@@ -32,6 +32,15 @@ MARK_COMPLETE = (
     "UPDATE auth.users SET signup_state = 'complete', updated_at = now() "
     "WHERE id = %s AND signup_state = 'pending'"
 )
+REMOVE_PENDING = """
+    WITH gone AS (
+        DELETE FROM auth.users WHERE id IN (
+            SELECT id FROM auth.users
+             WHERE id = ANY(%s) AND signup_state = 'pending'
+               AND created_at < now() - make_interval(secs => %s)
+             FOR UPDATE SKIP LOCKED)
+        RETURNING id)
+"""
 # Only a pending identity is a signup's to remove; a complete one was answered 201.
 DELETE_PENDING = "DELETE FROM auth.users WHERE id = %s AND signup_state = 'pending'"
 
@@ -61,10 +70,12 @@ def to_identity(row: dict[str, Any] | None) -> Identity | None:
 
 
 class PgIdentities:
-    """IdentityStore over auth.users in one Postgres database."""
+    """IdentityStore over auth.users in one Postgres database; `profiles_here` when
+    public.users is in the same database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, profiles_here: bool = False) -> None:
         self.db = db
+        self.profiles_here = profiles_here
 
     def create(
         self, user_id: UUID, email: str, password_hash: str | None, signup_profile: dict[str, Any]
@@ -116,21 +127,21 @@ class PgIdentities:
     def present(self, ids: list[UUID]) -> set[UUID]:
         return scans.present(self.db, "auth.users", ids)
 
-    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> list[UUID]:
+    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> tuple[list[UUID], int | None]:
         # SKIP LOCKED leaves alone a row that a signup in flight still holds (one database;
         # across two, a signup whose identity goes fails at its `complete` step instead).
+        if not self.profiles_here:
+            rows = self.db.fetchall(REMOVE_PENDING + " SELECT id FROM gone", (ids, grace_seconds))
+            return [r["id"] for r in rows], None
+        # The profiles go in the same statement, so they can be counted: left to the foreign
+        # key's ON DELETE CASCADE they would go unseen (it then finds nothing left to do).
         rows = self.db.fetchall(
-            """
-            DELETE FROM auth.users WHERE id IN (
-                SELECT id FROM auth.users
-                 WHERE id = ANY(%s) AND signup_state = 'pending'
-                   AND created_at < now() - make_interval(secs => %s)
-                 FOR UPDATE SKIP LOCKED)
-            RETURNING id
-            """,
+            REMOVE_PENDING
+            + ", profiles AS (DELETE FROM public.users WHERE id IN (SELECT id FROM gone) "
+            "RETURNING id) SELECT id, (SELECT count(*) FROM profiles) AS profiles FROM gone",
             (ids, grace_seconds),
         )
-        return [r["id"] for r in rows]
+        return [r["id"] for r in rows], rows[0]["profiles"] if rows else 0
 
     def signup_profiles(self, ids: list[UUID]) -> list[Identity]:
         rows = self.db.read(

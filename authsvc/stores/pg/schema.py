@@ -3,7 +3,9 @@ reachability, and `authsvc doctor`'s checks of roles and triggers.
 
 Each database gets the migration sets it holds: the identity database "auth" then "sessions",
 the profile database "app". In one database, all three in that order, so the profile's foreign
-key finds auth.users. With Supabase, only "sessions", in the Postgres at DATABASE_URL.
+key finds auth.users. With Supabase, only "sessions", in the Postgres at DATABASE_URL. After
+the migrations, `align_layout` fits the profile database to the layout of today
+(stores/pg/layout.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import psycopg
 
 from authsvc.config import ConfigError, Settings
 from authsvc.errors import DatabaseUnavailable, Reason, StorageError
+from authsvc.stores.pg import layout
 from authsvc.stores.pg.database import Database
 
 # yoyo's bookkeeping tables live in our own schema, whatever the role's search_path says.
@@ -157,6 +160,26 @@ class PgSchema:
             applied.extend(apply_migrations(db, sets))
         return applied
 
+    def align_layout(self) -> list[str]:
+        """Bring the profile database to the layout's shape (stores/pg/layout.py), under the
+        migrations' lock, as their owner; one sentence per change made or problem left."""
+        app_db = self._profile_database()
+        if app_db is None:
+            return []
+        try:
+            with _migration_lock(app_db):
+                conn = app_db.connect_direct()
+                try:
+                    with conn.transaction():
+                        return layout.align(conn, self.settings.split)
+                finally:
+                    conn.close()
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(database=app_db.name) from exc
+
+    def _profile_database(self) -> Database | None:
+        return next((db for db, sets in self.plan if "app" in sets), None)
+
     def migration_status(self) -> dict[str, Any]:
         status = {db.name: migration_status(db, sets) for db, sets in self.plan}
         latest = [s["latest"] for s in status.values() if s["latest"]]
@@ -167,8 +190,8 @@ class PgSchema:
         }
 
     def diagnose(self) -> list[tuple[str, bool, str]]:
-        """Privileges of the connecting role on each of our tables, and triggers on auth.users
-        that would fight the saga."""
+        """Privileges of the connecting role on each of our tables, the split layout's shape
+        (stores/pg/layout.py), and triggers on auth.users that would fight the saga."""
         missing = []
         for db, sets in self.plan:
             for table in (t for name in sets for t in TABLES[name]):
@@ -194,6 +217,9 @@ class PgSchema:
                 else "missing " + "; ".join(missing) + " -> GRANT them to the role in DATABASE_URL",
             )
         ]
+        app_db = self._profile_database()
+        if app_db is not None and self.settings.split:
+            checks.extend(layout.checks(app_db))
         auth_db = next((db for db, sets in self.plan if "auth" in sets), None)
         if auth_db is not None:
             names = [

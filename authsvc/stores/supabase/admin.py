@@ -37,6 +37,9 @@ class SupabaseSchema:
     def migrate(self) -> list[str]:
         return self._ours.migrate()
 
+    def align_layout(self) -> list[str]:
+        return self._ours.align_layout()  # no profile table of ours: nothing to align
+
     def migration_status(self) -> dict[str, Any]:
         return self._ours.migration_status()
 

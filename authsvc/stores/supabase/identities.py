@@ -221,7 +221,7 @@ class SupabaseIdentities:
     def present(self, ids: list[UUID]) -> set[UUID]:
         return {i for i in ids if self._user(i) is not None}
 
-    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> list[UUID]:
+    def remove_pending(self, ids: list[UUID], grace_seconds: int) -> tuple[list[UUID], int | None]:
         """Each user is re-read right before it is deleted: still pending, still old enough."""
         cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
         removed = []
@@ -231,7 +231,7 @@ class SupabaseIdentities:
                 continue
             if self.delete_pending(user_id):
                 removed.append(user_id)
-        return removed
+        return removed, None  # the profiles are PostgREST's: the caller removes them
 
     def signup_profiles(self, ids: list[UUID]) -> list[Identity]:
         found = (self.get(i) for i in ids)
