@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from typing import Any
 
+from gunicorn.workers.gthread import ThreadWorker
+
 HOOKS = ("on_starting", "child_exit", "on_exit", "post_worker_init", "worker_exit")
 
 # Metrics (AUTHSVC_METRICS=on): each worker is a process, so prometheus_client's multiprocess
@@ -45,12 +47,102 @@ def on_exit(server: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     # The app was loaded in this worker (no --preload); open the pools here, after the fork,
     # so no connection or pool thread is ever shared between processes.
-    runtime = worker.wsgi.extensions.get("authsvc") if hasattr(worker.wsgi, "extensions") else None
+    runtime = getattr(_app(worker), "extensions", {}).get("authsvc")
     if runtime is not None:
         runtime.stores.open()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("authsvc")
+    runtime = getattr(_app(worker), "extensions", {}).get("authsvc")
     if runtime is not None:
         runtime.stores.close()
+
+
+def _app(worker: Any) -> Any:
+    """The Flask app a worker serves (our Worker wraps it, see Worker.load_wsgi)."""
+    wsgi = getattr(worker, "wsgi", None)
+    return getattr(wsgi, "app", wsgi)
+
+
+# -- the worker ---------------------------------------------------------------------------------
+
+# gunicorn.conf.py and `authsvc serve` both run this worker class.
+WORKER_CLASS = "authsvc.serving.Worker"
+
+
+class _BodyReads:
+    """The request body as the app reads it, counting what was read (WSGI's wsgi.input)."""
+
+    def __init__(self, stream: Any, length: int | None) -> None:
+        self._stream = stream
+        self._length = length  # None: no Content-Length, a chunked body (or none at all)
+        self._read = 0
+        self._ended = False
+
+    @property
+    def finished(self) -> bool:
+        """Nothing of the body is left on the connection."""
+        return self._ended or (self._length is not None and self._read >= self._length)
+
+    def _count(self, data: bytes, size: int | None) -> bytes:
+        self._read += len(data)
+        if not data and size != 0:
+            self._ended = True
+        return data
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._count(self._stream.read(size), size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._count(self._stream.readline(size), size)
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        lines = self._stream.readlines(hint)
+        self._read += sum(map(len, lines))
+        self._ended = True
+        return lines
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+
+class HonestKeepAlive:
+    """WSGI middleware: a response to a request whose body was not read to its end says
+    `Connection: close`, and the connection is closed after it.
+
+    gunicorn decides between keep-alive and close from the request and the response's framing
+    alone, announces it, and only after the response drains what the app left of the body,
+    giving up past 64 KiB or 5 seconds (gthread's _keepalive_after, parser.finish_body). When
+    it gives up it closes the connection its answer promised to keep: a 413 for a large body
+    said keep-alive, and the client's next request on it died. Draining an arbitrary body is
+    itself the cost the limit exists to refuse, so here the promise is not made: the response
+    asks gunicorn to close (Response.force_close(), which it honours before the headers go
+    out), and gunicorn's graceful close (FIN, then a bounded read) lets the client read it.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        length = environ.get("CONTENT_LENGTH", "")
+        body = _BodyReads(environ["wsgi.input"], int(length) if length.isdigit() else None)
+        environ["wsgi.input"] = body
+        if not length and "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body._ended = True  # no body at all
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            if not body.finished:
+                close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+                if close is not None:
+                    close()
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
+class Worker(ThreadWorker):
+    """gunicorn's gthread worker, with HonestKeepAlive around the app."""
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = HonestKeepAlive(self.wsgi)

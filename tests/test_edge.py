@@ -1,10 +1,11 @@
 """The HTTP edge under real gunicorn, over raw sockets: bodies over the limit however they are
-framed."""
+framed, and what a connection promises after an answer."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import pytest
 
@@ -82,3 +83,73 @@ def test_a_chunked_body_at_the_limit_is_read_whole(server, db):
     response = post_chunked(server.port, LOGIN, padded({"email": "edge@example.com"}, 300))
     assert response.status == 422, response.body  # the whole body, no password: parsed
     assert count(db, "auth.users") == 1
+
+
+# -- what an answer promises about its connection ----------------------------------------------
+
+
+def _next_request_after(port: int, send_first) -> tuple[int, str, int | None]:
+    """(status, Connection header) of a first exchange, and the status of a signup sent on the
+    same connection when the first answer said keep-alive (None when it said close)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        send_first(conn)
+        first = conn.getresponse()
+        answer = json.loads(first.read())  # whole, whatever the connection does next
+        assert answer["success"] is (first.status < 400)
+        connection = first.headers.get("Connection", "")
+        if connection.lower() == "close":
+            return first.status, connection, None
+        time.sleep(0.3)  # what a client may well do between two requests
+        conn.request(
+            "POST",
+            SIGNUP,
+            body=json.dumps({"email": "next@example.com", "password": PASSWORD}),
+            headers={"Content-Type": "application/json"},
+        )
+        second = conn.getresponse()
+        second.read()
+        return first.status, connection, second.status
+    finally:
+        conn.close()
+
+
+def _with_length(path: str, data: bytes, method: str = "POST"):
+    return lambda conn: conn.request(
+        method, path, body=data, headers={"Content-Type": "application/json"}
+    )
+
+
+def _chunked_request(path: str, data: bytes):
+    def send(conn: http.client.HTTPConnection) -> None:
+        conn.putrequest("POST", path)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        conn.send(chunked(data))
+
+    return send
+
+
+@pytest.mark.parametrize(
+    ("send", "status"),
+    [
+        (_with_length(SIGNUP, b" " * 70_000), 413),
+        (_with_length(SIGNUP, b" " * 100_000), 413),
+        (_chunked_request(SIGNUP, b" " * 200_000), 413),
+        (_with_length("/healthz", b" " * 100_000, method="GET"), 200),  # a body nobody reads
+    ],
+    ids=["413-70KB", "413-100KB", "413-chunked-200KB", "unread-100KB"],
+)
+def test_an_answer_that_says_keep_alive_keeps_the_connection_usable(server, db, send, status):
+    first, connection, second = _next_request_after(server.port, send)
+    assert first == status
+    if status == 413:
+        assert connection.lower() == "close"  # the body was not read: no promise to keep
+    assert second in (None, 201), (connection, second)
+
+
+def test_a_body_read_whole_keeps_the_connection(server, db):
+    body = json.dumps({"email": "first@example.com", "password": PASSWORD}).encode()
+    first, connection, second = _next_request_after(server.port, _with_length(SIGNUP, body))
+    assert (first, connection.lower(), second) == (201, "keep-alive", 201)
