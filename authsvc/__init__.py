@@ -155,7 +155,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     With no database configured (development only: production refuses at load_settings), the
     embedded Postgres is started, or found running, and migrated.
     """
-    from authsvc import bodies, embedded, errors, metrics, observability, tokens
+    from authsvc import bodies, embedded, error_handlers, metrics, observability, tokens
     from authsvc.api import init_app as init_api
     from authsvc.pages import init_app as init_pages
 
@@ -207,7 +207,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     app.before_request(purger.ensure_started)
 
     observability.init_app(app)
-    errors.init_app(app)
+    error_handlers.init_app(app)
     tokens.init_app(
         app, settings.jwt_secret_key, settings.access_token_ttl, settings.previous_secret_keys
     )

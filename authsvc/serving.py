@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
+from http import HTTPStatus
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
+
+from authsvc import errors
+from authsvc.errors import AuthError, envelope_error
+from authsvc.observability import access_log, request_id_from
 
 HOOKS = ("on_starting", "child_exit", "on_exit", "post_worker_init", "worker_exit")
 
@@ -141,8 +149,76 @@ class HonestKeepAlive:
 
 
 class Worker(ThreadWorker):
-    """gunicorn's gthread worker, with HonestKeepAlive around the app."""
+    """gunicorn's gthread worker, with HonestKeepAlive around the app and the requests
+    gunicorn refuses itself answered in the envelope."""
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi = HonestKeepAlive(self.wsgi)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """A request gunicorn refused before the app ran (gunicorn.http.errors), answered in the
+        envelope instead of gunicorn's HTML page; anything else as gunicorn does."""
+        err = refusal(exc)
+        if err is None:
+            return super().handle_error(req, client, addr, exc)
+        req = req or getattr(exc, "req", None)
+        headers = dict(getattr(req, "headers", None) or [])
+        request_id = request_id_from(headers.get("X-REQUEST-ID"))
+        access_log.info(
+            "%s %s %s",
+            getattr(req, "method", None) or "-",
+            getattr(req, "path", None) or "-",
+            err.status,
+            extra={
+                "request_id": request_id,
+                "method": getattr(req, "method", None),
+                "path": getattr(req, "path", None),
+                "status": err.status,
+                "error_code": err.code,
+                "reason": type(exc).__name__,
+                "remote_addr": (addr or ("",))[0] or None,
+            },
+        )
+        body = json.dumps(envelope_error(err, request_id)).encode()
+        head = (
+            f"HTTP/1.1 {err.status} {HTTPStatus(err.status).phrase}\r\n"
+            f"Date: {util.http_date()}\r\n"
+            "Connection: close\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"X-Request-ID: {request_id}\r\n\r\n"
+        )
+        try:
+            util.write_nonblock(client, head.encode("latin-1") + body)
+        except Exception:  # noqa: BLE001 - the client may be gone; gunicorn does the same
+            self.log.debug("Failed to send error message.")
+        return None
+
+
+def refusal(exc: BaseException) -> AuthError | None:
+    """The answer to a request gunicorn's parser refused, or None for what is not a client's
+    malformed request (a response header the app got wrong, a misconfiguration, TLS)."""
+    from gunicorn.http import errors as http
+
+    if not isinstance(exc, http.ParseException) or isinstance(
+        exc, (http.InvalidResponseHeader, http.InvalidResponseHeaderName, http.ConfigurationProblem)
+    ):
+        return None
+    if isinstance(exc, http.LimitRequestLine):
+        return errors.UriTooLong()
+    if isinstance(exc, http.LimitRequestHeaders):
+        return errors.HeadersTooLarge()
+    if isinstance(exc, http.ExpectationFailed):
+        return errors.ExpectationFailed()
+    if isinstance(exc, http.UnsupportedTransferCoding):
+        return errors.NotImplementedHere()
+    if isinstance(exc, http.ForbiddenProxyRequest):
+        return errors.Forbidden("This address may not send PROXY protocol headers.")
+    # InvalidHeader -> invalid_header, InvalidHTTPVersion -> invalid_http_version
+    reason = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", type(exc).__name__)
+    reason = reason.lower()
+    return errors.BadRequest(
+        "The request is not valid HTTP/1.1; details.reason says what is wrong with it.",
+        {"reason": reason},
+    )

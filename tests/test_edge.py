@@ -1,5 +1,5 @@
 """The HTTP edge under real gunicorn, over raw sockets: bodies over the limit however they are
-framed, and what a connection promises after an answer."""
+framed, what a connection promises after an answer, and the requests gunicorn answers itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import PASSWORD, count
-from tests.service import Gunicorn, service_env
+from tests.service import Gunicorn, raw_exchange, service_env
 
 LIMIT = 65536  # AUTHSVC_MAX_BODY_BYTES's default
 LOGIN = "/api/v1/auth/login"
@@ -153,3 +153,59 @@ def test_a_body_read_whole_keeps_the_connection(server, db):
     body = json.dumps({"email": "first@example.com", "password": PASSWORD}).encode()
     first, connection, second = _next_request_after(server.port, _with_length(SIGNUP, body))
     assert (first, connection.lower(), second) == (201, "keep-alive", 201)
+
+
+# -- what gunicorn answers itself --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (
+            b"GET /api/v1/admin/users?q=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            414,
+            "URI_TOO_LONG",
+        ),
+        (
+            b"GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + b"a" * 20_000
+            + b"\r\n\r\n",
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
+        (
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br, chunked\r\n\r\n",
+            501,
+            "NOT_IMPLEMENTED",
+        ),
+    ],
+    ids=["414-request-line", "431-header", "400-content-length", "501-transfer-coding"],
+)
+def test_requests_gunicorn_refuses_are_answered_in_the_envelope(
+    server, request_bytes, status, code
+):
+    got, headers, body = raw_exchange(server.port, request_bytes)
+    assert got == status, body
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    envelope = json.loads(body)
+    assert envelope["success"] is False
+    assert envelope["error"]["code"] == code and envelope["error"]["message"]
+    assert envelope["error"]["request_id"] == headers["x-request-id"]
+    assert b"<html" not in body
+
+
+def test_a_refused_request_keeps_the_client_request_id_it_could_read(server):
+    got, headers, body = raw_exchange(
+        server.port,
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nX-Request-ID: edge-1\r\n"
+        b"Content-Length: -1\r\n\r\n",
+    )
+    assert got == 400
+    assert headers["x-request-id"] == "edge-1" == json.loads(body)["error"]["request_id"]
