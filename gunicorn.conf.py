@@ -7,6 +7,7 @@ from authsvc.observability import GUNICORN_LOGCONFIG
 # The server hooks (gunicorn picks them up by name): pools opened after the fork and closed at
 # exit, metrics shared across workers. `authsvc serve` sets the same ones.
 from authsvc.serving import (  # noqa: F401
+    WORKER_CLASS,
     child_exit,
     on_exit,
     on_starting,
@@ -15,7 +16,8 @@ from authsvc.serving import (  # noqa: F401
 )
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, answering honestly about keep-alive (authsvc/serving.py).
+worker_class = WORKER_CLASS
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 20

@@ -155,7 +155,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     With no database configured (development only: production refuses at load_settings), the
     embedded Postgres is started, or found running, and migrated.
     """
-    from authsvc import embedded, errors, metrics, observability, tokens
+    from authsvc import bodies, embedded, error_handlers, metrics, observability, tokens
     from authsvc.api import init_app as init_api
     from authsvc.pages import init_app as init_pages
 
@@ -174,6 +174,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     settings = replace(settings, git_sha=git_sha(settings))
 
     app = Flask(__name__)
+    app.request_class = bodies.Request  # the body limit holds for chunked bodies too
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if settings.trusted_proxies:
@@ -206,7 +207,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     app.before_request(purger.ensure_started)
 
     observability.init_app(app)
-    errors.init_app(app)
+    error_handlers.init_app(app)
     tokens.init_app(
         app, settings.jwt_secret_key, settings.access_token_ttl, settings.previous_secret_keys
     )

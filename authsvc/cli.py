@@ -123,7 +123,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", args.workers)
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", serving.WORKER_CLASS)
             self.cfg.set("threads", 4)
             self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", None)

@@ -1,13 +1,11 @@
-"""The AuthError hierarchy, the response envelope, and the one place errors become responses."""
+"""The AuthError hierarchy and the response envelope (error_handlers.py turns errors into
+responses; serving.py the requests gunicorn refuses before the app runs)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from authsvc.reasons import Reason
-
-log = logging.getLogger("authsvc.errors")
 
 __all__ = ["Reason"]  # re-exported: where a storage step's reason is named
 
@@ -74,6 +72,34 @@ class MethodNotAllowed(AuthError):
 class PayloadTooLarge(AuthError):
     status, code = 413, "PAYLOAD_TOO_LARGE"
     message = "The request body is larger than this service accepts."
+
+
+# Requests gunicorn refuses before the app runs, answered by serving.Worker.handle_error.
+
+
+class UriTooLong(AuthError):
+    status, code = 414, "URI_TOO_LONG"
+    message = (
+        "The request line (method, path and query string) is longer than this service accepts."
+    )
+
+
+class HeadersTooLarge(AuthError):
+    status, code = 431, "HEADERS_TOO_LARGE"
+    message = "A request header, or the headers together, are larger than this service accepts."
+
+
+class ExpectationFailed(AuthError):
+    status, code = 417, "EXPECTATION_FAILED"
+    message = "The only Expect this service honours is 100-continue."
+
+
+class NotImplementedHere(AuthError):
+    status, code = 501, "NOT_IMPLEMENTED"
+    message = (
+        "The request asks for what this service does not implement "
+        "(a Transfer-Encoding it does not know)."
+    )
 
 
 class UnsupportedMediaType(AuthError):
@@ -321,48 +347,6 @@ def from_http_exception(exc: Any) -> AuthError:
             messages = messages["json"]
         return ValidationFailed(details=messages if isinstance(messages, dict) else None)
     return cls()
-
-
-def init_app(app: Any) -> None:
-    """Register the handlers that render every error as the envelope."""
-    from flask import g, jsonify
-    from werkzeug.exceptions import HTTPException
-
-    def render(err: AuthError):
-        g.auth_error = err  # what the answer was, for metrics
-        response = jsonify(envelope_error(err, g.get("request_id")))
-        response.status_code = err.status
-        for key, value in err.headers.items():
-            response.headers[key] = value
-        return response
-
-    app.extensions["authsvc.render_error"] = render
-
-    @app.errorhandler(AuthError)
-    def handle_auth_error(err: AuthError):
-        if err.status >= 500:
-            log.error(
-                "request failed: %s",
-                err.code,
-                exc_info=err.__cause__ or err,
-                extra={"error_code": err.code, "details": err.details},
-            )
-        return render(err)
-
-    @app.errorhandler(HTTPException)
-    def handle_http_exception(exc: HTTPException):
-        err = from_http_exception(exc)
-        allow = exc.get_response().headers.get("Allow") if exc.code == 405 else None
-        if allow:
-            err.headers["Allow"] = allow
-        return render(err)
-
-    app.extensions["authsvc.handle_http_exception"] = handle_http_exception
-
-    @app.errorhandler(Exception)
-    def handle_unexpected(exc: Exception):
-        log.error("unhandled exception", exc_info=exc, extra={"error_code": InternalError.code})
-        return render(InternalError())
 
 
 # -- account lifecycle: closing accounts and the admin API ----------------------------------------

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
+from http import HTTPStatus
 from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from authsvc import errors
+from authsvc.errors import AuthError, envelope_error
+from authsvc.observability import access_log, request_id_from
 
 HOOKS = ("on_starting", "child_exit", "on_exit", "post_worker_init", "worker_exit")
 
@@ -45,12 +55,170 @@ def on_exit(server: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     # The app was loaded in this worker (no --preload); open the pools here, after the fork,
     # so no connection or pool thread is ever shared between processes.
-    runtime = worker.wsgi.extensions.get("authsvc") if hasattr(worker.wsgi, "extensions") else None
+    runtime = getattr(_app(worker), "extensions", {}).get("authsvc")
     if runtime is not None:
         runtime.stores.open()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("authsvc")
+    runtime = getattr(_app(worker), "extensions", {}).get("authsvc")
     if runtime is not None:
         runtime.stores.close()
+
+
+def _app(worker: Any) -> Any:
+    """The Flask app a worker serves (our Worker wraps it, see Worker.load_wsgi)."""
+    wsgi = getattr(worker, "wsgi", None)
+    return getattr(wsgi, "app", wsgi)
+
+
+# -- the worker ---------------------------------------------------------------------------------
+
+# gunicorn.conf.py and `authsvc serve` both run this worker class.
+WORKER_CLASS = "authsvc.serving.Worker"
+
+
+class _BodyReads:
+    """The request body as the app reads it, counting what was read (WSGI's wsgi.input)."""
+
+    def __init__(self, stream: Any, length: int | None) -> None:
+        self._stream = stream
+        self._length = length  # None: no Content-Length, a chunked body (or none at all)
+        self._read = 0
+        self._ended = False
+
+    @property
+    def finished(self) -> bool:
+        """Nothing of the body is left on the connection."""
+        return self._ended or (self._length is not None and self._read >= self._length)
+
+    def _count(self, data: bytes, size: int | None) -> bytes:
+        self._read += len(data)
+        if not data and size != 0:
+            self._ended = True
+        return data
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._count(self._stream.read(size), size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._count(self._stream.readline(size), size)
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        lines = self._stream.readlines(hint)
+        self._read += sum(map(len, lines))
+        self._ended = True
+        return lines
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+
+class HonestKeepAlive:
+    """WSGI middleware: a response to a request whose body was not read to its end says
+    `Connection: close`, and the connection is closed after it.
+
+    gunicorn decides between keep-alive and close from the request and the response's framing
+    alone, announces it, and only after the response drains what the app left of the body,
+    giving up past 64 KiB or 5 seconds (gthread's _keepalive_after, parser.finish_body). When
+    it gives up it closes the connection its answer promised to keep: a 413 for a large body
+    said keep-alive, and the client's next request on it died. Draining an arbitrary body is
+    itself the cost the limit exists to refuse, so here the promise is not made: the response
+    asks gunicorn to close (Response.force_close(), which it honours before the headers go
+    out), and gunicorn's graceful close (FIN, then a bounded read) lets the client read it.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        length = environ.get("CONTENT_LENGTH", "")
+        body = _BodyReads(environ["wsgi.input"], int(length) if length.isdigit() else None)
+        environ["wsgi.input"] = body
+        if not length and "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body._ended = True  # no body at all
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            if not body.finished:
+                close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+                if close is not None:
+                    close()
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
+class Worker(ThreadWorker):
+    """gunicorn's gthread worker, with HonestKeepAlive around the app and the requests
+    gunicorn refuses itself answered in the envelope."""
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = HonestKeepAlive(self.wsgi)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """A request gunicorn refused before the app ran (gunicorn.http.errors), answered in the
+        envelope instead of gunicorn's HTML page; anything else as gunicorn does."""
+        err = refusal(exc)
+        if err is None:
+            return super().handle_error(req, client, addr, exc)
+        req = req or getattr(exc, "req", None)
+        headers = dict(getattr(req, "headers", None) or [])
+        request_id = request_id_from(headers.get("X-REQUEST-ID"))
+        access_log.info(
+            "%s %s %s",
+            getattr(req, "method", None) or "-",
+            getattr(req, "path", None) or "-",
+            err.status,
+            extra={
+                "request_id": request_id,
+                "method": getattr(req, "method", None),
+                "path": getattr(req, "path", None),
+                "status": err.status,
+                "error_code": err.code,
+                "reason": type(exc).__name__,
+                "remote_addr": (addr or ("",))[0] or None,
+            },
+        )
+        body = json.dumps(envelope_error(err, request_id)).encode()
+        head = (
+            f"HTTP/1.1 {err.status} {HTTPStatus(err.status).phrase}\r\n"
+            f"Date: {util.http_date()}\r\n"
+            "Connection: close\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"X-Request-ID: {request_id}\r\n\r\n"
+        )
+        try:
+            util.write_nonblock(client, head.encode("latin-1") + body)
+        except Exception:  # noqa: BLE001 - the client may be gone; gunicorn does the same
+            self.log.debug("Failed to send error message.")
+        return None
+
+
+def refusal(exc: BaseException) -> AuthError | None:
+    """The answer to a request gunicorn's parser refused, or None for what is not a client's
+    malformed request (a response header the app got wrong, a misconfiguration, TLS)."""
+    from gunicorn.http import errors as http
+
+    if not isinstance(exc, http.ParseException) or isinstance(
+        exc, (http.InvalidResponseHeader, http.InvalidResponseHeaderName, http.ConfigurationProblem)
+    ):
+        return None
+    if isinstance(exc, http.LimitRequestLine):
+        return errors.UriTooLong()
+    if isinstance(exc, http.LimitRequestHeaders):
+        return errors.HeadersTooLarge()
+    if isinstance(exc, http.ExpectationFailed):
+        return errors.ExpectationFailed()
+    if isinstance(exc, http.UnsupportedTransferCoding):
+        return errors.NotImplementedHere()
+    if isinstance(exc, http.ForbiddenProxyRequest):
+        return errors.Forbidden("This address may not send PROXY protocol headers.")
+    # InvalidHeader -> invalid_header, InvalidHTTPVersion -> invalid_http_version
+    reason = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", type(exc).__name__)
+    reason = reason.lower()
+    return errors.BadRequest(
+        "The request is not valid HTTP/1.1; details.reason says what is wrong with it.",
+        {"reason": reason},
+    )

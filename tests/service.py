@@ -150,6 +150,23 @@ def call(
         conn.close()
 
 
+def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as it is, read the answer to the end of the connection: (status,
+    headers by lower-case name, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, value in (line.split(":", 1) for line in lines[1:])
+    }
+    return int(lines[0].split()[1]), headers, body
+
+
 def request(
     base: str,
     method: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import pytest
 
 from authsvc import embedded
 from tests.conftest import PASSWORD, latest_migration
-from tests.service import clean_env, free_port, request
+from tests.service import clean_env, free_port, raw_exchange, request
 
 
 @pytest.fixture
@@ -68,6 +69,9 @@ def test_serve_with_no_configuration_starts_and_keeps_its_own_database(data_dir)
         assert status == 201, body
         status, version, _ = request(base, "GET", "/version")
         assert version["data"]["schema_version"] == latest_migration("auth", "sessions", "app")
+        # The same worker as gunicorn.conf.py's: what gunicorn refuses is in the envelope.
+        status, headers, body = raw_exchange(port, b"GET /?q=" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n")
+        assert status == 414 and json.loads(body)["error"]["code"] == "URI_TOO_LONG"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -26,7 +26,7 @@ from authsvc.api.admin_schemas import (
     UserListQuerySchema,
     UserListSchema,
 )
-from authsvc.api.auth import BODY_ERRORS, SERVER_ERRORS, TOKEN_ERRORS
+from authsvc.api.auth import BODY_ERRORS, EDGE_ERRORS, SERVER_ERRORS, TOKEN_ERRORS
 from authsvc.api.schemas import EmptySchema, enveloped, error_schema
 from authsvc.errors import envelope_ok
 from authsvc.services import admin
@@ -63,7 +63,7 @@ def document_errors(
     blueprint: Blueprint, extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool = True
 ) -> Callable:
     """Declare every error response of a view in the OpenAPI document, code by code."""
-    common = {**BODY_ERRORS, **SERVER_ERRORS} if body else dict(SERVER_ERRORS)
+    common = {**EDGE_ERRORS, **(BODY_ERRORS if body else {}), **SERVER_ERRORS}
     merged = {status: list(classes) for status, classes in common.items()}
     for status, classes in extra.items():
         merged.setdefault(status, [])[:0] = classes

@@ -41,6 +41,15 @@ SERVER_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
     500: (errors.InternalError,),
     503: (errors.DatabaseUnavailable,),
 }
+# Answers gunicorn gives before any route runs (a request line, headers or framing it refuses;
+# serving.Worker.handle_error), so every operation can meet them.
+EDGE_ERRORS: dict[int, tuple[type[errors.AuthError], ...]] = {
+    400: (errors.BadRequest,),
+    414: (errors.UriTooLong,),
+    417: (errors.ExpectationFailed,),
+    431: (errors.HeadersTooLarge,),
+    501: (errors.NotImplementedHere,),
+}
 TOKEN_ERRORS = (errors.AuthRequired, errors.TokenInvalid, errors.TokenExpired, errors.TokenRevoked)
 
 
@@ -50,7 +59,7 @@ def errors_doc(
     blueprint: Blueprint | None = None,
 ):
     """Declare every error response of a view in the OpenAPI document, code by code."""
-    common = {**BODY_ERRORS, **SERVER_ERRORS} if body else SERVER_ERRORS
+    common = {**EDGE_ERRORS, **(BODY_ERRORS if body else {}), **SERVER_ERRORS}
     merged = {status: list(classes) for status, classes in common.items()}
     for status, classes in extra.items():
         merged.setdefault(status, [])[:0] = classes
