@@ -189,6 +189,8 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {i}")
     if result["repaired"]:
         print("repaired: " + ", ".join(f"{k}={v}" for k, v in result["repaired"].items()))
+    for why in result.get("held_back", {}).get("profiles_without_identity", []):
+        print(f"profiles without an identity left alone: {why}")
     print(
         f"remaining drift: {result['remaining']} "
         f"(grace {result['grace_seconds']}s, {result['elapsed_ms']} ms)"

@@ -353,3 +353,29 @@ def test_migrate_back_into_one_database_gives_the_key_back_once_every_profile_ha
     finally:
         pg.drop_database(app)
         pg.drop_database(auth)
+
+
+def test_reconcile_leaves_the_profiles_alone_while_the_split_layout_is_not_settled(
+    split_after_one, tmp_path
+):
+    """Split without moving the identities: every old profile lacks its identity in
+    AUTH_DATABASE_URL. A repair then would delete them all; it waits for the operator."""
+    split, app, _ = split_after_one
+    assert run(["migrate"], split, cwd=tmp_path).returncode == 0
+    now = {**split, "AUTHSVC_RECONCILE_GRACE_SECONDS": "0"}
+    held = run(["reconcile", "--repair", "--json"], now, cwd=tmp_path)
+    assert held.returncode == 1, held.stderr  # drift remains
+    report = json.loads(held.stdout)
+    assert report["profiles_without_identity"]["count"] == 1
+    (why,) = report["held_back"]["profiles_without_identity"]
+    assert "still holds 1 identity" in why
+    assert report["repaired"]["profiles_removed"] == 0
+    assert sql(app, "SELECT email FROM public.users") == [("old@example.com",)]
+    human = run(["reconcile", "--repair"], now, cwd=tmp_path)
+    assert "profiles without an identity left alone: " in human.stdout
+    # The operator settles it (here: those identities are let go), and the repair goes ahead.
+    sql(app, "DELETE FROM auth.users")
+    settled = run(["reconcile", "--repair", "--json"], now, cwd=tmp_path)
+    assert settled.returncode == 0, settled.stdout + settled.stderr
+    assert json.loads(settled.stdout)["repaired"]["profiles_removed"] == 1
+    assert sql(app, "SELECT count(*) FROM public.users") == [(0,)]

@@ -130,9 +130,12 @@ def restore_profile(stores: Stores, identity: Identity) -> Profile | None:
         return None
 
 
-def repair(stores: Stores, drift: Drift, grace_seconds: int) -> dict[str, int]:
+def repair(
+    stores: Stores, drift: Drift, grace_seconds: int, remove_orphans: bool = True
+) -> dict[str, int]:
     """Give back what was acknowledged, remove what was not (see the module docstring);
-    every action is logged. `drift` must hold every id (find_drift with id_limit=None)."""
+    every action is logged. `drift` must hold every id (find_drift with id_limit=None).
+    Without `remove_orphans`, profiles without an identity are left as they are."""
     repaired = {"profiles_created": 0, "identities_removed": 0, "profiles_removed": 0}
     adrift = drift.ids["unfinished_signups"] + drift.ids["identities_without_profile"]
     for batch in _batches(adrift):
@@ -156,7 +159,7 @@ def repair(stores: Stores, drift: Drift, grace_seconds: int) -> dict[str, int]:
                 log.warning(
                     "reconcile recreated a missing profile", extra={"user_id": str(identity.id)}
                 )
-    for batch in _batches(drift.ids["profiles_without_identity"]):
+    for batch in _batches(drift.ids["profiles_without_identity"] if remove_orphans else []):
         if not stores.profiles.co_located:
             # Re-check against the identities right before deleting.
             held = stores.identities.present(batch)
@@ -180,8 +183,22 @@ def run(
     report = drift.report()
     repaired: dict[str, int] = {}
     remaining = drift.total
+    # Profiles without an identity, in a split layout whose profile database still holds
+    # identities of its own (a switch from one database whose identities were not moved), are
+    # most likely every profile there: they are not removed until the layout is settled.
+    held_back = (
+        stores.admin.layout_problems()
+        if repair_drift and drift.ids["profiles_without_identity"]
+        else []
+    )
+    if held_back:
+        report["held_back"] = {"profiles_without_identity": held_back}
+        log.error(
+            "reconcile left the profiles without an identity alone: the layout is not settled",
+            extra={"count": len(drift.ids["profiles_without_identity"]), "why": held_back},
+        )
     if repair_drift and drift.total:
-        repaired = repair(stores, drift, grace_seconds)
+        repaired = repair(stores, drift, grace_seconds, remove_orphans=not held_back)
         remaining = find_drift(stores, grace_seconds).total
         log.warning(
             "reconcile repaired drift", extra={"repaired": repaired, "remaining": remaining}

@@ -164,6 +164,10 @@ class SchemaAdmin(Protocol):
         """After `migrate`: what the layout (one database or split) needs beyond the numbered
         migrations, made so; one sentence per change made or problem left (idempotent)."""
 
+    def layout_problems(self) -> list[str]:
+        """What stands between the profile database and the layout of today (the failing
+        layout checks of `diagnose`), each with what to do; empty when it fits."""
+
     def migration_status(self) -> dict[str, Any]: ...
     def diagnose(self) -> list[tuple[str, bool, str]]:
         """Backend-specific `authsvc doctor` checks: (name, ok, detail with what to do)."""

@@ -177,6 +177,12 @@ class PgSchema:
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(database=app_db.name) from exc
 
+    def layout_problems(self) -> list[str]:
+        app_db = self._profile_database()
+        if app_db is None or not self.settings.split:
+            return []
+        return [detail for _, ok, detail in layout.checks(app_db) if not ok]
+
     def _profile_database(self) -> Database | None:
         return next((db for db, sets in self.plan if "app" in sets), None)
 

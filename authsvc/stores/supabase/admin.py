@@ -40,6 +40,9 @@ class SupabaseSchema:
     def align_layout(self) -> list[str]:
         return self._ours.align_layout()  # no profile table of ours: nothing to align
 
+    def layout_problems(self) -> list[str]:
+        return self._ours.layout_problems()  # no profile table of ours: none
+
     def migration_status(self) -> dict[str, Any]:
         return self._ours.migration_status()
 
