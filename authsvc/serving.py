@@ -99,19 +99,31 @@ class _BodyReads:
         return data
 
     def read(self, size: int | None = None) -> bytes:
-        return self._count(self._stream.read(size), size)
+        return self._count(self._refused(self._stream.read, size), size)
 
     def readline(self, size: int | None = None) -> bytes:
-        return self._count(self._stream.readline(size), size)
+        return self._count(self._refused(self._stream.readline, size), size)
 
     def readlines(self, hint: int | None = None) -> list[bytes]:
-        lines = self._stream.readlines(hint)
+        lines = self._refused(self._stream.readlines, hint)
         self._read += sum(map(len, lines))
         self._ended = True
         return lines
 
     def __iter__(self):
         return iter(self.readline, b"")
+
+    @staticmethod
+    def _refused(read: Any, size: int | None) -> Any:
+        """gunicorn parses a chunked body while the app reads it: a malformed chunk is the
+        client's error (400 in the envelope, refusal()), not the app's."""
+        try:
+            return read(size)
+        except Exception as exc:
+            err = refusal(exc)
+            if err is None:
+                raise
+            raise err from exc
 
 
 class HonestKeepAlive:

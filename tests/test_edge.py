@@ -76,6 +76,25 @@ def test_a_chunked_body_over_the_limit_is_413_and_nothing_is_processed(server, d
     assert response.status == 413 and response.body["error"]["code"] == "PAYLOAD_TOO_LARGE"
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"zz\r\n{}\r\n0\r\n\r\n",  # a chunk size that is not hexadecimal
+        b"2\r\n{}xx\r\n0\r\n\r\n",  # a chunk longer than its size says
+    ],
+)
+def test_a_malformed_chunked_body_is_a_400_in_the_envelope(server, db, framing):
+    status, headers, body = raw_exchange(
+        server.port,
+        b"POST /api/v1/auth/signup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + framing,
+    )
+    assert status == 400, body
+    error = json.loads(body)["error"]
+    assert error["code"] == "BAD_REQUEST" and error["request_id"] == headers["x-request-id"]
+    assert count(db, "auth.users") == 0
+
+
 def test_a_chunked_body_at_the_limit_is_read_whole(server, db):
     body = padded({"email": "edge@example.com", "password": PASSWORD}, LIMIT)
     response = post_chunked(server.port, SIGNUP, body)
