@@ -207,7 +207,7 @@ def test_a_reconcile_repair_is_recorded(deployment):
     assert event["details"]["identities_removed"] == 1 and event["details"]["remaining"] == 0
 
 
-def test_a_repair_counts_the_profiles_removed_with_their_pending_identities(deployment, caplog):
+def test_a_repair_counts_the_profiles_removed_with_their_pending_identities(deployment):
     # A signup that died after both inserts, an hour ago: pending identity, profile. In one
     # database the profile goes by ON DELETE CASCADE, across two by a delete; both count it.
     from uuid import uuid4
@@ -225,12 +225,17 @@ def test_a_repair_counts_the_profiles_removed_with_their_pending_identities(depl
         "VALUES (%s, 'half@example.com', now() - interval '1 hour')",
         (user_id,),
     )
-    logger = logging.getLogger("authsvc.reconcile")  # "authsvc" does not propagate
-    logger.addHandler(caplog.handler)
+    # A handler of its own on the logger: each record once, whatever other tests did to the
+    # propagation of "authsvc" (pytest's caplog handler sits on the root logger too).
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logger = logging.getLogger("authsvc.reconcile")
+    logger.addHandler(handler)
     try:
         report, remaining = reconcile.run(deployment.stores, 300, repair_drift=True)
     finally:
-        logger.removeHandler(caplog.handler)
+        logger.removeHandler(handler)
     assert not remaining and deployment.identity(user_id) is None
     assert deployment.profile(user_id) is None
     assert report["repaired"] == {
@@ -238,7 +243,7 @@ def test_a_repair_counts_the_profiles_removed_with_their_pending_identities(depl
         "identities_removed": 1,
         "profiles_removed": 1,
     }
-    (line,) = [r for r in caplog.records if r.getMessage().startswith("reconcile removed id")]
+    (line,) = [r for r in logged if r.getMessage().startswith("reconcile removed id")]
     assert line.profiles_deleted_with_them == 1
     (event,) = deployment.events("reconcile_repair")
     assert event["details"]["profiles_removed"] == 1
