@@ -294,6 +294,19 @@ class Gunicorn:
         self._launch()
 
     @classmethod
+    def in_production(cls, database_url: str, data_dir: Path) -> Gunicorn:
+        """Started on `database_url` as production runs it (AUTHSVC_ENV=production, OWASP's
+        argon2id cost), logging to `data_dir`/gunicorn.log."""
+        env = service_env(
+            data_dir,
+            DATABASE_URL=database_url,
+            AUTHSVC_ENV="production",
+            AUTHSVC_ARGON2_TIME_COST="2",
+            AUTHSVC_ARGON2_MEMORY_KIB="19456",
+        )
+        return cls.started(env, log_path=data_dir / "gunicorn.log")
+
+    @classmethod
     def started(cls, env: dict[str, str], timeout: float = 60, **kwargs: Any) -> Gunicorn:
         """A Gunicorn that answers; stopped again (and ServiceFailed) if it never does."""
         service = cls(env, **kwargs)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import PASSWORD, count
-from tests.service import Gunicorn, raw_exchange, service_env
+from tests.service import Gunicorn, raw_exchange
 
 LIMIT = 65536  # AUTHSVC_MAX_BODY_BYTES's default
 LOGIN = "/api/v1/auth/login"
@@ -19,17 +19,7 @@ SIGNUP = "/api/v1/auth/signup"
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("edge")
-    service = Gunicorn.started(
-        service_env(
-            tmp,
-            DATABASE_URL=database_url,
-            AUTHSVC_ENV="production",
-            AUTHSVC_ARGON2_TIME_COST="2",
-            AUTHSVC_ARGON2_MEMORY_KIB="19456",
-        ),
-        log_path=tmp / "gunicorn.log",
-    )
+    service = Gunicorn.in_production(database_url, tmp_path_factory.mktemp("edge"))
     yield service
     service.stop()
 

@@ -11,21 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import PASSWORD, count
-from tests.service import Gunicorn, request, service_env, wait_for
+from tests.service import Gunicorn, request, wait_for
 
 
 @pytest.fixture
 def server(database_url, tmp_path):
-    service = Gunicorn.started(
-        service_env(
-            tmp_path,
-            DATABASE_URL=database_url,
-            AUTHSVC_ENV="production",
-            AUTHSVC_ARGON2_TIME_COST="2",
-            AUTHSVC_ARGON2_MEMORY_KIB="19456",
-        ),
-        log_path=tmp_path / "gunicorn.log",
-    )
+    service = Gunicorn.in_production(database_url, tmp_path)
     yield service
     service.stop()
 
