@@ -190,6 +190,8 @@ def test_a_ban_ends_every_session_at_once_and_refuses_logins_until_lifted(deploy
     assert user["banned"] is True
     assert before + timedelta(minutes=59) < parse_time(user["banned_until"])
     assert deployment.identity(user_id)["banned_until"] > before + timedelta(minutes=59)
+    (event,) = deployment.events("user_banned")
+    assert event["details"]["banned_until"] == user["banned_until"]  # RFC 3339, as answered
     assert code(deployment.auth.me(token)) == TokenRevoked.code
     reused = deployment.client.post("/api/v1/auth/refresh", json={"refresh_token": refresh})
     assert reused.status_code == 401

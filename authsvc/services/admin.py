@@ -69,7 +69,7 @@ def ban(stores: Stores, origin: audit.Origin, user_id: UUID, seconds: int) -> Ac
     if identity is None:
         raise _no_user(user_id)
     revoked = stores.accounts.revoke_sessions(user_id, "banned")
-    until = identity.banned_until.isoformat() if identity.banned_until else None
+    until = rfc3339(identity.banned_until)  # as the API answers it
     audit.record(
         stores,
         origin,
