@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import errors as http
 from gunicorn.workers.gthread import ThreadWorker
 
 from authsvc import errors
@@ -81,11 +82,11 @@ WORKER_CLASS = "authsvc.serving.Worker"
 class _BodyReads:
     """The request body as the app reads it, counting what was read (WSGI's wsgi.input)."""
 
-    def __init__(self, stream: Any, length: int | None) -> None:
+    def __init__(self, stream: Any, length: int | None, chunked: bool) -> None:
         self._stream = stream
         self._length = length  # None: no Content-Length, a chunked body (or none at all)
         self._read = 0
-        self._ended = False
+        self._ended = length is None and not chunked  # no body at all
 
     @property
     def finished(self) -> bool:
@@ -145,10 +146,9 @@ class HonestKeepAlive:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         length = environ.get("CONTENT_LENGTH", "")
-        body = _BodyReads(environ["wsgi.input"], int(length) if length.isdigit() else None)
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        body = _BodyReads(environ["wsgi.input"], int(length) if length.isdigit() else None, chunked)
         environ["wsgi.input"] = body
-        if not length and "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            body._ended = True  # no body at all
 
         def start(status: str, headers: list, exc_info: Any = None) -> Any:
             if not body.finished:
@@ -211,8 +211,6 @@ class Worker(ThreadWorker):
 def refusal(exc: BaseException) -> AuthError | None:
     """The answer to a request gunicorn's parser refused, or None for what is not a client's
     malformed request (a response header the app got wrong, a misconfiguration, TLS)."""
-    from gunicorn.http import errors as http
-
     if not isinstance(exc, http.ParseException) or isinstance(
         exc, (http.InvalidResponseHeader, http.InvalidResponseHeaderName, http.ConfigurationProblem)
     ):

@@ -26,6 +26,8 @@ LATEST = datetime.max.replace(tzinfo=UTC)
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 _OID = psycopg.postgres.types["timestamptz"].oid
+# psycopg's own loaders, found once (a loader is made for every cursor that reads the type).
+_PSYCOPGS = {f: psycopg.adapters.get_loader(_OID, f) for f in (Format.TEXT, Format.BINARY)}
 
 
 class TimestamptzLoader(Loader):
@@ -35,7 +37,7 @@ class TimestamptzLoader(Loader):
 
     def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
         super().__init__(oid, context)
-        self._load = psycopg.adapters.get_loader(_OID, self.format)(oid, context).load
+        self._load = _PSYCOPGS[self.format](oid, context).load
 
     def load(self, data: Any) -> datetime:
         try:
