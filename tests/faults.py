@@ -6,6 +6,7 @@ Each is a context manager that creates the object and drops it again, whatever h
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -105,14 +106,31 @@ def revoked(url: str, privilege: str, table: str = "public.users") -> Iterator[N
         _exec(url, f"GRANT {privilege} ON {table} TO {', '.join(grantees)}")
 
 
-def terminate_service_backends(url: str) -> int:
-    """pg_terminate_backend every connection of the service (application_name 'authsvc')."""
+def terminate_service_backends(url: str, timeout: float = 5.0) -> int:
+    """pg_terminate_backend every connection of the service (application_name 'authsvc'), and
+    wait until those backends are gone. pg_terminate_backend only signals: until a backend has
+    exited, its connection still looks alive to the service, and a statement sent on it in that
+    moment is lost with it (a kill mid-statement, which terminate_when_sleeping makes on
+    purpose), not a connection the server killed."""
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'authsvc' AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return len(rows)
+        pids = [
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = 'authsvc' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        ]
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            alive = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchone()[0]
+            if not alive:
+                break
+            time.sleep(0.01)
+    return len(pids)
 
 
 @contextmanager
