@@ -8,6 +8,8 @@ from importlib import resources
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from authsvc.hashgate import hashing
+
 MIN_LENGTH = 8
 MAX_LENGTH = 128
 
@@ -16,6 +18,7 @@ class Hasher:
     """argon2id with the configured cost; verifies, and tells when a stored hash needs a rehash."""
 
     def __init__(self, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self._parallelism = parallelism
         self._ph = PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -28,12 +31,15 @@ class Hasher:
         self._dummy = self._ph.hash("authsvc-dummy-password-for-equal-timing")
 
     def hash(self, password: str) -> str:
-        return self._ph.hash(password)
+        with hashing(self._parallelism):
+            return self._ph.hash(password)
 
     def verify(self, stored_hash: str | None, password: str) -> bool:
         """True when `password` matches; with no stored hash, spends the same time and fails."""
         try:
-            return self._ph.verify(stored_hash or self._dummy, password) and stored_hash is not None
+            with hashing(self._parallelism):
+                matched = self._ph.verify(stored_hash or self._dummy, password)
+            return matched and stored_hash is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

@@ -14,7 +14,7 @@ from gunicorn import util
 from gunicorn.http import errors as http
 from gunicorn.workers.gthread import ThreadWorker
 
-from authsvc import errors
+from authsvc import errors, hashgate
 from authsvc.errors import AuthError, envelope_error
 from authsvc.observability import access_log, request_id_from
 
@@ -39,6 +39,8 @@ def on_starting(server: Any) -> None:
     else:
         _metrics_dir_made = tempfile.mkdtemp(prefix=f"authsvc-metrics-{os.getpid()}-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir_made
+    # One hash gate for every worker (authsvc/hashgate.py): they share the machine's cores.
+    hashgate.create_shared()
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -49,6 +51,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
+    hashgate.remove_shared()
     if _metrics_dir_made:
         shutil.rmtree(_metrics_dir_made, ignore_errors=True)
 

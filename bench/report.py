@@ -26,7 +26,8 @@ NOT_LIKE_FOR_LIKE = [
     "GET /api/auth/ok; neither touches the database.",
     "Logging: authsvc writes one JSON access-log line for every request, /healthz included, "
     "and echoes or makes an X-Request-ID; the peer's server logs nothing per request.",
-    "Servers: gunicorn -w 2 (gthread, 4 threads) against node:cluster with 2 workers; both "
+    "Servers: gunicorn -w 2 (gthread, 4 threads, argon2id hashes gated to one per core across "
+    "the workers) against node:cluster with 2 workers (no such gate); both "
     "with rate limiting off and 10 database connections per worker, on one Postgres.",
 ]
 
@@ -234,11 +235,12 @@ def table_lines(data: dict[str, Any]) -> list[str]:
     if crowded and c_ours.get("cpu_ms_per_hash"):
         more = crowded["cpu_ms_per_hash"] / c_ours["cpu_ms_per_hash"] - 1
         lines.append(
-            f"  the same hash, {crowded['threads']} at once per core (as the server runs them "
-            f"with more requests in flight than cores): {crowded['rate']:.1f}/s, "
+            f"  the same hash, {crowded['threads']} at once per core (as a server's threads would "
+            f"run them with more requests in flight than cores): {crowded['rate']:.1f}/s, "
             f"{crowded['cpu_ms_per_hash']:.1f} ms of CPU a hash ({more:+.0%}): each walks "
             f"{p['memory_kib'] // 1024} MiB, and more of them than cores evict each other from "
-            "the caches"
+            "the caches; authsvc's hash gate (authsvc/hashgate.py) runs one per core at a time "
+            "across its workers, as the ceiling does"
         )
     if "better-auth" in t["ceilings"]:
         c_peer = t["ceilings"]["better-auth"]

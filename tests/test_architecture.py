@@ -104,6 +104,7 @@ def test_leaves_import_nothing_of_ours_above_them():
         "authsvc.config",
         "authsvc.envvars",
         "authsvc.passwords",
+        "authsvc.hashgate",
         "authsvc.redaction",
         "authsvc.reasons",
     )
@@ -112,6 +113,7 @@ def test_leaves_import_nothing_of_ours_above_them():
         "config.py",
         "envvars.py",
         "passwords.py",
+        "hashgate.py",
         "redaction.py",
         "reasons.py",
     ):
