@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import psycopg
 import pytest
 
 from authsvc.errors import (
@@ -401,3 +405,43 @@ def test_a_token_for_another_audience_or_issuer_is_refused(app, auth, claims):
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == TokenInvalid.code
     assert auth.me(token).status_code == 200  # the genuine one still works
+
+
+def test_a_login_a_password_change_lands_under_gets_no_session(deployment):
+    """A password change (or reset) commits while a login is between checking the old
+    password and starting its session: the login is refused as for a wrong password, and no
+    session outlives the change. The change is held open by hand (the row updated, not yet
+    committed): the login still reads the old hash, then waits for this row's lock."""
+    user_id, _ = deployment.signup("changing@example.com")
+    answer: dict[str, Any] = {}
+
+    def log_in() -> None:
+        answer["response"] = deployment.client.post(
+            "/api/v1/auth/login", json={"email": "changing@example.com", "password": PASSWORD}
+        )
+
+    with psycopg.connect(deployment.identity_owner_url) as change:
+        change.execute("UPDATE auth.users SET password_hash = 'replaced' WHERE id = %s", (user_id,))
+        worker = threading.Thread(target=log_in)
+        worker.start()
+        deadline = time.monotonic() + 15
+        while not deployment.sql(
+            deployment.identity_owner_url,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
+            "AND wait_event_type = 'Lock'",
+        ):
+            assert time.monotonic() < deadline, "the login never waited for the change"
+            time.sleep(0.02)
+        change.commit()
+    worker.join(timeout=15)
+    response = answer["response"]
+    assert response.status_code == 401, response.get_json()
+    assert response.get_json()["error"]["code"] == InvalidCredentials.code
+    sessions = deployment.sql(
+        deployment.identity_owner_url,
+        "SELECT 1 FROM authsvc.sessions s JOIN auth.users u ON u.id = s.user_id "
+        "WHERE s.user_id = %s",
+        (user_id,),
+    )
+    # Only the signup's own session, which the change would revoke with the rest.
+    assert len(sessions) == 1

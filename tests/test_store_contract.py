@@ -115,6 +115,32 @@ def test_identities_are_found_by_email_case_insensitively(stores):
     assert stores.identities.find_by_email("nobody@example.com") is None
 
 
+def test_an_identity_is_found_with_its_profile_where_one_database_holds_both(stores):
+    user_id = _signed_up(stores, "Both@Example.com", "both_1")
+    identity, profile, read = stores.identities.find_with_profile("both@example.com")
+    assert identity == stores.identities.find_by_email("both@example.com")
+    assert identity is not None and identity.id == user_id
+    assert read is stores.profiles.co_located
+    assert profile == (stores.profiles.get(user_id) if read else None)
+    # An identity whose profile is missing, and an email nobody has.
+    stores.profiles.delete(user_id)
+    assert stores.identities.find_with_profile("both@example.com")[:2] == (identity, None)
+    assert stores.identities.find_with_profile("nobody@example.com")[:2] == (None, None)
+
+
+def test_a_login_session_is_made_only_while_the_checked_password_is_still_the_identitys(stores):
+    user_id = _signed_up(stores, "checked@example.com")
+    stored = stores.identities.get(user_id).password_hash
+    expires = datetime.now(UTC) + timedelta(days=1)
+    made = stores.sessions.create_session(user_id, b"h" * 32, expires, "pytest", stored)
+    assert made is not None
+    if stores.sessions.bans_known:  # the session's statement sees the identity
+        assert stores.accounts.get(user_id).last_sign_in_at is not None
+        assert stores.identities.set_password_hash(user_id, "$argon2id$new", stored) is True
+        stale = stores.sessions.create_session(user_id, b"i" * 32, expires, "pytest", stored)
+        assert stale is None
+
+
 def test_a_pending_identity_is_deleted_and_a_missing_one_is_not(stores):
     user_id = uuid4()
     stores.identities.create(user_id, "p@example.com", "$argon2id$x", {})

@@ -83,11 +83,24 @@ def _new_refresh_token() -> tuple[str, bytes]:
 
 
 def start_session(
-    stores: Stores, user_id: UUID, mint: Minter, refresh_ttl: int, user_agent: str | None = None
+    stores: Stores,
+    user_id: UUID,
+    mint: Minter,
+    refresh_ttl: int,
+    user_agent: str | None = None,
+    password_hash: str | None = None,
 ) -> Session:
+    """A new session. `password_hash` (a login): the hash the password was checked against;
+    where the sessions share the identities' database the session is only made while it is
+    still the identity's (InvalidCredentials when a password change or reset got there first),
+    and the sign-in is recorded in the same statement."""
     refresh, refresh_hash = _new_refresh_token()
     expires = datetime.now(UTC) + timedelta(seconds=refresh_ttl)
-    session_id = stores.sessions.create_session(user_id, refresh_hash, expires, user_agent)
+    session_id = stores.sessions.create_session(
+        user_id, refresh_hash, expires, user_agent, password_hash
+    )
+    if session_id is None:
+        raise InvalidCredentials()
     access, expires_in = mint(user_id, session_id)
     return Session(access, refresh, expires_in, _epoch() + expires_in, session_id)
 
@@ -114,15 +127,24 @@ def authenticate(stores: Stores, hasher: Hasher, email: str, password: str) -> I
     """
     if stores.password_check is not None:
         return stores.password_check.check(email, password)
-    identity = stores.identities.find_by_email(email)
+    checked = _check_password(stores, hasher, stores.identities.find_by_email(email), password)
+    return checked[0] if checked else None
+
+
+def _check_password(
+    stores: Stores, hasher: Hasher, identity: Identity | None, password: str
+) -> tuple[Identity, str] | None:
+    """The identity and its password hash now, when `password` is its password."""
     stored = identity.password_hash if identity else None
     if not hasher.verify(stored, password):  # a dummy hash when there is no user
         return None
     assert identity is not None and stored is not None
     if hasher.needs_rehash(stored):
         # Losing this race to a concurrent login is harmless.
-        stores.identities.set_password_hash(identity.id, hasher.hash(password), stored)
-    return identity
+        upgraded = hasher.hash(password)
+        if stores.identities.set_password_hash(identity.id, upgraded, stored):
+            stored = upgraded
+    return identity, stored
 
 
 def login(
@@ -141,24 +163,36 @@ def login(
     An unknown email and a wrong password take the same path and time, and answer the same
     InvalidCredentials.
     """
-    identity = authenticate(stores, hasher, email, password)
+    profile: Profile | None = None
+    profile_read = False
+    if stores.password_check is not None:
+        identity = stores.password_check.check(email, password)
+        stored = None
+    else:
+        # Where one database holds both halves, the profile comes in the same statement.
+        found, profile, profile_read = stores.identities.find_with_profile(email)
+        checked = _check_password(stores, hasher, found, password)
+        identity, stored = checked if checked else (None, None)
     if identity is None:
         raise InvalidCredentials()
     _refuse_if_banned(identity.banned_until)
     if require_confirmed and identity.email_confirmed_at is None:
         raise EmailNotConfirmed()
-    user = _whole_user(stores, identity)
+    user = _whole_user(stores, identity, profile, profile_read)
     if user is None:
         # Half a user never gets a session. To the client the account does not exist (yet):
         # its signup was never answered with success.
         raise InvalidCredentials()
-    stores.identities.record_sign_in(identity.id)
-    session = start_session(stores, identity.id, mint, refresh_ttl, user_agent)
+    if not stores.sessions.bans_known:  # else the session's statement records the sign-in
+        stores.identities.record_sign_in(identity.id)
+    session = start_session(stores, identity.id, mint, refresh_ttl, user_agent, stored)
     log.info("login", extra={"user_id": str(identity.id), "session_id": str(session.session_id)})
     return user, session
 
 
-def _whole_user(stores: Stores, identity: Identity) -> User | None:
+def _whole_user(
+    stores: Stores, identity: Identity, profile: Profile | None, profile_read: bool
+) -> User | None:
     """The user with both halves, or None for half a user.
 
     A pending identity never gets a session: its signup was never answered 201 (it failed, or
@@ -168,7 +202,8 @@ def _whole_user(stores: Stores, identity: Identity) -> User | None:
     """
     if identity.signup_state != COMPLETE:
         return None
-    profile: Profile | None = stores.profiles.get(identity.id)
+    if not profile_read:
+        profile = stores.profiles.get(identity.id)
     if profile is None:
         profile = restore_profile(stores, identity)
         if profile is None:

@@ -41,8 +41,13 @@ class IdentityStore(Protocol):
 
     def get(self, user_id: UUID) -> Identity | None: ...
     def find_by_email(self, email: str) -> Identity | None: ...
-    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> None:
-        """Replace the hash, unless another writer changed it meanwhile."""
+    def find_with_profile(self, email: str) -> tuple[Identity | None, Profile | None, bool]:
+        """find_by_email, with the identity's profile read in the same statement where this
+        store's database holds the profiles: (identity, profile or None, True). Elsewhere
+        (identity, None, False): the caller reads the profile from the profile store."""
+
+    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> bool:
+        """Replace the hash, unless another writer changed it meanwhile: True when replaced."""
 
     def record_sign_in(self, user_id: UUID) -> None: ...
 
@@ -115,8 +120,18 @@ class SessionStore(Protocol):
     bans_known: bool  # the identities share this database: checks read the user's ban too
 
     def create_session(
-        self, user_id: UUID, refresh_hash: bytes, expires_at: datetime, user_agent: str | None
-    ) -> UUID: ...
+        self,
+        user_id: UUID,
+        refresh_hash: bytes,
+        expires_at: datetime,
+        user_agent: str | None,
+        password_hash: str | None = None,
+    ) -> UUID | None:
+        """A session and its first refresh token; its id. `password_hash` (a login): the hash
+        the password was checked against. Where `bans_known`, the session is then made only
+        while that is still the identity's hash (None when it is not, or the identity is gone),
+        and the sign-in is recorded in the same statement; elsewhere the caller records it."""
+
     def rotate_refresh_token(
         self,
         old_hash: bytes,

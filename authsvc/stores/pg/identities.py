@@ -10,8 +10,8 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from authsvc.errors import Reason, StorageError
-from authsvc.stores import COMPLETE, Identity
-from authsvc.stores.pg import scans
+from authsvc.stores import COMPLETE, Identity, Profile
+from authsvc.stores.pg import profiles, scans
 from authsvc.stores.pg.database import Database
 
 log = logging.getLogger("authsvc.stores.postgres")
@@ -76,6 +76,12 @@ class PgIdentities:
     def __init__(self, db: Database, profiles_here: bool = False) -> None:
         self.db = db
         self.profiles_here = profiles_here
+        self._find_with_profile = (
+            f"SELECT {', '.join(f'u.{c}' for c in COLUMNS.split(', '))}"
+            f"{''.join(f', p.{c} AS p_{c}' for c in profiles.COLUMNS.split(', '))} "
+            "FROM auth.users u LEFT JOIN public.users p ON p.id = u.id "
+            "WHERE lower(u.email) = lower(%s)"
+        )
 
     def create(
         self, user_id: UUID, email: str, password_hash: str | None, signup_profile: dict[str, Any]
@@ -109,8 +115,17 @@ class PgIdentities:
             )
         )
 
-    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> None:
-        self.db.execute(
+    def find_with_profile(self, email: str) -> tuple[Identity | None, Profile | None, bool]:
+        if not self.profiles_here:
+            return self.find_by_email(email), None, False
+        row = self.db.read_one(self._find_with_profile, (email,))
+        if row is None:
+            return None, None, True
+        profile = {k.removeprefix("p_"): row.pop(k) for k in list(row) if k.startswith("p_")}
+        return to_identity(row), profiles.to_profile(profile if profile["id"] else None), True
+
+    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> bool:
+        return 1 == self.db.execute(
             "UPDATE auth.users SET password_hash = %s, updated_at = now() "
             "WHERE id = %s AND password_hash = %s",
             (new_hash, user_id, old_hash),

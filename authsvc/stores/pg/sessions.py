@@ -28,6 +28,22 @@ WITH session AS (
 INSERT INTO authsvc.refresh_tokens (token_hash, session_id, expires_at)
 SELECT %(hash)s, id, %(expires)s FROM session
 """
+# A login's session, only while the password it checked is still the identity's (the UPDATE
+# waits for a password change or reset in flight, then sees its new hash and makes nothing),
+# and its sign-in recorded, in one statement.
+CREATE_SIGNED_IN = """
+WITH signed_in AS (
+    UPDATE auth.users SET last_sign_in_at = now()
+     WHERE id = %(uid)s AND password_hash = %(checked)s
+    RETURNING id
+), session AS (
+    INSERT INTO authsvc.sessions (id, user_id, user_agent)
+    SELECT %(sid)s, id, %(ua)s FROM signed_in
+    RETURNING id
+)
+INSERT INTO authsvc.refresh_tokens (token_hash, session_id, expires_at)
+SELECT %(hash)s, id, %(expires)s FROM session
+"""
 
 
 class PgSessions:
@@ -60,22 +76,28 @@ class PgSessions:
         )
 
     def create_session(
-        self, user_id: UUID, refresh_hash: bytes, expires_at: datetime, user_agent: str | None
-    ) -> UUID:
+        self,
+        user_id: UUID,
+        refresh_hash: bytes,
+        expires_at: datetime,
+        user_agent: str | None,
+        password_hash: str | None = None,
+    ) -> UUID | None:
         session_id = uuid4()
         ua = (user_agent or "")[:512] or None
         # One statement: the session and its first refresh token exist together or not at all.
-        self.db.execute(
-            CREATE,
-            {
-                "sid": session_id,
-                "uid": user_id,
-                "ua": ua,
-                "hash": refresh_hash,
-                "expires": expires_at,
-            },
-        )
-        return session_id
+        params = {
+            "sid": session_id,
+            "uid": user_id,
+            "ua": ua,
+            "hash": refresh_hash,
+            "expires": expires_at,
+        }
+        if password_hash is None or not self.bans_known:
+            self.db.execute(CREATE, params)
+            return session_id
+        made = self.db.execute(CREATE_SIGNED_IN, {**params, "checked": password_hash})
+        return session_id if made == 1 else None
 
     def rotate_refresh_token(
         self,

@@ -24,7 +24,7 @@ from supabase_auth.errors import AuthError as GoTrueError
 from supabase_auth.types import User
 
 from authsvc.errors import DatabaseUnavailable, RateLimited, Reason, StorageError
-from authsvc.stores import COMPLETE, PENDING, Identity
+from authsvc.stores import COMPLETE, PENDING, Identity, Profile
 from authsvc.stores.supabase.clients import SupabaseClients
 from authsvc.stores.supabase.errors import auth_error
 
@@ -182,8 +182,13 @@ class SupabaseIdentities:
                 return to_identity(user)
         return None
 
-    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> None:
+    def find_with_profile(self, email: str) -> tuple[Identity | None, Profile | None, bool]:
+        """The profiles are in PostgREST, not here."""
+        return self.find_by_email(email), None, False
+
+    def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> bool:
         """Supabase Auth keeps and upgrades its own hashes."""
+        return False
 
     def record_sign_in(self, user_id: UUID) -> None:
         """Supabase Auth records last_sign_in_at itself on every password sign-in."""
