@@ -26,6 +26,7 @@ from authsvc.errors import (
     DatabaseUnavailable,
     DeletionFailed,
     InvalidCredentials,
+    RateLimited,
     ReauthenticationRequired,
     TokenRevoked,
     ValidationFailed,
@@ -118,6 +119,33 @@ def test_without_a_password_only_a_fresh_login_may_close_the_account(deployment)
     fresh = deployment.auth.login("fresh@example.com")["data"]["session"]["access_token"]
     assert close(deployment, fresh).status_code == 200
     assert deployment.identity(user_id) is None and deployment.profile(user_id) is None
+
+
+def test_a_password_given_to_close_the_account_spends_the_login_budget_of_that_account(
+    deployment,
+):
+    """docs/api.md: a password given here counts against the login limits, per address and
+    per account. Guesses at login from one address and here from another share the account's
+    budget."""
+    app = deployment.build(AUTHSVC_RATE_LIMITS="on", AUTHSVC_RATE_LIMIT_LOGIN="2 per minute")
+    client = app.test_client()
+    signed_up = client.post(
+        "/api/v1/auth/signup", json={"email": "guessed@example.com", "password": PASSWORD}
+    ).get_json()["data"]
+    for n in range(2):
+        guess = client.post(
+            "/api/v1/auth/login",
+            json={"email": "guessed@example.com", "password": f"wrong guess {n}"},
+            environ_base={"REMOTE_ADDR": "10.0.21.1"},
+        )
+        assert guess.status_code == 401
+    answer = client.delete(
+        ME,
+        json={"password": "wrong guess 2"},
+        headers=bearer(signed_up["session"]["access_token"]),
+        environ_base={"REMOTE_ADDR": "10.0.21.2"},
+    )
+    assert answer.status_code == 429 and code(answer) == RateLimited.code
 
 
 def test_a_login_the_closing_lands_under_is_refused_as_for_no_account(deployment):
