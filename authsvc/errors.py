@@ -162,6 +162,14 @@ class TokenRevoked(AuthError):
     message = "The session this token belongs to has ended; log in again."
 
 
+class AccountGone(TokenRevoked):
+    """The account was removed (closed, deleted by an admin) while this request was using it,
+    so no session can start for it. Login answers it as INVALID_CREDENTIALS, as for an
+    account that does not exist."""
+
+    message = "The account this token belongs to no longer exists."
+
+
 class RefreshTokenReused(AuthError):
     status, code = 401, "REFRESH_TOKEN_REUSED"
     message = (

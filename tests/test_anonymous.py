@@ -3,8 +3,11 @@ upgraded in place, purged when idle."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from authsvc import create_app
@@ -192,6 +195,46 @@ def test_an_upgrade_that_fails_at_the_identity_puts_the_profile_back(layout, api
     assert (profile["email"], profile["username"]) == (None, "before_up")
     assert layout.identity(id=data["user"]["id"])["is_anonymous"] is True
     api.login("late@example.com", expect=401)
+
+
+def test_an_upgrade_the_account_closing_lands_under_is_401_not_a_500(layout, api):
+    """The account's deletion commits while its upgrade is under way (a DELETE /me racing an
+    upgrade): the upgrade answers that the account no longer exists, not a 500 telling the
+    client to retry, nor 409 NOT_ANONYMOUS."""
+    data = api.anonymous()
+    user_id = data["user"]["id"]
+    answer: dict[str, Any] = {}
+
+    def upgrade() -> None:
+        answer["reply"] = api.call(
+            "POST",
+            "/upgrade",
+            {"email": "late@example.com", "password": PASSWORD},
+            token=data["session"]["access_token"],
+        )
+
+    with psycopg.connect(layout.auth_owner) as closing:
+        # The closing's transaction, not yet committed: the upgrade reads the account, then
+        # waits for its rows' locks.
+        closing.execute("DELETE FROM auth.users WHERE id = %s", (user_id,))
+        worker = threading.Thread(target=upgrade)
+        worker.start()
+        deadline = time.monotonic() + 15
+        while not layout.sql(
+            layout.auth_owner,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
+            "AND wait_event_type = 'Lock'",
+        ):
+            assert time.monotonic() < deadline, "the upgrade never waited for the deletion"
+            time.sleep(0.02)
+        closing.commit()
+    worker.join(timeout=15)
+    status, body = answer["reply"]
+    assert status == 401 and body["error"]["code"] == TokenRevoked.code, body
+    assert layout.identity(id=user_id) is None
+    assert not layout.sql(
+        layout.app_owner, "SELECT 1 FROM public.users WHERE email = 'late@example.com'"
+    )
 
 
 def test_an_upgrade_with_no_token_is_401(api):

@@ -12,9 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
@@ -23,6 +26,7 @@ from authsvc.errors import (
     DatabaseUnavailable,
     DeletionFailed,
     InvalidCredentials,
+    RateLimited,
     ReauthenticationRequired,
     TokenRevoked,
     ValidationFailed,
@@ -115,6 +119,71 @@ def test_without_a_password_only_a_fresh_login_may_close_the_account(deployment)
     fresh = deployment.auth.login("fresh@example.com")["data"]["session"]["access_token"]
     assert close(deployment, fresh).status_code == 200
     assert deployment.identity(user_id) is None and deployment.profile(user_id) is None
+
+
+def test_a_password_given_to_close_the_account_spends_the_login_budget_of_that_account(
+    deployment,
+):
+    """docs/api.md: a password given here counts against the login limits, per address and
+    per account. Guesses at login from one address and here from another share the account's
+    budget."""
+    app = deployment.build(AUTHSVC_RATE_LIMITS="on", AUTHSVC_RATE_LIMIT_LOGIN="2 per minute")
+    client = app.test_client()
+    signed_up = client.post(
+        "/api/v1/auth/signup", json={"email": "guessed@example.com", "password": PASSWORD}
+    ).get_json()["data"]
+    for n in range(2):
+        guess = client.post(
+            "/api/v1/auth/login",
+            json={"email": "guessed@example.com", "password": f"wrong guess {n}"},
+            environ_base={"REMOTE_ADDR": "10.0.21.1"},
+        )
+        assert guess.status_code == 401
+    answer = client.delete(
+        ME,
+        json={"password": "wrong guess 2"},
+        headers=bearer(signed_up["session"]["access_token"]),
+        environ_base={"REMOTE_ADDR": "10.0.21.2"},
+    )
+    assert answer.status_code == 429 and code(answer) == RateLimited.code
+
+
+def test_a_login_the_closing_lands_under_is_refused_as_for_no_account(deployment):
+    """The account's deletion commits while a login is between checking the password and
+    starting its session (a DELETE /me racing a login): the login answers as for an account
+    that does not exist, never a 500, and no session is left."""
+    user_id, _ = deployment.signup("racing@example.com")
+    answer: dict[str, Any] = {}
+
+    def log_in() -> None:
+        answer["response"] = deployment.client.post(
+            "/api/v1/auth/login", json={"email": "racing@example.com", "password": PASSWORD}
+        )
+
+    with psycopg.connect(deployment.identity_owner_url) as closing:
+        # The closing's transaction: the identity deleted, not yet committed. The login still
+        # reads the account and its password, then waits for this row's lock.
+        closing.execute("DELETE FROM auth.users WHERE id = %s", (user_id,))
+        worker = threading.Thread(target=log_in)
+        worker.start()
+        deadline = time.monotonic() + 15
+        while not deployment.sql(
+            deployment.identity_owner_url,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
+            "AND wait_event_type = 'Lock'",
+        ):
+            assert time.monotonic() < deadline, "the login never waited for the deletion"
+            time.sleep(0.02)
+        closing.commit()
+    worker.join(timeout=15)
+    response = answer["response"]
+    assert response.status_code == 401, response.get_json()
+    assert code(response) == InvalidCredentials.code
+    assert not deployment.sql(
+        deployment.identity_owner_url,
+        "SELECT 1 FROM authsvc.sessions WHERE user_id = %s",
+        (user_id,),
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from flask import current_app, request
 from flask_jwt_extended import jwt_required
@@ -40,7 +41,18 @@ def close_account(body: dict[str, Any]):
     user_id, session_id = tokens.current_ids()
     password = body.get("password")
     if password is not None:  # a password guess counts against the login limits
-        runtime.rate_limits.hit("login", request.remote_addr or "unknown", f"account:{user_id}")
+        runtime.rate_limits.hit("login", request.remote_addr or "unknown", _account_key(user_id))
     ctx = runtime.context(request.headers.get("User-Agent"))
     closing.close_own_account(ctx, user_id, session_id, password)
     return envelope_ok({})
+
+
+def _account_key(user_id: UUID) -> str:
+    """The key login counts this account's guesses under ("account:" and the email), so that
+    guesses here and at login share one budget."""
+    check = tokens.checked_session()
+    identity = check.identity if check is not None else None
+    if identity is None:  # the identities live elsewhere (Supabase Auth)
+        identity = current_app.extensions["authsvc"].stores.identities.get(user_id)
+    email = identity.email if identity is not None else None
+    return f"account:{email.lower()}" if email else f"account:{user_id}"

@@ -88,7 +88,9 @@ def delete_account():
         if password is None and not anonymous:
             raise ValidationFailed(details={"password": ["Enter your current password."]})
         if password is not None:
-            _runtime().rate_limits.hit("login", _client(), f"account:{me.user_id}")
+            email = me.user.identity.email  # login's key for this account, one budget
+            account = f"account:{email.lower()}" if email else f"account:{me.user_id}"
+            _runtime().rate_limits.hit("login", _client(), account)
         closing.close_own_account(_context(), me.user_id, me.session_id, password)
     except InvalidCredentials as err:
         return _wrong_password(form, err, user=me.user)

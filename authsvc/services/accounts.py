@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from authsvc.errors import (
+    AccountGone,
     AuthError,
     DatabaseUnavailable,
     IdempotencyKeyReused,
@@ -186,7 +187,7 @@ def _sign_up(ctx: Context, data: signup.SignupData) -> tuple[User, Session | Non
                 ctx.stores, profile.id, ctx.mint, ctx.refresh_ttl, ctx.user_agent
             ),
         )
-    except (DatabaseUnavailable, InternalError) as exc:
+    except (DatabaseUnavailable, InternalError, AccountGone) as exc:
         log.error(
             "a whole account got no session; the client is told to log in",
             extra={"user_id": str(profile.id), "error": repr(exc)},
@@ -217,6 +218,10 @@ def log_in(ctx: Context, email: str, password: str) -> tuple[User, Session]:
     except (InvalidCredentials, UserBanned) as exc:
         audit.record(ctx.stores, ctx.origin, audit.LOGIN_FAILED, reason=exc.code.lower())
         raise
+    except AccountGone as exc:
+        # Closed while this login checked its password: as for an account that does not exist.
+        audit.record(ctx.stores, ctx.origin, audit.LOGIN_FAILED, reason="invalid_credentials")
+        raise InvalidCredentials() from exc
     audit.record(
         ctx.stores, ctx.origin, audit.LOGIN, user.identity.id, session_id=session.session_id
     )

@@ -23,6 +23,7 @@ from uuid import UUID, uuid4
 
 from authsvc import passwords
 from authsvc.errors import (
+    AccountGone,
     AuthError,
     DatabaseUnavailable,
     EmailTaken,
@@ -115,6 +116,14 @@ def _upgrade_failure(exc: Exception, step: str, compensated: bool) -> AuthError:
     return UpgradeFailed(step, Reason.UNEXPECTED_ERROR, compensated)
 
 
+def _closed(stores: Stores, user_id: UUID) -> bool:
+    """The identity is gone (read after a failed upgrade found no row to update)."""
+    try:
+        return stores.identities.get(user_id) is None
+    except AuthError:
+        return False
+
+
 def upgrade(
     ctx: Context, user_id: UUID, email: str, password: str, username: str | None = None
 ) -> tuple[sessions.User, sessions.Session]:
@@ -145,6 +154,8 @@ def upgrade(
         except Exception as exc:
             outcome = unit.compensate()
             err = _upgrade_failure(exc, step, outcome is Outcome.GONE)
+            if isinstance(exc, ProfileMismatch | NotAnonymous) and _closed(ctx.stores, user_id):
+                err = AccountGone()  # the account was closed under this upgrade: no row left
             log.log(
                 logging.ERROR if err.status >= 500 else logging.INFO,
                 "upgrade failed",

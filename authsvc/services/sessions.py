@@ -12,9 +12,12 @@ from typing import Any
 from uuid import UUID
 
 from authsvc.errors import (
+    AccountGone,
     EmailNotConfirmed,
     InvalidCredentials,
+    Reason,
     RefreshTokenReused,
+    StorageError,
     TokenExpired,
     TokenInvalid,
     TokenRevoked,
@@ -96,10 +99,17 @@ def start_session(
     and the sign-in is recorded in the same statement."""
     refresh, refresh_hash = _new_refresh_token()
     expires = datetime.now(UTC) + timedelta(seconds=refresh_ttl)
-    session_id = stores.sessions.create_session(
-        user_id, refresh_hash, expires, user_agent, password_hash
-    )
-    if session_id is None:
+    try:
+        session_id = stores.sessions.create_session(
+            user_id, refresh_hash, expires, user_agent, password_hash
+        )
+    except StorageError as exc:
+        # The session's foreign key refused it: the account was removed since it was read (a
+        # DELETE /me or an admin's delete committed in between).
+        if exc.reason is not Reason.FOREIGN_KEY_VIOLATION:
+            raise
+        raise AccountGone() from exc
+    if session_id is None:  # the password changed, or the account went, since it was checked
         raise InvalidCredentials()
     access, expires_in = mint(user_id, session_id)
     return Session(access, refresh, expires_in, _epoch() + expires_in, session_id)
