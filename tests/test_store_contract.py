@@ -122,10 +122,13 @@ def test_an_identity_is_found_with_its_profile_where_one_database_holds_both(sto
     assert identity is not None and identity.id == user_id
     assert read is stores.profiles.co_located
     assert profile == (stores.profiles.get(user_id) if read else None)
+    assert stores.identities.get_with_profile(user_id) == (identity, profile, read)
     # An identity whose profile is missing, and an email nobody has.
     stores.profiles.delete(user_id)
     assert stores.identities.find_with_profile("both@example.com")[:2] == (identity, None)
     assert stores.identities.find_with_profile("nobody@example.com")[:2] == (None, None)
+    assert stores.identities.get_with_profile(user_id)[:2] == (identity, None)
+    assert stores.identities.get_with_profile(uuid4())[:2] == (None, None)
 
 
 def test_a_login_session_is_made_only_while_the_checked_password_is_still_the_identitys(stores):

@@ -120,11 +120,13 @@ def _epoch() -> int:
 
 
 def load_user(stores: Stores, user_id: UUID) -> User | None:
-    """The complete user, or None when either half is missing."""
-    identity = stores.identities.get(user_id)
+    """The complete user, or None when either half is missing (one read where one database
+    holds both)."""
+    identity, profile, profile_read = stores.identities.get_with_profile(user_id)
     if identity is None or identity.signup_state != COMPLETE:
         return None
-    profile = stores.profiles.get(user_id)
+    if not profile_read:
+        profile = stores.profiles.get(user_id)
     return User(identity, profile) if profile is not None else None
 
 

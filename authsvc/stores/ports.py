@@ -46,6 +46,9 @@ class IdentityStore(Protocol):
         store's database holds the profiles: (identity, profile or None, True). Elsewhere
         (identity, None, False): the caller reads the profile from the profile store."""
 
+    def get_with_profile(self, user_id: UUID) -> tuple[Identity | None, Profile | None, bool]:
+        """get, with the profile, as find_with_profile."""
+
     def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> bool:
         """Replace the hash, unless another writer changed it meanwhile: True when replaced."""
 

@@ -76,11 +76,10 @@ class PgIdentities:
     def __init__(self, db: Database, profiles_here: bool = False) -> None:
         self.db = db
         self.profiles_here = profiles_here
-        self._find_with_profile = (
+        self._with_profile = (
             f"SELECT {', '.join(f'u.{c}' for c in COLUMNS.split(', '))}"
             f"{''.join(f', p.{c} AS p_{c}' for c in profiles.COLUMNS.split(', '))} "
-            "FROM auth.users u LEFT JOIN public.users p ON p.id = u.id "
-            "WHERE lower(u.email) = lower(%s)"
+            "FROM auth.users u LEFT JOIN public.users p ON p.id = u.id WHERE "
         )
 
     def create(
@@ -118,7 +117,17 @@ class PgIdentities:
     def find_with_profile(self, email: str) -> tuple[Identity | None, Profile | None, bool]:
         if not self.profiles_here:
             return self.find_by_email(email), None, False
-        row = self.db.read_one(self._find_with_profile, (email,))
+        return self._read_with_profile("lower(u.email) = lower(%s)", email)
+
+    def get_with_profile(self, user_id: UUID) -> tuple[Identity | None, Profile | None, bool]:
+        if not self.profiles_here:
+            return self.get(user_id), None, False
+        return self._read_with_profile("u.id = %s", user_id)
+
+    def _read_with_profile(
+        self, where: str, param: object
+    ) -> tuple[Identity | None, Profile | None, bool]:
+        row = self.db.read_one(self._with_profile + where, (param,))
         if row is None:
             return None, None, True
         profile = {k.removeprefix("p_"): row.pop(k) for k in list(row) if k.startswith("p_")}

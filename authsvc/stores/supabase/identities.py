@@ -186,6 +186,10 @@ class SupabaseIdentities:
         """The profiles are in PostgREST, not here."""
         return self.find_by_email(email), None, False
 
+    def get_with_profile(self, user_id: UUID) -> tuple[Identity | None, Profile | None, bool]:
+        """The profiles are in PostgREST, not here."""
+        return self.get(user_id), None, False
+
     def set_password_hash(self, user_id: UUID, new_hash: str, old_hash: str) -> bool:
         """Supabase Auth keeps and upgrades its own hashes."""
         return False
