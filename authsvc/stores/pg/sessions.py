@@ -129,18 +129,16 @@ class PgSessions:
             if row["expired"]:
                 return Rotation(RotateOutcome.EXPIRED, session_id, user_id)
             vet(user_id, row["banned_until"])
-            if row["used_at"] is None:
-                conn.execute(
-                    "UPDATE authsvc.refresh_tokens SET used_at = now() WHERE token_hash = %s",
-                    (old_hash,),
-                )
-            # Within the reuse interval (parallel tabs, a retried request) a spent token gets
-            # another new token in the same session, and nothing is revoked.
+            # The old token spent (unless it was already: within the reuse interval, for
+            # parallel tabs or a retried request, a spent token gets another new token in the
+            # same session, and nothing is revoked) and the new one written, in one statement.
             conn.execute(
-                "WITH token AS (INSERT INTO authsvc.refresh_tokens "
+                "WITH spent AS (UPDATE authsvc.refresh_tokens SET used_at = now() "
+                "WHERE token_hash = %s AND used_at IS NULL), "
+                "token AS (INSERT INTO authsvc.refresh_tokens "
                 "(token_hash, session_id, expires_at) VALUES (%s, %s, %s)) "
                 "UPDATE authsvc.sessions SET refreshed_at = now() WHERE id = %s",
-                (new_hash, session_id, expires_at, session_id),
+                (old_hash, new_hash, session_id, expires_at, session_id),
             )
             return Rotation(RotateOutcome.ROTATED, session_id, user_id)
 
