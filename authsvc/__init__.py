@@ -177,6 +177,7 @@ def create_app(settings: Settings | Mapping[str, Any]) -> Flask:
     app.request_class = bodies.Request  # the body limit holds for chunked bodies too
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.wsgi_app = tokens.any_case_bearer(app.wsgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # The client's address is the one the N-th proxy saw (X-Forwarded-For, N entries from
         # the right); with no trusted proxy the header is ignored and the socket's address used.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -219,3 +219,17 @@ def init_app(app: Flask, secret: str, access_ttl: int, previous: Sequence[str] =
     @jwt.needs_fresh_token_loader
     def not_fresh(_header: dict, _payload: dict):
         return render(TokenInvalid())
+
+
+def any_case_bearer(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
+    """The WSGI app, with `Authorization: bearer <token>` read as `Bearer <token>`: an
+    authentication scheme is case-insensitive (RFC 9110, 11.1), and flask-jwt-extended compares
+    it exactly."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        value = environ.get("HTTP_AUTHORIZATION")
+        if value and value[:7].lower() == "bearer " and not value.startswith("Bearer "):
+            environ["HTTP_AUTHORIZATION"] = "Bearer " + value[7:]
+        return wsgi_app(environ, start_response)
+
+    return app

@@ -133,6 +133,15 @@ def test_me_returns_the_signed_in_user(auth):
     assert response.get_json()["data"]["user"]["username"] == "alice"
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_the_bearer_scheme_is_read_in_any_case(auth, client, scheme):
+    token = session_of(auth.signup())["access_token"]
+    response = client.get("/api/v1/auth/me", headers={"Authorization": f"{scheme} {token}"})
+    assert response.status_code == 200, response.get_json()
+    bad = client.get("/api/v1/auth/me", headers={"Authorization": f"{scheme} not.a.jwt"})
+    assert bad.get_json()["error"]["code"] == TokenInvalid.code
+
+
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
