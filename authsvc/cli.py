@@ -29,6 +29,21 @@ def _say(message: str) -> None:
     print(f"authsvc: {message}", file=sys.stderr)
 
 
+def _fail(
+    args: argparse.Namespace,
+    message: str,
+    prefix: str = "",
+    details: dict[str, Any] | None = None,
+    status: int = 2,
+) -> int:
+    """Say why the command failed (on stderr; with --json also as one JSON object on stdout,
+    so a script reading it gets JSON whatever happened); `status`: 2, could not run."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, **({"details": details} if details else {})}))
+    _say(prefix + message + (f" {json.dumps(details)}" if details else ""))
+    return status
+
+
 def _where(settings: Settings, origin: str) -> str:
     url = redact_url(settings.database_url or "")
     if settings.split:
@@ -176,10 +191,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         else:
             log.exception("reconcile failed")
             message = f"unexpected {type(exc).__name__} (traceback in the log)"
-        if args.json:
-            print(json.dumps({"error": message}))
-        print(f"reconcile could not run: {message}", file=sys.stderr)
-        return 2
+        return _fail(args, message, "reconcile could not run: ")
     if args.json:
         print(json.dumps(result))
         return 1 if remaining else 0
@@ -302,11 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             print(f"FAIL configuration: {exc}")
             return 1
-        _say(f"configuration error: {exc}")
-        return 2
+        return _fail(args, str(exc), "configuration error: ")
     except AuthError as exc:
-        _say(exc.message)
-        return 2
+        return _fail(args, exc.message)
 
 
 if __name__ == "__main__":  # pragma: no cover
