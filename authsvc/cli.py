@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from authsvc import observability
-from authsvc.config import ConfigError, Settings, load_settings, redact_url, secret_weakness
+from authsvc.config import ConfigError, Settings, load_settings, redact_url
 from authsvc.errors import AuthError
 from authsvc.stores import Stores, make_stores
 
@@ -27,6 +27,21 @@ log = logging.getLogger("authsvc.cli")
 
 def _say(message: str) -> None:
     print(f"authsvc: {message}", file=sys.stderr)
+
+
+def _fail(
+    args: argparse.Namespace,
+    message: str,
+    prefix: str = "",
+    details: dict[str, Any] | None = None,
+    status: int = 2,
+) -> int:
+    """Say why the command failed (on stderr; with --json also as one JSON object on stdout,
+    so a script reading it gets JSON whatever happened); `status`: 2, could not run."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, **({"details": details} if details else {})}))
+    _say(prefix + message + (f" {json.dumps(details)}" if details else ""))
+    return status
 
 
 def _where(settings: Settings, origin: str) -> str:
@@ -176,10 +191,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         else:
             log.exception("reconcile failed")
             message = f"unexpected {type(exc).__name__} (traceback in the log)"
-        if args.json:
-            print(json.dumps({"error": message}))
-        print(f"reconcile could not run: {message}", file=sys.stderr)
-        return 2
+        return _fail(args, message, "reconcile could not run: ")
     if args.json:
         print(json.dumps(result))
         return 1 if remaining else 0
@@ -210,94 +222,6 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print("purged: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
-
-
-Check = tuple[str, bool, str]
-
-
-def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    weakness = secret_weakness(settings.jwt_secret_key)
-    checks: list[Check] = [
-        (
-            "configuration",
-            True,
-            f"env={settings.env} backend={settings.backend} "
-            f"{'split databases' if settings.split else 'one database'}"
-            + (
-                f"; JWT_SECRET_KEY is weak ({weakness}): set a strong one before production"
-                if weakness and not settings.jwt_secret_generated
-                else ""
-            ),
-        )
-    ]
-    try:
-        with _database(settings) as settings, _stores(settings) as stores:
-            checks.extend(stores.admin.connection_checks())
-            checks.extend(_store_checks(stores, settings))
-    except Exception as exc:  # noqa: BLE001 - reported as a failed check
-        message = exc.message if isinstance(exc, AuthError) else str(exc)
-        checks.append(("database", False, message))
-    return _print_checks(checks)
-
-
-def _store_checks(stores: Stores, settings: Settings) -> list[Check]:
-    from authsvc.services import reconcile
-
-    states = stores.admin.check()
-    ok = all(v == "ok" for v in states.values())
-    shown = (
-        states.get("database", "")
-        if list(states) == ["database"]
-        else ", ".join(f"{name}: {state}" for name, state in states.items())
-    )
-    checks: list[Check] = [
-        (
-            "database",
-            ok,
-            shown
-            + (
-                "" if ok else " -> check DATABASE_URL / AUTH_DATABASE_URL and that the server is up"
-            ),
-        )
-    ]
-    if not ok:
-        return checks
-    try:
-        status = stores.admin.migration_status()
-    except AuthError as exc:
-        return [*checks, ("migrations", False, f"{exc.message} -> run `authsvc migrate`")]
-    pending = status["pending"]
-    checks.append(
-        (
-            "migrations",
-            not pending,
-            f"schema version {status['schema_version']}"
-            if not pending
-            else f"pending: {', '.join(pending)} -> run `authsvc migrate`",
-        )
-    )
-    if pending:
-        return checks  # the remaining checks read tables the migrations create
-    checks.extend(stores.admin.diagnose())
-    try:
-        drift = reconcile.find_drift(stores, settings.reconcile_grace_seconds)
-        counts = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in drift.counts.items())
-        checks.append(
-            (
-                "drift",
-                drift.total == 0,
-                counts + ("" if drift.total == 0 else " -> run `authsvc reconcile --repair`"),
-            )
-        )
-    except AuthError as exc:
-        checks.append(("drift", False, exc.message))
-    return checks
-
-
-def _print_checks(checks: list[Check]) -> int:
-    for name, ok, detail in checks:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    return 0 if all(ok for _, ok, _ in checks) else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -365,6 +289,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     purge.set_defaults(func=cmd_purge)
+    from authsvc.cli_doctor import cmd_doctor
+
     sub.add_parser(
         "doctor",
         help="check configuration, database, migrations, roles, drift",
@@ -388,11 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":
             print(f"FAIL configuration: {exc}")
             return 1
-        _say(f"configuration error: {exc}")
-        return 2
+        return _fail(args, str(exc), "configuration error: ")
     except AuthError as exc:
-        _say(exc.message)
-        return 2
+        return _fail(args, exc.message)
 
 
 if __name__ == "__main__":  # pragma: no cover

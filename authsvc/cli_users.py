@@ -123,12 +123,9 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
         with cli._database(settings) as ready, cli._stores(ready) as stores:
             return args.users_action(args, stores)
     except NotFound as exc:
-        print(f"authsvc: {exc.message}", file=sys.stderr)
-        return 1
+        return cli._fail(args, exc.message, status=1)
     except AuthError as exc:
-        details = f" {json.dumps(exc.details)}" if exc.details else ""
-        print(f"authsvc: {exc.message}{details}", file=sys.stderr)
-        return 2
+        return cli._fail(args, exc.message, details=exc.details)
 
 
 def register(sub: Any) -> None:

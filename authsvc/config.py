@@ -13,6 +13,7 @@ from authsvc.envvars import (  # noqa: F401 - ConfigError, secret_weakness: conf
     SUPAVISOR_TRANSACTION_PORT,
     ConfigError,
     _bool,
+    _check_postgres_urls,
     _db_pooler,
     _git_sha,
     _int,
@@ -188,6 +189,7 @@ def load_settings(env: Mapping[str, Any], default_env: str = "development") -> S
     if backend not in ("postgres", "supabase"):
         raise ConfigError(f"AUTHSVC_BACKEND must be postgres or supabase, got {backend!r}.")
 
+    _check_postgres_urls(env)
     database_url = env.get("DATABASE_URL") or env.get("POSTGRES_URL") or None
     auth_database_url = env.get("AUTH_DATABASE_URL") or database_url
     if auth_database_url and not database_url:

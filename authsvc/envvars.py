@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import secrets
 from collections import Counter
 from collections.abc import Mapping
@@ -169,6 +170,31 @@ def _redis_url(env: Mapping[str, Any]) -> str | None:
             "redis)."
         )
     return url
+
+
+POSTGRES_URL_VARIABLES = (
+    "DATABASE_URL",
+    "POSTGRES_URL",
+    "AUTH_DATABASE_URL",
+    "DATABASE_DIRECT_URL",
+    "AUTH_DATABASE_DIRECT_URL",
+)
+_KEYWORD_CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
+
+
+def _check_postgres_urls(env: Mapping[str, Any]) -> None:
+    """Each Postgres variable set is a connection string libpq reads: a postgresql:// (or
+    postgres://) URL, or keyword=value pairs; anything else is refused here, not by a
+    traceback (or a "retry in a few seconds") at the first connection."""
+    for name in POSTGRES_URL_VARIABLES:
+        url = str(env.get(name) or "").strip()
+        if not url or _KEYWORD_CONNINFO.match(url):
+            continue
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"{name} must be a postgresql://user:password@host:port/dbname URL (or libpq's "
+                f"host=... dbname=... form), got {redact_url(url)!r}."
+            )
 
 
 def _git_sha(env: Mapping[str, Any]) -> str | None:

@@ -65,7 +65,10 @@ _SERVERS: dict[tuple[str, int], PgServer] = {}
 
 def _address(url: str) -> tuple[str, int] | None:
     """(host, port) of the one server `url` names; None when it names several."""
-    params = conninfo_to_dict(url)
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return None  # not a connection string at all (a test of a malformed DATABASE_URL)
     host, port = params.get("host") or "127.0.0.1", params.get("port") or "5432"
     if "," in host or "," in port:
         return None

@@ -151,6 +151,31 @@ def test_reconcile_exits_2_when_it_cannot_run(env, tmp_path):
     assert "error" in json.loads(result.stdout)
 
 
+UNREACHABLE = {"DATABASE_URL": "postgresql://x:y@127.0.0.1:1/none", "AUTHSVC_DB_POOL_TIMEOUT": "1"}
+
+
+@pytest.mark.parametrize(
+    "args", [["purge", "--json"], ["users", "list", "--json"], ["users", "show", "a@b.c", "--json"]]
+)
+def test_every_json_command_that_cannot_run_still_prints_one_json_object(env, tmp_path, args):
+    result = run(args, {**env, **UNREACHABLE}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot be reached" in json.loads(result.stdout)["error"]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["notaurl", "mysql://app:secret@db.internal/app"])
+@pytest.mark.parametrize("command", ["migrate", "purge", "reconcile"])
+def test_a_database_url_that_is_not_postgres_is_named_without_a_traceback(
+    env, tmp_path, url, command
+):
+    result = run([command], {**env, "DATABASE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "DATABASE_URL must be a postgresql://" in result.stderr
+    assert "secret" not in result.stderr
+
+
 def test_doctor_passes_on_a_healthy_deployment(database_url, env, tmp_path):
     result = run(["doctor"], {**env, "DATABASE_URL": database_url}, cwd=tmp_path)
     assert result.returncode == 0, result.stdout

@@ -129,3 +129,12 @@ def test_mistakes_are_said_with_an_exit_status(deployment, args: Any, status, sa
     assert result.returncode == status, (result.stdout, result.stderr)
     assert said in result.stderr
     assert deployment.events("user_banned") == [] and deployment.events("user_deleted") == []
+
+
+def test_with_json_a_mistake_is_one_json_object_too(deployment):
+    result = users(deployment, "show", "nobody@example.com", "--json")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {"error": "There is no user nobody@example.com."}
+    cursor = users(deployment, "list", "--cursor", "not-a-cursor", "--json")
+    assert cursor.returncode == 2
+    assert "cursor" in json.loads(cursor.stdout)["details"]

@@ -223,6 +223,23 @@ def test_answers_without_a_database_are_as_documented(tmp_path):
         app.extensions["authsvc"].stores.close()
 
 
+def test_an_anonymous_account_seen_by_the_admin_api_is_as_documented(app, auth):
+    """Both rows of a guest account hold no email: the document's rows say they may not."""
+    accounts_in_place(app, auth)
+    admin_token = auth.login(SCHEMATHESIS_USER, PASSWORD)["data"]["session"]["access_token"]
+    guest = auth.client.post("/api/v1/auth/anonymous", json={}).get_json()["data"]["user"]
+    answer = send_and_validate(
+        app,
+        "GET",
+        "/api/v1/admin/users/{user_id}",
+        path_parameters={"user_id": guest["id"]},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    assert answer.status_code == 200
+    detail = answer.json()["data"]
+    assert detail["identity"]["email"] is None and detail["profile"]["email"] is None
+
+
 # -- schemathesis against the real service ----------------------------------------------------
 
 

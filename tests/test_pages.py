@@ -231,6 +231,16 @@ def test_a_post_with_no_cookie_at_all_is_refused(client, db):
     assert count(db, "auth.users") == 0
 
 
+@pytest.mark.parametrize("path", ["/signup", "/login", "/forgot"])
+def test_a_head_request_is_answered_as_get_and_never_runs_the_form(pages, db, path):
+    """HEAD is GET without the body, and is not checked for a CSRF token: it must not post."""
+    page = pages.client.get(path)
+    answer = pages.client.head(path, data={"email": "head@example.com", "password": PASSWORD})
+    assert answer.status_code == page.status_code == 200
+    assert answer.headers["Content-Type"] == page.headers["Content-Type"]
+    assert count(db, "auth.users") == 0
+
+
 def test_a_tampered_cookie_is_ignored(pages):
     token = pages.csrf("/signup")
     pages.client.set_cookie(COOKIE_NAME, pages.cookie()[:-2] + "xx")

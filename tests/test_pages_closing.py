@@ -83,6 +83,17 @@ def test_a_post_without_the_forms_token_deletes_nothing(deployment, pages):
     assert deployment.identity(user_id) is not None
 
 
+def test_a_head_request_deletes_nothing_even_for_a_guest_who_needs_no_password(deployment, pages):
+    """HEAD is GET without the body: it shows the page's headers and changes nothing."""
+    assert pages.post("/anonymous", form="/signup").status_code == 303
+    guests = "SELECT id FROM auth.users WHERE is_anonymous"
+    (guest,) = deployment.sql(deployment.identity_owner_url, guests)
+    answer = pages.client.head("/account/delete")
+    assert answer.status_code == pages.client.get("/account/delete").status_code == 200
+    assert deployment.identity(guest["id"]) and deployment.profile(guest["id"])
+    assert pages.client.get("/account").status_code == 200  # still signed in
+
+
 def test_a_deletion_that_fails_says_nothing_was_removed_and_signs_out(deployment, pages):
     user_id = signed_up(deployment, pages)
     token = csrf_token(pages.client.get("/account/delete").text)

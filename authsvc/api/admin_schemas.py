@@ -78,9 +78,12 @@ class AdminUserSchema(UserSchema):
     has_profile = fields.Boolean(required=True)
 
 
+ROW_EMAIL = {"description": "null for an anonymous user"}
+
+
 class IdentityRowSchema(Schema):
     id = fields.UUID(required=True)
-    email = fields.String(required=True)
+    email = fields.String(required=True, allow_none=True, metadata=ROW_EMAIL)
     signup_state = fields.String(required=True, metadata={"enum": ["pending", "complete"]})
     is_anonymous = fields.Boolean(required=True)
     email_confirmed_at = fields.String(allow_none=True, metadata=DATE_TIME)
@@ -92,7 +95,7 @@ class IdentityRowSchema(Schema):
 
 class ProfileRowSchema(Schema):
     id = fields.UUID(required=True)
-    email = fields.String(required=True)
+    email = fields.String(required=True, allow_none=True, metadata=ROW_EMAIL)
     username = fields.String(allow_none=True)
     display_name = fields.String(allow_none=True)
     created_at = fields.String(allow_none=True, metadata=DATE_TIME)

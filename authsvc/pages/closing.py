@@ -80,7 +80,7 @@ def delete_account():
     if me is None:
         return redirect(url_for(".login_page"), 303 if request.method == "POST" else 302)
     anonymous = me.user.identity.is_anonymous
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (GET without the body)
         return _render(TEMPLATE, form=Form.empty(DELETE_FIELDS), user=me.user)
     form = Form.posted(DELETE_FIELDS)
     password = form.values["password"] or None  # exactly as typed

@@ -89,7 +89,7 @@ def upgrade_page():
         return redirect(url_for(".login_page"), 303 if request.method == "POST" else 302)
     if not me.user.identity.is_anonymous:
         return redirect(url_for(".account"))
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (GET without the body)
         return _render("upgrade.html", form=Form.empty(UPGRADE_FIELDS), user=me.user)
     form = Form.posted(UPGRADE_FIELDS)
     try:
@@ -153,7 +153,7 @@ def resend_page():
 def forgot_page():
     """Ask for a password reset link; the answer is the same whether or not the address has
     an account."""
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (GET without the body)
         return _render("forgot.html", form=Form.empty(EMAIL_FIELDS), sent="sent" in request.args)
     form = Form.posted(EMAIL_FIELDS)
     try:
@@ -180,7 +180,7 @@ def _reset_link_failed(err: AuthError):
 @bp.route("/reset", methods=["GET", "POST"])
 def reset_page():
     """The link in the reset mail: choose a new password (every session then ends)."""
-    source = request.args if request.method == "GET" else request.form
+    source = request.form if request.method == "POST" else request.args
     token = source.get("token", "")
     ctx = _context()
     try:
@@ -190,7 +190,7 @@ def reset_page():
         owner = links.reset_owner(ctx, token)
     except AuthError as err:
         return _reset_link_failed(err)
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (GET without the body)
         return _render("reset.html", form=Form.empty(RESET_FIELDS), token=token)
     form = Form.posted(RESET_FIELDS)
     try:

@@ -281,7 +281,7 @@ def home():
 @bp.route("/signup", methods=["GET", "POST"])
 def signup_page():
     """Create an account: the identity and its profile, or neither; then sign in."""
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (GET without the body)
         if _signed_in():
             return redirect(url_for(".account"))
         return _render("signup.html", form=Form.empty(SIGNUP_FIELDS))
@@ -316,7 +316,7 @@ def signup_page():
 @bp.route("/login", methods=["GET", "POST"])
 def login_page():
     """Sign in with email and password."""
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (GET without the body)
         if _signed_in():
             return redirect(url_for(".account"))
         return _render("login.html", form=Form.empty(LOGIN_FIELDS), notice=_notice("login"))
@@ -342,7 +342,7 @@ def account():
         "username": me.user.profile.username or "",
         "display_name": me.user.profile.display_name or "",
     }
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (GET without the body)
         form = Form.empty(PROFILE_FIELDS, **current)
         return _render("account.html", form=form, user=me.user, notice=_notice("account"))
     form = Form.posted(PROFILE_FIELDS)
