@@ -19,7 +19,7 @@ from typing import Any
 
 from authsvc import observability
 from authsvc.config import ConfigError, Settings, load_settings, redact_url
-from authsvc.errors import AuthError
+from authsvc.errors import AuthError, DatabaseUnavailable
 from authsvc.stores import Stores, make_stores
 
 log = logging.getLogger("authsvc.cli")
@@ -42,6 +42,37 @@ def _fail(
         print(json.dumps({"error": message, **({"details": details} if details else {})}))
     _say(prefix + message + (f" {json.dumps(details)}" if details else ""))
     return status
+
+
+_URL_VARIABLES = {"database": "DATABASE_URL", "auth_database": "AUTH_DATABASE_URL"}
+
+
+def why_unreachable(settings: Settings, name: str | None) -> str | None:
+    """What one direct connection to the database the stores call `name` says when it fails:
+    a role or database that does not exist, a refused password or TLS setting. Retrying fixes
+    none of those, and a pool only ever says it has no connection. None when it connects (the
+    trouble has passed) or nothing is configured (the embedded database)."""
+    import psycopg
+
+    url = settings.auth_database_url if name == "auth_database" else settings.database_url
+    if not url:
+        return None
+    try:
+        with psycopg.connect(url, connect_timeout=max(1, settings.connect_timeout)):
+            return None
+    except psycopg.Error as exc:
+        # libpq says where it tried, then what the server answered: the answer is the news.
+        said = " ".join(str(exc).split()).rsplit(" failed: ", 1)[-1] or type(exc).__name__
+        return f"{_URL_VARIABLES.get(name or '', 'DATABASE_URL')} ({redact_url(url)}): {said}"
+
+
+def _explain(exc: AuthError, settings: Settings | None) -> str:
+    """The error's message; for a database that could not be reached, what it said."""
+    if isinstance(exc, DatabaseUnavailable) and not exc.lost and settings is not None:
+        said = why_unreachable(settings, (exc.details or {}).get("database"))
+        if said:
+            return f"cannot connect to {said}"
+    return exc.message
 
 
 def _where(settings: Settings, origin: str) -> str:
@@ -185,7 +216,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:  # noqa: BLE001 - whatever stopped it, the answer is exit 2
         # Exit 1 means "drift remains": a crash must not be mistaken for that by a scheduler.
         if isinstance(exc, AuthError):
-            message = exc.message
+            message = _explain(exc, settings)
         elif isinstance(exc, ConfigError):
             message = str(exc)
         else:
@@ -307,6 +338,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     observability.configure_logging()
     args = _parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = load_settings(os.environ, default_env="development")
         return args.func(args, settings)
@@ -316,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return _fail(args, str(exc), "configuration error: ")
     except AuthError as exc:
-        return _fail(args, exc.message)
+        return _fail(args, _explain(exc, settings))
 
 
 if __name__ == "__main__":  # pragma: no cover

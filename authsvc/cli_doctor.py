@@ -13,7 +13,7 @@ Check = tuple[str, bool, str]
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from authsvc.cli import _database, _stores  # cli imports this module
+    from authsvc.cli import _database, _explain, _stores  # cli imports this module
 
     weakness = secret_weakness(settings.jwt_secret_key)
     checks: list[Check] = [
@@ -34,7 +34,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
             checks.extend(stores.admin.connection_checks())
             checks.extend(_store_checks(stores, settings))
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
-        message = exc.message if isinstance(exc, AuthError) else str(exc)
+        message = _explain(exc, settings) if isinstance(exc, AuthError) else str(exc)
         checks.append(("database", False, message))
     return _print_checks(checks)
 
@@ -59,6 +59,11 @@ def _store_checks(stores: Stores, settings: Settings) -> list[Check]:
             ),
         )
     ]
+    if not ok:
+        from authsvc.cli import why_unreachable
+
+        said = [why_unreachable(settings, name) for name, state in states.items() if state != "ok"]
+        checks.extend(("connection", False, s) for s in said if s)
     if not ok:
         return checks
     try:

@@ -125,7 +125,7 @@ def cmd_users(args: argparse.Namespace, settings: Settings) -> int:
     except NotFound as exc:
         return cli._fail(args, exc.message, status=1)
     except AuthError as exc:
-        return cli._fail(args, exc.message, details=exc.details)
+        return cli._fail(args, cli._explain(exc, settings), details=exc.details)
 
 
 def register(sub: Any) -> None:

@@ -160,7 +160,8 @@ UNREACHABLE = {"DATABASE_URL": "postgresql://x:y@127.0.0.1:1/none", "AUTHSVC_DB_
 def test_every_json_command_that_cannot_run_still_prints_one_json_object(env, tmp_path, args):
     result = run(args, {**env, **UNREACHABLE}, cwd=tmp_path)
     assert result.returncode == 2
-    assert "cannot be reached" in json.loads(result.stdout)["error"]
+    # What the connection attempt met, not only that it failed.
+    assert "Connection refused" in json.loads(result.stdout)["error"]
     assert "Traceback" not in result.stderr
 
 
@@ -404,3 +405,22 @@ def test_reconcile_leaves_the_profiles_alone_while_the_split_layout_is_not_settl
     assert settled.returncode == 0, settled.stdout + settled.stderr
     assert json.loads(settled.stdout)["repaired"]["profiles_removed"] == 1
     assert sql(app, "SELECT count(*) FROM public.users") == [(0,)]
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["purge", "--json"], ["users", "list"]])
+def test_a_database_the_server_refuses_is_named_with_what_the_server_said(
+    pg, env, tmp_path, command
+):
+    """A database or role that does not exist, a refused password: retrying fixes none of
+    them, so the command says what the server answered, not "retry in a few seconds"."""
+    url = pg.create_database("authsvc_test_refused")
+    pg.drop_database(url)
+    result = run(command, {**env, "DATABASE_URL": url, "AUTHSVC_DB_POOL_TIMEOUT": "1"}, tmp_path)
+    assert result.returncode == 2
+    said = f'database "{url.rsplit("/", 1)[1]}" does not exist'
+    assert said in result.stderr and "retry in a few seconds" not in result.stderr
+    if "--json" in command:
+        assert said in json.loads(result.stdout)["error"]
+    doctor = run(["doctor"], {**env, "DATABASE_URL": url, "AUTHSVC_DB_POOL_TIMEOUT": "1"}, tmp_path)
+    assert doctor.returncode == 1 and "FAIL connection: DATABASE_URL" in doctor.stdout
+    assert said in doctor.stdout
