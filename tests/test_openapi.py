@@ -110,6 +110,20 @@ def test_the_document_lists_every_endpoint_and_error(spec):
     assert ok.endswith("SignupResultEnvelope")
 
 
+def test_every_operation_has_a_unique_name_for_generated_clients(spec):
+    ids = [
+        (op["operationId"], method, path)
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        if method in {"get", "post", "put", "patch", "delete"}
+    ]
+    names = [name for name, _, _ in ids]
+    assert len(names) >= 24 and len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", name) for name in names), names
+    assert ("postAuthLogin", "post", "/api/v1/auth/login") in ids
+    assert ("getAdminUsersByUserId", "get", "/api/v1/admin/users/{user_id}") in ids
+
+
 def test_no_operation_has_a_catch_all_response(spec):
     # A "default" response would make every status "documented"; each status is listed instead.
     for method, path, operation in operations(spec):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http
+import re
 from typing import Any
 
 from apispec import APISpec, BasePlugin
@@ -57,6 +58,28 @@ class ResponseHeadersPlugin(BasePlugin):
             for status, response in operation.get("responses", {}).items():
                 if isinstance(response, dict):  # a name refers to a component, set up below
                     response.setdefault("headers", {}).update(response_headers(status))
+
+
+class OperationIdsPlugin(BasePlugin):
+    """Names every operation (operationId), for the clients generated from the document: the
+    method and the path, `POST /api/v1/auth/login` as `postAuthLogin`, a path parameter as
+    `By` and its name (`getAdminUsersByUserId`). Unique because method and path are."""
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict | None = None, **kwargs: Any
+    ) -> None:
+        for method, operation in (operations or {}).items():
+            operation.setdefault("operationId", operation_id(method, path or "/"))
+
+
+def operation_id(method: str, path: str) -> str:
+    words = [method.lower()]
+    for segment in path.removeprefix("/api/v1").strip("/").split("/"):
+        if segment.startswith("{") and segment.endswith("}"):
+            words.append("By")
+            segment = segment[1:-1]
+        words.extend(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", segment) if w)
+    return "".join(words)
 
 
 class Api(SmorestApi):
@@ -125,7 +148,7 @@ def init_app(app: Flask) -> None:
         },
     )
     app.before_request(_guard_json_body)
-    api = Api(app, spec_kwargs={"extra_plugins": [ResponseHeadersPlugin()]})
+    api = Api(app, spec_kwargs={"extra_plugins": [ResponseHeadersPlugin(), OperationIdsPlugin()]})
     api.register_blueprint(auth.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(lifecycle.blp)
