@@ -148,7 +148,7 @@ def register(sub: Any) -> None:
 
     listing = action("list", _list, "users newest first, optionally by email", user=False)
     listing.add_argument("--search", "-q", help="part of the email address, any case")
-    listing.add_argument("--limit", type=int, default=50, help="users per page (1-100)")
+    listing.add_argument("--limit", type=_page_size, default=50, help="users per page (1-100)")
     listing.add_argument("--cursor", help="the `more:` cursor of the previous page")
     listing.add_argument("--json", action="store_true", help="print one JSON object")
     action("show", _show, "both rows of one user and whether they agree").add_argument(
@@ -164,3 +164,14 @@ def register(sub: Any) -> None:
     action("revoke", _revoke, "end every session of the user")
     action("grant-admin", _role(True), "give the user the admin role (the admin API)")
     action("revoke-admin", _role(False), "take the admin role back")
+
+
+def _page_size(text: str) -> int:
+    """1 to 100, as the admin API takes it; anything else is refused, not quietly clamped."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 100")
+    return value

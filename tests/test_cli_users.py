@@ -138,3 +138,16 @@ def test_with_json_a_mistake_is_one_json_object_too(deployment):
     cursor = users(deployment, "list", "--cursor", "not-a-cursor", "--json")
     assert cursor.returncode == 2
     assert "cursor" in json.loads(cursor.stdout)["details"]
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "1000", "-5", "ten"])
+def test_a_page_size_the_api_would_refuse_is_refused_not_clamped(limit, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "authsvc", "users", "list", "--limit", limit],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "from 1 to 100" in result.stderr and "Traceback" not in result.stderr
