@@ -289,6 +289,26 @@ def test_a_token_presented_again_within_the_reuse_interval_gets_a_new_pair(auth,
     )
 
 
+def test_a_spent_token_presented_after_logout_within_the_interval_is_revoked_not_reuse(auth, db):
+    """Within the reuse interval a spent token is not theft (API.md); once its session is
+    logged out it is simply revoked, and no reuse is recorded."""
+    first = session_of(auth.signup())
+    second = session_of_refresh(refresh(auth.client, first["refresh_token"]))
+    logged_out = auth.client.post(
+        "/api/v1/auth/logout", json={}, headers=bearer(second["access_token"])
+    )
+    assert logged_out.status_code == 200, logged_out.get_json()
+    again = refresh(auth.client, first["refresh_token"])
+    assert again.status_code == 401
+    assert again.get_json()["error"]["code"] == TokenRevoked.code
+    reuse = db.execute(
+        "SELECT count(*) AS n FROM authsvc.audit_events WHERE type = 'refresh_reused'"
+    ).fetchone()["n"]
+    assert reuse == 0
+    revoked = db.execute("SELECT revoked_reason FROM authsvc.sessions").fetchall()
+    assert [r["revoked_reason"] for r in revoked] == ["logout"]
+
+
 def test_parallel_refreshes_with_one_token_all_keep_the_session(app, auth):
     token = session_of(auth.signup())["refresh_token"]
 

@@ -116,8 +116,9 @@ class PgSessions:
             if row is None:
                 return Rotation(RotateOutcome.UNKNOWN)
             session_id, user_id = row["session_id"], row["user_id"]
-            if row["used_at"] is not None and not (row["just_used"] and not row["revoked_at"]):
-                # A spent token presented again after the reuse interval: theft.
+            if row["used_at"] is not None and not row["just_used"]:
+                # A spent token presented again after the reuse interval: theft. (Within it,
+                # a spent token of a session that has ended is answered as revoked, below.)
                 conn.execute(
                     "UPDATE authsvc.sessions SET revoked_at = now(), "
                     "revoked_reason = 'refresh_token_reused' WHERE id = %s AND revoked_at IS NULL",
