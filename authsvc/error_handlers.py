@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from authsvc.errors import AuthError, InternalError, envelope_error, from_http_exception
@@ -39,6 +39,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):
         err = from_http_exception(exc)
+        page = app.extensions.get("authsvc.page_for_browser")
+        if exc.code == 404 and page is not None and _browser_asks_for_a_page():
+            g.auth_error = err
+            return page(err)
         allow = exc.get_response().headers.get("Allow") if exc.code == 405 else None
         if allow:
             err.headers["Allow"] = allow
@@ -50,3 +54,11 @@ def init_app(app: Flask) -> None:
     def handle_unexpected(exc: Exception):
         log.error("unhandled exception", exc_info=exc, extra={"error_code": InternalError.code})
         return render(InternalError())
+
+
+def _browser_asks_for_a_page() -> bool:
+    """A URL outside the API, asked for by a client that prefers HTML (a browser; curl's */*
+    and API clients get JSON)."""
+    if request.path.startswith("/api/"):
+        return False
+    return request.accept_mimetypes.best_match(("application/json", "text/html")) == "text/html"

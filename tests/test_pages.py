@@ -516,3 +516,21 @@ def test_a_database_that_cannot_be_reached_is_explained_on_the_page(make_app):
     assert "Nothing was changed" in response.text
     assert DatabaseUnavailable.code in response.text
     assert response.headers["Retry-After"]
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_a_browser_lost_on_an_unknown_url_gets_a_page_and_clients_get_json(client):
+    page = client.get("/acount", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    assert "Start over" in text and page.headers["X-Request-ID"] in text
+    # curl's */*, an API client, or any path under the API: the JSON envelope, as before.
+    for path, accept in (
+        ("/acount", "*/*"),
+        ("/acount", "application/json"),
+        ("/api/v1/x", BROWSER_ACCEPT),
+    ):
+        answer = client.get(path, headers={"Accept": accept})
+        assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "NOT_FOUND"

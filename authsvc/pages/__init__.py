@@ -17,7 +17,8 @@ def init_app(app: Flask) -> None:
         lifecycle,  # noqa: F401 - its routes join the pages' blueprint
     )
     from authsvc.pages.browser import SessionCookie
-    from authsvc.pages.views import bp
+    from authsvc.pages.views import bp, page_for_browser
 
     app.extensions["authsvc.pages"] = SessionCookie(app.extensions["authsvc"].settings)
+    app.extensions["authsvc.page_for_browser"] = page_for_browser
     app.register_blueprint(bp)

@@ -252,6 +252,14 @@ def _template_globals() -> dict[str, Any]:
     return {"csrf_token": browser.csrf_token if browser else "", "labels": LABELS}
 
 
+def page_for_browser(err: AuthError):
+    """The error page for a browser that asked for a URL nobody serves (the app's own handler
+    asks, outside this blueprint), instead of the API's JSON."""
+    alert = alert_for(err, g.get("request_id"))
+    page = render_template("error.html", alert=alert, back=None, **_template_globals())
+    return page, err.status, err.headers
+
+
 @bp.errorhandler(AuthError)
 def _auth_error_page(err: AuthError):
     _log_failure(err)
