@@ -123,6 +123,7 @@ def test_an_identity_is_found_with_its_profile_where_one_database_holds_both(sto
     assert read is stores.profiles.co_located
     assert profile == (stores.profiles.get(user_id) if read else None)
     assert stores.identities.get_with_profile(user_id) == (identity, profile, read)
+    assert stores.profiles.present([user_id, uuid4()]) == {user_id}
     # An identity whose profile is missing, and an email nobody has.
     stores.profiles.delete(user_id)
     assert stores.identities.find_with_profile("both@example.com")[:2] == (identity, None)

@@ -84,6 +84,9 @@ class ProfileStore(Protocol):
     def delete_many(self, ids: list[UUID]) -> int: ...
 
     # primitives for reconcile
+    def present(self, ids: list[UUID]) -> set[UUID]:
+        """Those of `ids` that have a profile."""
+
     def scan(self, grace_seconds: int) -> Iterator[list[tuple[str, bool]]]:
         """Every profile in id order, in batches of (id as text, older than the grace period)."""
 

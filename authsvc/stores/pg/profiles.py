@@ -63,6 +63,9 @@ class PgProfiles:
 
     # -- reconcile primitives -------------------------------------------------------------------
 
+    def present(self, ids: list[UUID]) -> set[UUID]:
+        return scans.present(self.db, "public.users", ids)
+
     def scan(self, grace_seconds: int) -> Iterator[list[tuple[str, bool]]]:
         return scans.scan(self.db, "public.users", grace_seconds)
 

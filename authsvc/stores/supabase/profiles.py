@@ -106,6 +106,12 @@ class SupabaseProfiles:
 
     # -- reconcile primitives -------------------------------------------------------------------
 
+    def present(self, ids: list[UUID]) -> set[UUID]:
+        if not ids:
+            return set()
+        found = self.clients.rest_call(lambda t: t.select("id").in_("id", [str(i) for i in ids]))
+        return {UUID(str(r["id"])) for r in found.data or []}
+
     def scan(self, grace_seconds: int) -> Iterator[list[tuple[str, bool]]]:
         """Every profile in id order by keyset, until an empty page (a short page proves
         nothing when the project lowers PostgREST's max-rows)."""
