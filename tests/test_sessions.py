@@ -126,6 +126,44 @@ def test_login_rehashes_a_password_hashed_with_older_parameters(app, auth, db):
     auth.login()  # and the new hash verifies
 
 
+def test_a_login_whose_rehash_another_login_won_still_gets_its_session(app, auth, db, database_url):
+    """Two logins upgrade one outdated hash at once: the second finds the hash already
+    replaced (by the same password, rehashed) and still gets its session."""
+    from authsvc.passwords import Hasher
+
+    user_id = auth.signup()["data"]["user"]["id"]
+    db.execute("UPDATE auth.users SET password_hash = %s", (Hasher(1, 16, 1).hash(PASSWORD),))
+    rehashed_elsewhere = app.extensions["authsvc"].hasher.hash(PASSWORD)
+    answer: dict[str, Any] = {}
+
+    def log_in() -> None:
+        answer["response"] = auth.client.post(
+            "/api/v1/auth/login", json={"email": "alice@example.com", "password": PASSWORD}
+        )
+
+    with psycopg.connect(database_url) as other:
+        # The other login's upgrade, holding the row: this login verifies the old hash, then
+        # its own upgrade waits, then finds the hash already replaced.
+        other.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (user_id,))
+        worker = threading.Thread(target=log_in)
+        worker.start()
+        deadline = time.monotonic() + 15
+        while not db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the login never waited for the other upgrade"
+            time.sleep(0.02)
+        other.execute(
+            "UPDATE auth.users SET password_hash = %s WHERE id = %s", (rehashed_elsewhere, user_id)
+        )
+        other.commit()
+    worker.join(timeout=15)
+    response = answer["response"]
+    assert response.status_code == 200, response.get_json()
+    assert identity_row(db, "alice@example.com")["password_hash"] == rehashed_elsewhere
+
+
 def test_me_returns_the_signed_in_user(auth):
     token = session_of(auth.signup(username="alice"))["access_token"]
     response = auth.me(token)

@@ -152,10 +152,16 @@ def _check_password(
         return None
     assert identity is not None and stored is not None
     if hasher.needs_rehash(stored):
-        # Losing this race to a concurrent login is harmless.
         upgraded = hasher.hash(password)
         if stores.identities.set_password_hash(identity.id, upgraded, stored):
-            stored = upgraded
+            return identity, upgraded
+        # Another writer changed the hash meanwhile: a concurrent login's upgrade of the same
+        # password (it verifies), or a password change or reset (it does not: refused).
+        current = stores.identities.get(identity.id)
+        now = current.password_hash if current else None
+        if now is None or not hasher.verify(now, password):
+            return None
+        return current, now
     return identity, stored
 
 
