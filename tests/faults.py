@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 
@@ -143,3 +144,40 @@ def terminate_when_sleeping(url: str, delay: float = 0.3) -> Iterator[None]:
     finally:
         timer.cancel()
         timer.join()
+
+
+def wait_for_a_lock_wait(url: str, what: str, timeout: float = 15) -> None:
+    """Until a backend of the service waits for a lock on `url`'s database (one a test holds);
+    AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
+            "AND wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone():
+            assert time.monotonic() < deadline, f"the {what} never waited for the lock"
+            time.sleep(0.02)
+
+
+def racing(
+    url: str,
+    hold: Callable[[psycopg.Connection], Any],
+    call: Callable[[], Any],
+    what: str,
+    before_commit: Callable[[psycopg.Connection], Any] | None = None,
+) -> Any:
+    """`call()` in a thread, racing a transaction on `url`: `hold` writes or locks rows in it,
+    uncommitted; once the service waits for them, `before_commit` runs (if given) and the
+    transaction commits. What `call` returned."""
+    answer: dict[str, Any] = {}
+    with psycopg.connect(url) as held:
+        hold(held)
+        worker = threading.Thread(target=lambda: answer.setdefault("value", call()))
+        worker.start()
+        wait_for_a_lock_wait(url, what)
+        if before_commit is not None:
+            before_commit(held)
+        held.commit()
+    worker.join(timeout=15)
+    assert "value" in answer, f"the {what} did not finish"
+    return answer["value"]

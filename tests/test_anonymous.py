@@ -3,11 +3,8 @@ upgraded in place, purged when idle."""
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
-import psycopg
 import pytest
 
 from authsvc import create_app
@@ -203,33 +200,19 @@ def test_an_upgrade_the_account_closing_lands_under_is_401_not_a_500(layout, api
     client to retry, nor 409 NOT_ANONYMOUS."""
     data = api.anonymous()
     user_id = data["user"]["id"]
-    answer: dict[str, Any] = {}
-
-    def upgrade() -> None:
-        answer["reply"] = api.call(
+    # The closing's transaction, not yet committed: the upgrade reads the account, then waits
+    # for its rows' locks.
+    status, body = faults.racing(
+        layout.auth_owner,
+        lambda closing: closing.execute("DELETE FROM auth.users WHERE id = %s", (user_id,)),
+        lambda: api.call(
             "POST",
             "/upgrade",
             {"email": "late@example.com", "password": PASSWORD},
             token=data["session"]["access_token"],
-        )
-
-    with psycopg.connect(layout.auth_owner) as closing:
-        # The closing's transaction, not yet committed: the upgrade reads the account, then
-        # waits for its rows' locks.
-        closing.execute("DELETE FROM auth.users WHERE id = %s", (user_id,))
-        worker = threading.Thread(target=upgrade)
-        worker.start()
-        deadline = time.monotonic() + 15
-        while not layout.sql(
-            layout.auth_owner,
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
-            "AND wait_event_type = 'Lock'",
-        ):
-            assert time.monotonic() < deadline, "the upgrade never waited for the deletion"
-            time.sleep(0.02)
-        closing.commit()
-    worker.join(timeout=15)
-    status, body = answer["reply"]
+        ),
+        "upgrade",
+    )
     assert status == 401 and body["error"]["code"] == TokenRevoked.code, body
     assert layout.identity(id=user_id) is None
     assert not layout.sql(

@@ -12,12 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
@@ -153,30 +150,16 @@ def test_a_login_the_closing_lands_under_is_refused_as_for_no_account(deployment
     starting its session (a DELETE /me racing a login): the login answers as for an account
     that does not exist, never a 500, and no session is left."""
     user_id, _ = deployment.signup("racing@example.com")
-    answer: dict[str, Any] = {}
-
-    def log_in() -> None:
-        answer["response"] = deployment.client.post(
+    # The closing's transaction: the identity deleted, not yet committed. The login still
+    # reads the account and its password, then waits for this row's lock.
+    response = faults.racing(
+        deployment.identity_owner_url,
+        lambda closing: closing.execute("DELETE FROM auth.users WHERE id = %s", (user_id,)),
+        lambda: deployment.client.post(
             "/api/v1/auth/login", json={"email": "racing@example.com", "password": PASSWORD}
-        )
-
-    with psycopg.connect(deployment.identity_owner_url) as closing:
-        # The closing's transaction: the identity deleted, not yet committed. The login still
-        # reads the account and its password, then waits for this row's lock.
-        closing.execute("DELETE FROM auth.users WHERE id = %s", (user_id,))
-        worker = threading.Thread(target=log_in)
-        worker.start()
-        deadline = time.monotonic() + 15
-        while not deployment.sql(
-            deployment.identity_owner_url,
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
-            "AND wait_event_type = 'Lock'",
-        ):
-            assert time.monotonic() < deadline, "the login never waited for the deletion"
-            time.sleep(0.02)
-        closing.commit()
-    worker.join(timeout=15)
-    response = answer["response"]
+        ),
+        "login",
+    )
     assert response.status_code == 401, response.get_json()
     assert code(response) == InvalidCredentials.code
     assert not deployment.sql(

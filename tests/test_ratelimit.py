@@ -23,6 +23,7 @@ from authsvc.errors import DatabaseUnavailable, RateLimited
 from authsvc.ratelimit import RateLimits
 from authsvc.stores.pg.database import Database
 from authsvc.stores.pg.ratelimits import PgRateLimits
+from tests import faults
 from tests.conftest import CHEAP_ARGON2, PASSWORD, TEST_SECRET, app_overrides
 from tests.redisserver import RedisServer, redis_server_missing
 from tests.service import Gunicorn, request
@@ -355,13 +356,7 @@ def test_a_connection_lost_mid_hit_is_503(make_app, database_url, db):
         worker = threading.Thread(target=blocked_login)
         worker.start()
         # The hit's statement waits for our lock; then its connection goes away under it.
-        deadline = time.monotonic() + 10
-        while not db.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
-            "AND wait_event_type = 'Lock'"
-        ).fetchone():
-            assert time.monotonic() < deadline, "the hit never waited for the lock"
-            time.sleep(0.05)
+        faults.wait_for_a_lock_wait(database_url, "hit", timeout=10)
         assert _terminate_service_connections(db) >= 1
         worker.join(timeout=15)
     response = answer["response"]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import psycopg
 import pytest
 
 from authsvc.errors import (
@@ -21,6 +17,7 @@ from authsvc.errors import (
     UsernameTaken,
     ValidationFailed,
 )
+from tests import faults
 from tests.conftest import PASSWORD, identity_row, profile_row
 
 
@@ -134,32 +131,21 @@ def test_a_login_whose_rehash_another_login_won_still_gets_its_session(app, auth
     user_id = auth.signup()["data"]["user"]["id"]
     db.execute("UPDATE auth.users SET password_hash = %s", (Hasher(1, 16, 1).hash(PASSWORD),))
     rehashed_elsewhere = app.extensions["authsvc"].hasher.hash(PASSWORD)
-    answer: dict[str, Any] = {}
-
-    def log_in() -> None:
-        answer["response"] = auth.client.post(
+    # The other login's upgrade, holding the row: this login verifies the old hash, then its
+    # own upgrade waits, then finds the hash already replaced.
+    response = faults.racing(
+        database_url,
+        lambda other: other.execute(
+            "SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (user_id,)
+        ),
+        lambda: auth.client.post(
             "/api/v1/auth/login", json={"email": "alice@example.com", "password": PASSWORD}
-        )
-
-    with psycopg.connect(database_url) as other:
-        # The other login's upgrade, holding the row: this login verifies the old hash, then
-        # its own upgrade waits, then finds the hash already replaced.
-        other.execute("SELECT 1 FROM auth.users WHERE id = %s FOR UPDATE", (user_id,))
-        worker = threading.Thread(target=log_in)
-        worker.start()
-        deadline = time.monotonic() + 15
-        while not db.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
-            "AND wait_event_type = 'Lock'"
-        ).fetchone():
-            assert time.monotonic() < deadline, "the login never waited for the other upgrade"
-            time.sleep(0.02)
-        other.execute(
+        ),
+        "login",
+        before_commit=lambda other: other.execute(
             "UPDATE auth.users SET password_hash = %s WHERE id = %s", (rehashed_elsewhere, user_id)
-        )
-        other.commit()
-    worker.join(timeout=15)
-    response = answer["response"]
+        ),
+    )
     assert response.status_code == 200, response.get_json()
     assert identity_row(db, "alice@example.com")["password_hash"] == rehashed_elsewhere
 
@@ -480,28 +466,16 @@ def test_a_login_a_password_change_lands_under_gets_no_session(deployment):
     session outlives the change. The change is held open by hand (the row updated, not yet
     committed): the login still reads the old hash, then waits for this row's lock."""
     user_id, _ = deployment.signup("changing@example.com")
-    answer: dict[str, Any] = {}
-
-    def log_in() -> None:
-        answer["response"] = deployment.client.post(
+    response = faults.racing(
+        deployment.identity_owner_url,
+        lambda change: change.execute(
+            "UPDATE auth.users SET password_hash = 'replaced' WHERE id = %s", (user_id,)
+        ),
+        lambda: deployment.client.post(
             "/api/v1/auth/login", json={"email": "changing@example.com", "password": PASSWORD}
-        )
-
-    with psycopg.connect(deployment.identity_owner_url) as change:
-        change.execute("UPDATE auth.users SET password_hash = 'replaced' WHERE id = %s", (user_id,))
-        worker = threading.Thread(target=log_in)
-        worker.start()
-        deadline = time.monotonic() + 15
-        while not deployment.sql(
-            deployment.identity_owner_url,
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'authsvc' "
-            "AND wait_event_type = 'Lock'",
-        ):
-            assert time.monotonic() < deadline, "the login never waited for the change"
-            time.sleep(0.02)
-        change.commit()
-    worker.join(timeout=15)
-    response = answer["response"]
+        ),
+        "login",
+    )
     assert response.status_code == 401, response.get_json()
     assert response.get_json()["error"]["code"] == InvalidCredentials.code
     sessions = deployment.sql(
