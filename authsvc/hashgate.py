@@ -151,7 +151,7 @@ def _slots() -> _SharedSlots | _LocalSlots:
 
 
 def describe() -> dict[str, int | str]:
-    """What the gate is, for the logs and the bench."""
+    """What the gate is: shared by the workers or this process's own, and its size."""
     slots = _slots()
     return {"kind": "shared" if slots is _shared else "process", "slots": slots.slots}
 
