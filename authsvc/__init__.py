@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class Runtime:
     mail: MailQueue | None = None
     started_at: datetime = field(default_factory=lambda: STARTED_AT)
 
-    @property
+    @cached_property
     def secrets(self) -> tuple[bytes, ...]:
         """The signing secrets, current first (previous ones still verify)."""
         return tuple(s.encode() for s in self.settings.verification_keys)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import wraps
 from typing import Any
 from uuid import UUID
 
 from flask import Flask, current_app, g, request
-from flask_jwt_extended import JWTManager, create_access_token, get_jwt
+from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from jwt import InvalidSignatureError, InvalidTokenError
 
 from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid, TokenRevoked
@@ -36,8 +38,59 @@ def checked_session() -> Any:
 
 def current_ids() -> tuple[UUID, UUID]:
     """(user id, session id) of the verified access token of this request (check_claims)."""
-    claims = get_jwt()
-    return UUID(claims["sub"]), UUID(claims["sid"])
+    return g.authsvc_ids
+
+
+def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view that needs a signed-in caller: verify_access() before it runs."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verify_access()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def verify_access() -> None:
+    """What flask-jwt-extended's jwt_required() checks, for this service's header tokens: a
+    Bearer token (AUTH_REQUIRED without one), verified (TOKEN_INVALID, TOKEN_EXPIRED), an access
+    token, of a session still open (TOKEN_REVOKED) whose user is not banned (USER_BANNED).
+
+    jwt_required() also parses the token's header again on every call (PyJWT checks it
+    character by character), for callbacks this service does not use. The claims come from
+    decode_token(), which VerifyingManager answers from memory for a token it verified before,
+    and flask-jwt-extended's error handlers still answer what PyJWT refuses."""
+    claims = decode_token(_bearer(request.headers.get("Authorization", "")))
+    if claims.get("type", "access") != "access":
+        raise TokenInvalid()
+    check_session(claims)
+
+
+def _bearer(raw: str) -> str:
+    """The token of `Authorization: Bearer <token>`, read as flask-jwt-extended reads it (the
+    header may list several credentials, comma-separated; exactly one must be Bearer)."""
+    if raw.startswith("Bearer ") and " " not in raw[7:] and "," not in raw:
+        return raw[7:]
+    value = raw.strip().strip(",")
+    bearers = [s for s in re.split(r",\s*", value) if s and s.split()[0] == "Bearer"]
+    if len(bearers) != 1:
+        raise AuthRequired()
+    parts = bearers[0].split()
+    if len(parts) != 2:
+        # "Authorization: Bearer" with nothing after it carries no token at all.
+        raise AuthRequired() if raw.strip().lower() in ("", "bearer") else TokenInvalid()
+    return parts[1]
+
+
+def check_session(claims: dict[str, Any]) -> None:
+    """Revocation, checked on every call: the token's session must still be open
+    (TokenRevoked). A session of another user raises TokenInvalid, a ban UserBanned. The
+    check (with the user's rows, where storage read them with it) is kept for the view."""
+    user_id, session_id = UUID(claims["sub"]), UUID(claims["sid"])
+    stores = current_app.extensions["authsvc"].stores
+    g.authsvc_session = sessions.check_access(stores, session_id, user_id)
+    g.authsvc_ids = user_id, session_id
 
 
 def key_id(key: str) -> str:
@@ -173,21 +226,6 @@ def init_app(app: Flask, secret: str, access_ttl: int, previous: Sequence[str] =
 
     def render(err: Any):
         return current_app.extensions["authsvc.render_error"](err)
-
-    @jwt.token_in_blocklist_loader
-    def session_ended(_header: dict, payload: dict) -> bool:
-        # Revocation is checked on every call: the token's session must still be open. The
-        # claims passed check_claims. An ended session is revoked (401); a session of another
-        # user raises TokenInvalid (401), a ban UserBanned (403) from here.
-        try:
-            g.authsvc_session = sessions.check_access(
-                current_app.extensions["authsvc"].stores,
-                UUID(payload["sid"]),
-                UUID(payload["sub"]),
-            )
-        except TokenRevoked:
-            return True
-        return False
 
     @jwt.unauthorized_loader
     def missing(_reason: str):

@@ -91,6 +91,15 @@ def test_no_module_is_over_the_size_limit(path):
     assert lines <= MAX_MODULE_LINES, f"{rel(path)} has {lines} lines: split it by concept"
 
 
+def test_no_view_verifies_a_token_without_its_session():
+    # tokens.signed_in / verify_access check the session (revocation, bans) on every call;
+    # flask-jwt-extended's own decorators would only verify the token.
+    unchecked = ("flask_jwt_extended.jwt_required", "flask_jwt_extended.verify_jwt_in_request")
+    found = [rel(p) for p in sorted(PACKAGE.rglob("*.py")) if offending(p, unchecked)]
+    assert found == []
+    assert offending(PACKAGE / "tokens.py", ("flask_jwt_extended.decode_token",)) != []
+
+
 def test_the_checks_above_see_imports():
     # A guard for the guards: the walker must find what these files are known to import.
     assert "psycopg" in imports_of(PACKAGE / "stores" / "pg" / "database.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import jwt
 import pytest
 
 from authsvc.errors import (
@@ -175,12 +176,33 @@ def test_the_bearer_scheme_is_read_in_any_case(auth, client, scheme):
         # "Bearer" with no token carries no credentials at all.
         ({"Authorization": "Bearer "}, AuthRequired.code),
         ({"Authorization": "Bearer"}, AuthRequired.code),
+        ({"Authorization": "Bearer not a.jwt"}, TokenInvalid.code),
+        # Exactly one Bearer credential, among comma-separated ones.
+        ({"Authorization": "Bearer a.b.c, Bearer d.e.f"}, AuthRequired.code),
+        ({"Authorization": "Basic abc, Bearer not.a.jwt"}, TokenInvalid.code),
     ],
 )
 def test_me_without_a_valid_token_is_401(client, headers, code):
     response = client.get("/api/v1/auth/me", headers=headers)
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("header", ["Bearer  {}", " Bearer {} ", "Basic abc, Bearer {}"])
+def test_the_bearer_token_is_found_as_flask_jwt_extended_finds_it(auth, client, header):
+    token = session_of(auth.signup())["access_token"]
+    response = client.get("/api/v1/auth/me", headers={"Authorization": header.format(token)})
+    assert response.status_code == 200, response.get_json()
+
+
+def test_a_token_of_ours_that_is_not_an_access_token_is_invalid(app, auth):
+    from flask_jwt_extended import create_refresh_token
+
+    token = session_of(auth.signup())["access_token"]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    with app.app_context():
+        other = create_refresh_token(claims["sub"], additional_claims={"sid": claims["sid"]})
+    assert auth.me(other).get_json()["error"]["code"] == TokenInvalid.code
 
 
 def test_a_token_signed_with_another_key_is_invalid(app, auth):

@@ -11,7 +11,6 @@ from typing import Any
 from uuid import UUID
 
 from flask import current_app, g, request
-from flask_jwt_extended import verify_jwt_in_request
 from flask_smorest import Blueprint
 
 from authsvc import errors, tokens
@@ -26,8 +25,8 @@ from authsvc.api.admin_schemas import (
     UserListQuerySchema,
     UserListSchema,
 )
-from authsvc.api.auth import BODY_ERRORS, EDGE_ERRORS, SERVER_ERRORS, TOKEN_ERRORS
-from authsvc.api.schemas import EmptySchema, enveloped, error_schema
+from authsvc.api.auth import TOKEN_ERRORS, errors_doc
+from authsvc.api.schemas import EmptySchema, enveloped
 from authsvc.errors import envelope_ok
 from authsvc.services import admin
 from authsvc.services.audit import Origin
@@ -63,19 +62,7 @@ def document_errors(
     blueprint: Blueprint, extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool = True
 ) -> Callable:
     """Declare every error response of a view in the OpenAPI document, code by code."""
-    common = {**EDGE_ERRORS, **(BODY_ERRORS if body else {}), **SERVER_ERRORS}
-    merged = {status: list(classes) for status, classes in common.items()}
-    for status, classes in extra.items():
-        merged.setdefault(status, [])[:0] = classes
-
-    def decorate(view: Callable) -> Callable:
-        for status, classes in sorted(merged.items()):
-            text = " | ".join(f"{cls.code}: {cls.message}" for cls in classes)
-            schema = error_schema(*dict.fromkeys(cls.code for cls in classes))
-            view = blueprint.alt_response(status, schema=schema, description=text)(view)
-        return view
-
-    return decorate
+    return errors_doc(extra, body=body, blueprint=blueprint)
 
 
 def admin_errors(
@@ -101,7 +88,7 @@ def _authorise() -> Origin:
     scheme, _, credential = (request.headers.get("Authorization") or "").partition(" ")
     if key and scheme.lower() == "bearer" and _same_secret(credential.strip(), key):
         return origin.acting("admin_key")
-    verify_jwt_in_request()  # AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED
+    tokens.verify_access()  # AUTH_REQUIRED, TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED
     user_id, _session = tokens.current_ids()
     if not admin.is_admin(runtime.stores, user_id):
         raise errors.Forbidden()

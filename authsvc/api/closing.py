@@ -6,7 +6,6 @@ from typing import Any
 from uuid import UUID
 
 from flask import current_app, request
-from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
 from authsvc import errors, tokens
@@ -21,7 +20,7 @@ blp = Blueprint("closing", __name__, url_prefix="/api/v1/auth", description="Clo
 
 
 @blp.route("/me", methods=["DELETE"])
-@jwt_required()
+@tokens.signed_in
 @blp.arguments(CloseAccountSchema, required=False)
 @blp.response(200, enveloped(EmptySchema))
 @blp.doc(security=[{"bearerAuth": []}])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
 from authsvc import errors, tokens
@@ -53,7 +52,7 @@ def anonymous_view(body: dict[str, Any]):
 
 
 @blp.route("/upgrade", methods=["POST"])
-@jwt_required()
+@tokens.signed_in
 @blp.arguments(UpgradeSchema)
 @blp.response(200, enveloped(AuthResultSchema))
 @blp.doc(**SECURED)
@@ -132,7 +131,7 @@ def reset_view(body: dict[str, Any]):
 
 
 @blp.route("/password", methods=["POST"])
-@jwt_required()
+@tokens.signed_in
 @blp.arguments(PasswordChangeSchema)
 @blp.response(200, enveloped(SessionResultSchema))
 @blp.doc(**SECURED)

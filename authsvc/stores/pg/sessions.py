@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 from uuid import UUID, uuid4
+
+from psycopg.rows import tuple_row
 
 from authsvc.stores import RotateOutcome, Rotation, SessionCheck
 from authsvc.stores.pg import identities, profiles
 from authsvc.stores.pg.database import Database
 
+_IDENTITY = identities.COLUMNS.split(", ")
+_PROFILE = profiles.COLUMNS.split(", ")
 # Deletes run in batches this size, so a purge of millions of rows never holds a long lock.
 PURGE_BATCH = 10000
 
@@ -59,14 +62,19 @@ class PgSessions:
         join = "LEFT JOIN auth.users u ON u.id = s.user_id" if bans_known else ""
         user = ""
         if bans_known:
-            user += "".join(f", u.{c} AS u_{c}" for c in identities.COLUMNS.split(", "))
+            user += "".join(f", u.{c}" for c in _IDENTITY)
         if self.profiles_here:
-            user += "".join(f", p.{c} AS p_{c}" for c in profiles.COLUMNS.split(", "))
+            user += "".join(f", p.{c}" for c in _PROFILE)
             join += " LEFT JOIN public.users p ON p.id = s.user_id"
         self._check = (
             f"SELECT s.user_id, s.revoked_at IS NULL AS active, {ban} AS banned_until{user} "
             f"FROM authsvc.sessions s {join} WHERE s.id = %s"
         )
+        # Where the user's columns sit in the check's rows (read as tuples: every
+        # authenticated call reads one, and dicts cost more to build and to split).
+        identity_end = 3 + len(_IDENTITY) if bans_known else 3
+        self._identity_at = slice(3, identity_end)
+        self._profile_at = slice(identity_end, identity_end + len(_PROFILE))
         self._lock_token = (
             "SELECT rt.session_id, rt.used_at, rt.expires_at < now() AS expired, "
             "       rt.used_at > now() - make_interval(secs => %s) AS just_used, "
@@ -144,17 +152,18 @@ class PgSessions:
             return Rotation(RotateOutcome.ROTATED, session_id, user_id)
 
     def check(self, session_id: UUID) -> SessionCheck | None:
-        row = self.db.read_one(self._check, (session_id,))
-        if row is None:
+        rows = self.db.read(self._check, (session_id,), row_factory=tuple_row)
+        if not rows:
             return None
+        row = rows[0]
         identity = profile = None
-        if self.bans_known and row["u_id"] is not None:
-            identity = identities.to_identity(_prefixed(row, "u_"))
-        if self.profiles_here and row["p_id"] is not None:
-            profile = profiles.to_profile(_prefixed(row, "p_"))
-        return SessionCheck(
-            row["user_id"], row["active"], row["banned_until"], self.bans_known, identity, profile
-        )
+        if self.bans_known and row[3] is not None:  # u.id: the identity exists
+            columns = zip(_IDENTITY, row[self._identity_at], strict=True)
+            identity = identities.to_identity(dict(columns))
+        if self.profiles_here and row[self._profile_at.start] is not None:  # p.id
+            profile = profiles.to_profile(dict(zip(_PROFILE, row[self._profile_at], strict=True)))
+        user_id, active, banned_until = row[:3]
+        return SessionCheck(user_id, active, banned_until, self.bans_known, identity, profile)
 
     def revoke_session(self, session_id: UUID, reason: str) -> None:
         self.db.execute(
@@ -200,7 +209,3 @@ class PgSessions:
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
-
-
-def _prefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
