@@ -202,7 +202,7 @@ def me_view():
     user_id, _ = tokens.current_ids()
     # The session check already read the user with the session where it could: not again.
     return envelope_ok(
-        {"user": accounts.me(_context(), user_id, tokens.checked_session()).as_dict()}
+        {"user": accounts.me(_runtime().stores, user_id, tokens.checked_session()).as_dict()}
     )
 
 

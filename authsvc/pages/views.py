@@ -193,7 +193,7 @@ def _resolve_session(browser: BrowserSession) -> SignedIn | None:
         return None
     try:
         seen = accounts.check_access(ctx, session_id, user_id)
-        user = accounts.me(ctx, user_id, seen)
+        user = accounts.me(ctx.stores, user_id, seen)
     except (TokenInvalid, TokenRevoked, UserBanned):
         browser.sign_out()
         return None

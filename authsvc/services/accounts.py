@@ -257,8 +257,9 @@ def log_out(ctx: Context, user_id: UUID, session_id: UUID, scope: str = "local")
     audit.record(ctx.stores, ctx.origin, audit.LOGOUT, user_id, scope=scope)
 
 
-def me(ctx: Context, user_id: UUID, seen: SessionCheck | None = None) -> User:
-    return sessions.me(ctx.stores, user_id, seen)
+def me(stores: Stores, user_id: UUID, seen: SessionCheck | None = None) -> User:
+    """The whole user (reads only: no Context to build for the most frequent call)."""
+    return sessions.me(stores, user_id, seen)
 
 
 def update_me(ctx: Context, user_id: UUID, changes: dict[str, Any]) -> User:
