@@ -163,9 +163,43 @@ class HonestKeepAlive:
         return self.app(environ, start)
 
 
+# gunicorn 27's gthread turns accepting on and off through this method; older ones do not.
+_GATED_ACCEPT = hasattr(ThreadWorker, "set_accept_enabled")
+
+
 class Worker(ThreadWorker):
-    """gunicorn's gthread worker, with HonestKeepAlive around the app and the requests
-    gunicorn refuses itself answered in the envelope."""
+    """gunicorn's gthread worker, with HonestKeepAlive around the app, the requests gunicorn
+    refuses itself answered in the envelope, and new connections taken only by a worker with
+    a thread free.
+
+    The workers share one listening socket, and gthread accepts in its main loop whenever the
+    socket is readable. A worker already running wins that race against one asleep in
+    epoll_wait, so the connections a client opens at once could all land on one worker: with
+    32 keep-alive connections, a third of the runs of GET /me put every one of them on one
+    worker, which then served them on one core at 40% of the throughput while the other worker
+    idled. Here a worker whose threads are all busy stops listening until one is free (as a
+    sync worker accepts only when it is ready), so a new connection goes to a worker that can
+    serve it now, or waits in the backlog for the first that can. Connections already open
+    are served as before. gunicorn before 27 has no set_accept_enabled, and there this does
+    nothing.
+    """
+
+    busy = 0  # connections handed to the threads and not yet back (main thread only)
+
+    def enqueue_req(self, conn: Any) -> None:
+        super().enqueue_req(conn)  # its completion runs finish_request on this thread, later
+        self.busy += 1
+        if self.busy >= self.cfg.threads and _GATED_ACCEPT:
+            self.set_accept_enabled(False)
+
+    def finish_request(self, *args: Any) -> None:
+        self.busy -= 1
+        super().finish_request(*args)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # While it is not accepting, gthread's loop asks for this on every turn, so accepting
+        # resumes on the turn after a thread comes free (its request's completion wakes it).
+        super().set_accept_enabled(enabled and self.busy < self.cfg.threads)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

@@ -8,10 +8,11 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 
 from tests.conftest import PASSWORD, count
-from tests.service import Gunicorn, request, wait_for
+from tests.service import Gunicorn, request, service_env, wait_for
 
 
 @pytest.fixture
@@ -112,3 +113,45 @@ def test_one_access_log_line_per_request_json_with_the_request_id(server):
     assert [e["request_id"] for e in access] == ["trace-1"]
     # One line per request: gunicorn's own access line (no request id) is not written too.
     assert not [e for e in entries if e.get("logger") == "gunicorn.access"]
+
+
+def _lock_waits(database_url: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'authsvc' "
+            "AND wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()[0]
+
+
+def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_other(
+    database_url, tmp_path, db
+):
+    # Two workers of two threads each. Four connections open one after another, each with a
+    # request that blocks on a row the test holds: all four run at once only if each worker
+    # took two. A worker that took a third would queue it behind its two busy threads while
+    # the other worker's threads idled (gthread accepts whenever the shared socket is ready).
+    env = service_env(tmp_path, DATABASE_URL=database_url, GUNICORN_THREADS="2")
+    service = Gunicorn.started(env)
+    try:
+        body = {"email": "busy@example.com", "password": PASSWORD}
+        assert request(service.base, "POST", "/api/v1/auth/signup", body)[0] == 201
+        session = request(service.base, "POST", "/api/v1/auth/login", body)[1]["data"]
+        token, user_id = session["session"]["access_token"], session["user"]["id"]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        connections = []
+        with psycopg.connect(database_url) as held:
+            held.execute("SELECT 1 FROM public.users WHERE id = %s FOR UPDATE", (user_id,))
+            for i in range(4):
+                conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
+                conn.request(
+                    "PATCH",
+                    "/api/v1/auth/me",
+                    body=json.dumps({"display_name": f"name {i}"}),
+                    headers=headers,
+                )
+                connections.append(conn)
+                wait_for(lambda n=i + 1: _lock_waits(database_url) >= n, 10, f"request {i + 1}")
+        # The row is free again: every request finishes.
+        assert [c.getresponse().status for c in connections] == [200] * 4
+    finally:
+        service.stop()
