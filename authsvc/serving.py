@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -165,31 +166,35 @@ class HonestKeepAlive:
 
 # gunicorn 27's gthread turns accepting on and off through this method; older ones do not.
 _GATED_ACCEPT = hasattr(ThreadWorker, "set_accept_enabled")
+# How long a worker whose threads are all busy leaves new connections to the others.
+ACCEPT_HOLD = 0.05
 
 
 class Worker(ThreadWorker):
     """gunicorn's gthread worker, with HonestKeepAlive around the app, the requests gunicorn
-    refuses itself answered in the envelope, and new connections taken only by a worker with
-    a thread free.
+    refuses itself answered in the envelope, and new connections left to a worker with a
+    thread free.
 
     The workers share one listening socket, and gthread accepts in its main loop whenever the
     socket is readable. A worker already running wins that race against one asleep in
     epoll_wait, so the connections a client opens at once could all land on one worker: with
     32 keep-alive connections, a third of the runs of GET /me put every one of them on one
-    worker, which then served them on one core at 40% of the throughput while the other worker
-    idled. Here a worker whose threads are all busy stops listening until one is free (as a
-    sync worker accepts only when it is ready), so a new connection goes to a worker that can
-    serve it now, or waits in the backlog for the first that can. Connections already open
-    are served as before. gunicorn before 27 has no set_accept_enabled, and there this does
-    nothing.
+    worker, which served them on one core at 40% of the throughput while the other idled.
+    Here a worker whose threads have all become busy stops accepting for up to ACCEPT_HOLD,
+    or until a thread is free, so a new connection goes to a worker that can serve it now.
+    When every worker stays busy (keep-alive clients can keep them so), each takes new
+    connections again after ACCEPT_HOLD: a new client waits that long at most, not until the
+    others let go. gunicorn before 27 has no set_accept_enabled; there this does nothing.
     """
 
     busy = 0  # connections handed to the threads and not yet back (main thread only)
+    _full_since = 0.0  # when the last thread became busy
 
     def enqueue_req(self, conn: Any) -> None:
         super().enqueue_req(conn)  # its completion runs finish_request on this thread, later
         self.busy += 1
-        if self.busy >= self.cfg.threads and _GATED_ACCEPT:
+        if self.busy == self.cfg.threads and _GATED_ACCEPT:
+            self._full_since = time.monotonic()
             self.set_accept_enabled(False)
 
     def finish_request(self, *args: Any) -> None:
@@ -197,9 +202,12 @@ class Worker(ThreadWorker):
         super().finish_request(*args)
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        # While it is not accepting, gthread's loop asks for this on every turn, so accepting
-        # resumes on the turn after a thread comes free (its request's completion wakes it).
-        super().set_accept_enabled(enabled and self.busy < self.cfg.threads)
+        # While it is not accepting, gthread's loop asks for this on every turn (each request
+        # that completes wakes it), so accepting resumes once a thread is free or the hold ends.
+        holding = self.busy >= self.cfg.threads
+        if enabled and holding and time.monotonic() - self._full_since < ACCEPT_HOLD:
+            enabled = False
+        super().set_accept_enabled(enabled)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

@@ -126,10 +126,10 @@ def _lock_waits(database_url: str) -> int:
 def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_other(
     database_url, tmp_path, db
 ):
-    # Two workers of two threads each. Four connections open one after another, each with a
-    # request that blocks on a row the test holds: all four run at once only if each worker
-    # took two. A worker that took a third would queue it behind its two busy threads while
-    # the other worker's threads idled (gthread accepts whenever the shared socket is ready).
+    # Two workers of two threads each. Four connections open at once, each with a request
+    # that blocks on a row the test holds: all four run at once only if each worker took two.
+    # A worker that took a third would queue it behind its two busy threads while the other
+    # worker's threads idled (gthread accepts whenever the shared socket is ready).
     env = service_env(tmp_path, DATABASE_URL=database_url, GUNICORN_THREADS="2")
     service = Gunicorn.started(env)
     try:
@@ -150,7 +150,7 @@ def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_other
                     headers=headers,
                 )
                 connections.append(conn)
-                wait_for(lambda n=i + 1: _lock_waits(database_url) >= n, 10, f"request {i + 1}")
+            wait_for(lambda: _lock_waits(database_url) >= 4, 10, "four requests at once")
         # The row is free again: every request finishes.
         assert [c.getresponse().status for c in connections] == [200] * 4
     finally:
