@@ -183,8 +183,9 @@ class Worker(ThreadWorker):
     Here a worker whose threads have all become busy stops accepting for up to ACCEPT_HOLD,
     or until a thread is free, so a new connection goes to a worker that can serve it now.
     When every worker stays busy (keep-alive clients can keep them so), each takes new
-    connections again after ACCEPT_HOLD: a new client waits that long at most, not until the
-    others let go. gunicorn before 27 has no set_accept_enabled; there this does nothing.
+    connections again on its loop's first turn after ACCEPT_HOLD (a completed request wakes
+    it, or gthread's one-second tick), not only once the others let go. gunicorn before 27
+    has no set_accept_enabled; there this does nothing.
     """
 
     busy = 0  # connections handed to the threads and not yet back (main thread only)
