@@ -16,7 +16,7 @@ from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from jwt import InvalidSignatureError, InvalidTokenError
 
-from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid, TokenRevoked
+from authsvc.errors import AuthRequired, TokenExpired, TokenInvalid
 from authsvc.services import sessions
 
 
@@ -70,7 +70,7 @@ def verify_access() -> None:
 def _bearer(raw: str) -> str:
     """The token of `Authorization: Bearer <token>`, read as flask-jwt-extended reads it (the
     header may list several credentials, comma-separated; exactly one must be Bearer)."""
-    if raw.startswith("Bearer ") and " " not in raw[7:] and "," not in raw:
+    if raw.startswith("Bearer ") and len(raw) > 7 and " " not in raw[7:] and "," not in raw:
         return raw[7:]
     value = raw.strip().strip(",")
     bearers = [s for s in re.split(r",\s*", value) if s and s.split()[0] == "Bearer"]
@@ -227,36 +227,16 @@ def init_app(app: Flask, secret: str, access_ttl: int, previous: Sequence[str] =
     def render(err: Any):
         return current_app.extensions["authsvc.render_error"](err)
 
-    @jwt.unauthorized_loader
-    def missing(_reason: str):
-        return render(AuthRequired())
-
+    # verify_access() and the session check raise AUTH_REQUIRED and TOKEN_REVOKED themselves;
+    # what PyJWT refuses in decode_token() reaches flask-jwt-extended's error handlers, and
+    # these answer it.
     @jwt.invalid_token_loader
     def invalid(_reason: str):
-        # "Authorization: Bearer" with nothing after it carries no token at all.
-        if (request.headers.get("Authorization") or "").strip().lower() in ("", "bearer"):
-            return render(AuthRequired())
         return render(TokenInvalid())
 
     @jwt.expired_token_loader
     def expired(_header: dict, _payload: dict):
         return render(TokenExpired())
-
-    @jwt.revoked_token_loader
-    def revoked(_header: dict, _payload: dict):
-        return render(TokenRevoked())
-
-    @jwt.token_verification_failed_loader
-    def failed(_header: dict, _payload: dict):
-        return render(TokenInvalid())
-
-    @jwt.user_lookup_error_loader
-    def lookup_failed(_header: dict, _payload: dict):
-        return render(TokenInvalid())
-
-    @jwt.needs_fresh_token_loader
-    def not_fresh(_header: dict, _payload: dict):
-        return render(TokenInvalid())
 
 
 def any_case_bearer(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
