@@ -58,18 +58,11 @@ USER_PATH = {
 }
 
 
-def document_errors(
-    blueprint: Blueprint, extra: dict[int, tuple[type[errors.AuthError], ...]], body: bool = True
-) -> Callable:
-    """Declare every error response of a view in the OpenAPI document, code by code."""
-    return errors_doc(extra, body=body, blueprint=blueprint)
-
-
 def admin_errors(
     extra: dict[int, tuple[type[errors.AuthError], ...]] | None = None, body: bool = False
 ) -> Callable:
-    """document_errors for an admin operation: its own errors, and 401 and 403."""
-    return document_errors(blp, {**AUTH_ERRORS, **(extra or {})}, body=body)
+    """errors_doc for an admin operation: its own errors, and 401 and 403."""
+    return errors_doc({**AUTH_ERRORS, **(extra or {})}, body=body, blueprint=blp)
 
 
 def _same_secret(presented: str, expected: str) -> bool:

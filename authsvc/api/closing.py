@@ -9,9 +9,8 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 
 from authsvc import errors, tokens
-from authsvc.api.admin import document_errors
 from authsvc.api.admin_schemas import CloseAccountSchema
-from authsvc.api.auth import TOKEN_ERRORS
+from authsvc.api.auth import TOKEN_ERRORS, errors_doc
 from authsvc.api.schemas import EmptySchema, enveloped
 from authsvc.errors import envelope_ok
 from authsvc.services import closing
@@ -24,14 +23,14 @@ blp = Blueprint("closing", __name__, url_prefix="/api/v1/auth", description="Clo
 @blp.arguments(CloseAccountSchema, required=False)
 @blp.response(200, enveloped(EmptySchema))
 @blp.doc(security=[{"bearerAuth": []}])
-@document_errors(
-    blp,
+@errors_doc(
     {
         401: (errors.InvalidCredentials, errors.ReauthenticationRequired, *TOKEN_ERRORS),
         403: (errors.UserBanned,),
         429: (errors.RateLimited,),
         500: (errors.DeletionFailed,),
     },
+    blueprint=blp,
 )
 def close_account(body: dict[str, Any]):
     """Close this account: every session ends, then the identity and the profile are removed.
