@@ -19,7 +19,6 @@ import argparse
 import base64
 import json
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -30,40 +29,8 @@ import psycopg
 
 from bench import ceiling, cpu, load
 from bench.floor_app import TABLES
-from bench.servers import (
-    REPO,
-    Authsvc,
-    Postgres,
-    free_port,
-    http,
-    migrate,
-    service_env,
-    stop_process,
-    wait_http,
-)
+from bench.servers import Authsvc, Postgres, http, migrate, service_env
 from bench.table import API, PASSWORD, authsvc_probe, authsvc_sessions
-
-
-class Floor:
-    """`python -m gunicorn -w 2 bench.floor_app:app` from the repo root."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "a")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "gunicorn", "-w", "2", "--bind", f"127.0.0.1:{self.port}"]
-            + ["bench.floor_app:app"],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_http(self.base, "/ok", self.proc, log, timeout=60)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
 
 
 def session_id(access_token: str) -> str:
@@ -124,9 +91,10 @@ def run(seconds: float, hash_seconds: float, rounds: int, users: int) -> dict[st
                 (emails,),
             )
         floor_env = dict(env, FLOOR_ARGON2=f"{cost['time_cost']},{cost['memory_kib']},1")
-        floor = Floor(floor_env, log)
+        floor = Authsvc(floor_env, log, app="bench.floor_app:app", ready="/ok")
         servers.append(floor)
-        items = {"login": emails, "bearer": None}
+        # What each side's wrk script picks from: its emails, or its access token / session id.
+        items = {"login": (emails, emails), "bearer": (tokens, [session_id(t) for t in tokens])}
         pg_pid = cpu.postmaster_pid(Path(pg.data_dir))
         samples: list[float] = []
         results: dict[str, dict[str, list[dict]]] = {
@@ -137,8 +105,7 @@ def run(seconds: float, hash_seconds: float, rounds: int, users: int) -> dict[st
             for name, c, (mode, path), (fmode, fpath), hashes in ROWS:
                 secs = hash_seconds if hashes else seconds
                 tag = f"r{i}{name}"
-                our_items = tokens if mode == "bearer" else items.get(mode)
-                their_items = [session_id(t) for t in tokens] if mode == "bearer" else our_items
+                our_items, their_items = items.get(mode, (None, None))
                 print(f"[{time.strftime('%H:%M:%S')}] round {i + 1}/{rounds}: {name}", flush=True)
                 results[name]["authsvc"].append(
                     measure(ours, pg_pid, mode, path, c, secs, items=our_items, tag=tag + "a")

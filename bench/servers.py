@@ -193,9 +193,17 @@ def migrate(env: dict[str, str]) -> None:
 
 
 class Authsvc:
-    """`python -m gunicorn -w 2 wsgi:app` from the repo root (gunicorn.conf.py is read)."""
+    """`python -m gunicorn -w 2 wsgi:app` from the repo root (gunicorn.conf.py is read); `app`
+    and `ready` serve another WSGI app the same way (bench/floor_app.py)."""
 
-    def __init__(self, env: dict[str, str], log: Path, workers: int = 2) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        workers: int = 2,
+        app: str = "wsgi:app",
+        ready: str = "/readyz",
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -209,14 +217,14 @@ class Authsvc:
                 str(workers),
                 "--bind",
                 f"127.0.0.1:{self.port}",
-                "wsgi:app",
+                app,
             ],
             cwd=REPO,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        wait_http(self.base, "/readyz", self.proc, log, timeout=60)
+        wait_http(self.base, ready, self.proc, log, timeout=60)
 
     def stop(self) -> None:
         """Stop gunicorn and its workers; keep the head and tail of its log."""
